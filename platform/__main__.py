@@ -1,0 +1,5 @@
+"""`python -m carina.platform` is the `carina` command."""
+
+from carina.platform.cli import main
+
+main()

@@ -1,0 +1,20 @@
+"""Maps the component folders under the `carina` namespace.
+
+platform/, operators/ and workloads/ have no __init__.py at their top on purpose: a
+platform/__init__.py at the repository root would shadow the standard library's `platform`
+for anything started from the root. Every other setting lives in pyproject.toml.
+"""
+
+from setuptools import find_namespace_packages, setup
+
+ROOTS = ("platform", "operators", "workloads")
+
+packages = [
+    f"carina.{name}"
+    for name in find_namespace_packages(
+        include=[*ROOTS, *(f"{root}.*" for root in ROOTS)],
+        exclude=["*.__pycache__", "*__pycache__*"],
+    )
+]
+
+setup(packages=packages, package_dir={f"carina.{root}": root for root in ROOTS})

@@ -1,0 +1,75 @@
+"""`carina` as a user runs it: exit codes and messages, never tracebacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from builders import BAD_MANIFESTS, make_job
+from carina.platform import crd
+from carina.platform.cli import app
+from typer.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+def write(tmp_path: Path, name: str, *docs: dict) -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump_all([json.loads(json.dumps(d)) for d in docs]))
+    return path
+
+
+def test_version_prints_the_installed_version() -> None:
+    result = runner.invoke(app, ["version"])
+    assert result.exit_code == 0
+    assert result.stdout.startswith("carina 0.")
+
+
+def test_crds_prints_the_generated_crd() -> None:
+    result = runner.invoke(app, ["crds"])
+    assert result.exit_code == 0
+    assert result.stdout == crd.crd_yaml()
+
+
+def test_crds_writes_into_a_folder(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["crds", "--output", str(tmp_path)])
+    assert result.exit_code == 0
+    assert (tmp_path / crd.CRD_FILENAME).read_text() == crd.crd_yaml()
+
+
+def test_every_example_manifest_validates() -> None:
+    examples = sorted(str(p) for p in (ROOT / "examples").glob("*.yaml"))
+    assert examples
+    result = runner.invoke(app, ["validate", *examples])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count(": ok") >= len(examples)
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MANIFESTS))
+def test_validate_names_field_and_rule_without_traceback(tmp_path: Path, case: str) -> None:
+    manifest, path = BAD_MANIFESTS[case]
+    result = runner.invoke(app, ["validate", str(write(tmp_path, "bad.yaml", manifest))])
+    assert result.exit_code == 1
+    assert path in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_validate_checks_every_document_and_every_file(tmp_path: Path) -> None:
+    good = write(tmp_path, "good.yaml", make_job("a"), make_job("b"))
+    bad = write(tmp_path, "bad.yaml", make_job().with_replicas(0))
+    result = runner.invoke(app, ["validate", str(good), str(bad)])
+    assert result.exit_code == 1
+    assert "good.yaml#0: ok" in result.stdout and "good.yaml#1: ok" in result.stdout
+    assert "spec.replicas" in result.stderr
+
+
+def test_validate_reports_unreadable_and_malformed_files(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("spec: [unclosed")
+    result = runner.invoke(app, ["validate", str(tmp_path / "missing.yaml"), str(broken)])
+    assert result.exit_code == 1
+    assert "missing.yaml" in result.stderr and "(yaml)" in result.stderr
+    assert "Traceback" not in result.output

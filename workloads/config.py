@@ -1,0 +1,452 @@
+"""Typed workload configs: what a TrainingJob asks its workers to do.
+
+This module is shared by every component: the API types embed these models, the CRD is
+generated from them, and the worker reads them back from `CARINA_SPEC`. It imports nothing
+heavy (no torch) and nothing else from carina, so the operator and the control plane can
+use it without the training stack.
+
+Field names are camelCase on the wire (Kubernetes style) and snake_case in Python.
+Cross-field rules are declared once per model in `CEL_RULES` (enforced by the API server)
+and mirrored by a pydantic validator (enforced locally by `carina validate`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+SCHEMA_VERSION = 1
+
+
+class ExitCode(IntEnum):
+    """How a worker tells its substrate whether a retry can help (the worker contract).
+
+    Codes 64-66 follow sysexits.h and are permanent: the same input fails the same way.
+    Every other non-zero code (a crash, a signal, 75/76) is retryable from the newest
+    checkpoint. `FailurePolicy.permanentExitCodes` defaults to the permanent ones below.
+    """
+
+    SUCCEEDED = 0
+    BAD_CONFIG = 64  # the spec cannot run (EX_USAGE)
+    BAD_DATA = 65  # the data cannot be read or tokenized (EX_DATAERR)
+    NO_INPUT = 66  # a base checkpoint or input file does not exist (EX_NOINPUT)
+    PREEMPTED = 75  # stopped on SIGTERM after saving a checkpoint (EX_TEMPFAIL)
+    TRANSIENT = 76  # an infrastructure error a retry may fix (storage, rendezvous, NCCL)
+
+
+PERMANENT_EXIT_CODES = (ExitCode.BAD_CONFIG, ExitCode.BAD_DATA, ExitCode.NO_INPUT)
+
+
+@dataclass(frozen=True)
+class CelRule:
+    """A cross-field rule: its CEL form for the API server and the message both sides show."""
+
+    rule: str
+    message: str
+    field_path: str | None = None
+
+
+class Spec(BaseModel):
+    """Base of every API model: camelCase aliases, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_enum_values=True,
+        validate_default=True,
+    )
+
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = ()
+
+    def to_wire(self) -> dict:
+        """The camelCase JSON form, without unset optional fields."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+CHECKPOINT_URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|file:///.*|pvc://[a-z0-9][a-z0-9\-]*(/.*)?|/.*)$"
+CheckpointUri = Annotated[
+    str,
+    Field(
+        pattern=CHECKPOINT_URI_PATTERN,
+        max_length=1024,
+        description="s3://bucket/prefix, file:///path, pvc://claim/path or an absolute path",
+    ),
+]
+
+
+# ---------------------------------------------------------------- model architecture
+
+
+class ModelPreset(StrEnum):
+    """Named model sizes, from seconds-per-step on a laptop CPU to a 1B-parameter run."""
+
+    TINY = "tiny"
+    SMALL = "small"
+    M350 = "350m"
+    B1 = "1b"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A fully resolved decoder architecture (what the model code builds)."""
+
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    ffn_hidden: int
+    max_seq_len: int
+    rope_theta: float
+    cla_sharing: int
+    moe_experts: int
+    moe_every: int
+    moe_mi_alpha: float
+    mup: bool
+    mup_base_width: int
+    tie_embeddings: bool
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def kv_layers(self) -> int:
+        """Layers that compute their own K/V under cross-layer attention (CLA)."""
+        return -(-self.n_layers // self.cla_sharing)
+
+    def kv_cache_bytes_per_token(self, bytes_per_element: int = 2) -> int:
+        """KV-cache size per token: 2 (K and V) * n_kv_heads * d_head * KV layers * bytes."""
+        return 2 * self.n_kv_heads * self.d_head * self.kv_layers * bytes_per_element
+
+
+# vocab 260 = 256 bytes + BOS, EOS, PAD, SEP of the byte tokenizer.
+BYTE_VOCAB = 260
+
+PRESETS: dict[str, dict[str, int | float | bool]] = {
+    "tiny": dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=4, max_seq_len=256),
+    "small": dict(d_model=256, n_layers=4, n_heads=4, n_kv_heads=4, max_seq_len=512),
+    "350m": dict(d_model=1024, n_layers=24, n_heads=16, n_kv_heads=16, max_seq_len=2048),
+    "1b": dict(d_model=2048, n_layers=24, n_heads=16, n_kv_heads=8, max_seq_len=4096),
+}
+
+
+class MoeSpec(Spec):
+    """Dense-trained mixture of experts (DS-MoE): every expert runs in training."""
+
+    experts: int = Field(4, ge=2, le=64, description="experts per MoE layer")
+    every: int = Field(1, ge=1, description="every k-th MLP is a mixture (1 = all)")
+    mi_alpha: float = Field(
+        4e-4, ge=0.0, le=1.0, description="weight of the mutual-information loss"
+    )
+
+
+class ModelSpec(Spec):
+    """A preset and the overrides a user applies on top of it."""
+
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            "!has(self.dModel) || !has(self.nHeads) || self.dModel % self.nHeads == 0",
+            "dModel must be divisible by nHeads",
+        ),
+        CelRule(
+            "!has(self.nHeads) || !has(self.nKvHeads) || self.nHeads % self.nKvHeads == 0",
+            "nHeads must be divisible by nKvHeads",
+        ),
+    )
+
+    preset: ModelPreset = Field(ModelPreset.TINY, description="named model size")
+    vocab_size: int | None = Field(None, ge=2, le=1_048_576)
+    d_model: int | None = Field(None, ge=8, le=65536)
+    n_layers: int | None = Field(None, ge=1, le=512)
+    n_heads: int | None = Field(None, ge=1, le=512)
+    n_kv_heads: int | None = Field(
+        None, ge=1, le=512, description="K/V heads: equal to nHeads is MHA, 1 is MQA"
+    )
+    ffn_hidden: int | None = Field(None, ge=8)
+    max_seq_len: int | None = Field(None, ge=8, le=1_048_576)
+    rope_theta: float = Field(10000.0, gt=0, description="RoPE base frequency")
+    cla_sharing: int = Field(
+        1, ge=1, le=16, description="cross-layer attention: layers sharing one K/V (1 = off)"
+    )
+    moe: MoeSpec | None = Field(None, description="dense-trained mixture of experts")
+    mup: bool = Field(True, description="maximal update parametrization")
+    mup_base_width: int = Field(256, ge=8, description="µP base width d_base")
+    tie_embeddings: bool = False
+
+    @model_validator(mode="after")
+    def _divisibility(self) -> ModelSpec:
+        arch = self.resolve()
+        if arch.d_model % arch.n_heads:
+            raise ValueError("dModel must be divisible by nHeads")
+        if arch.n_heads % arch.n_kv_heads:
+            raise ValueError("nHeads must be divisible by nKvHeads")
+        return self
+
+    def resolve(self, vocab_size: int = BYTE_VOCAB) -> Architecture:
+        """The preset with this spec's overrides applied."""
+        base = dict(PRESETS[ModelPreset(self.preset).value])
+        for key in ("d_model", "n_layers", "n_heads", "n_kv_heads", "max_seq_len"):
+            value = getattr(self, key)
+            if value is not None:
+                base[key] = value
+        d_model = int(base["d_model"])
+        # SwiGLU hidden width: 8/3 * d rounded up to a multiple of 32 (keeps matmuls aligned).
+        ffn = self.ffn_hidden or 32 * -(-(8 * d_model // 3) // 32)
+        moe = self.moe
+        return Architecture(
+            vocab_size=self.vocab_size or vocab_size,
+            d_model=d_model,
+            n_layers=int(base["n_layers"]),
+            n_heads=int(base["n_heads"]),
+            n_kv_heads=int(base["n_kv_heads"]),
+            ffn_hidden=ffn,
+            max_seq_len=int(base["max_seq_len"]),
+            rope_theta=self.rope_theta,
+            cla_sharing=self.cla_sharing,
+            moe_experts=moe.experts if moe else 0,
+            moe_every=moe.every if moe else 1,
+            moe_mi_alpha=moe.mi_alpha if moe else 0.0,
+            mup=self.mup,
+            mup_base_width=self.mup_base_width,
+            tie_embeddings=self.tie_embeddings,
+        )
+
+
+# ---------------------------------------------------------------- data, optimizer, schedule
+
+
+class DataSource(StrEnum):
+    PYTHON_STDLIB = "python-stdlib"  # the standard library's own source: on every machine
+    FILES = "files"  # local files or globs
+    SYNTHETIC = "synthetic"  # generated on the fly (tests, benchmarks)
+
+
+class DataSpec(Spec):
+    """Where the training text comes from and how it is tokenized."""
+
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            "self.source != 'files' || (has(self.paths) && size(self.paths) > 0)",
+            "paths must list at least one file or glob when source is files",
+        ),
+    )
+
+    source: DataSource = DataSource.PYTHON_STDLIB
+    paths: list[Annotated[str, Field(max_length=4096)]] | None = Field(
+        None, max_length=256, description="files or globs (source: files)"
+    )
+    tokenizer: str = Field(
+        "bytes", max_length=4096, description="'bytes' or the path of a tokenizers JSON file"
+    )
+    val_fraction: float = Field(0.02, ge=0.0, lt=0.5, description="held-out share of documents")
+    max_bytes: int | None = Field(None, ge=1024, description="cap on the corpus size read (bytes)")
+
+    @model_validator(mode="after")
+    def _paths_for_files(self) -> DataSpec:
+        if self.source == DataSource.FILES and not self.paths:
+            raise ValueError("paths must list at least one file or glob when source is files")
+        return self
+
+
+class OptimizerSpec(Spec):
+    """AdamW; under µP the hidden matrices' learning rate is divided by the width multiplier."""
+
+    lr: float = Field(3e-3, gt=0, le=10.0, description="peak learning rate")
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(0.1, ge=0.0, le=1.0)
+    grad_clip: float = Field(1.0, ge=0.0, description="global gradient-norm clip (0 = off)")
+
+
+class ScheduleKind(StrEnum):
+    CONSTANT = "constant"
+    COSINE = "cosine"
+    WSD = "wsd"
+    POWER = "power"
+
+
+class ScheduleSpec(Spec):
+    """Learning-rate schedule. `power` follows the Power scheduler: lr = min(lrMax, β·a·n^b)."""
+
+    kind: ScheduleKind = ScheduleKind.WSD
+    warmup_steps: int = Field(10, ge=0)
+    decay_fraction: float = Field(
+        0.1, ge=0.0, le=1.0, description="share of steps in the final decay (wsd, power)"
+    )
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="floor as a share of peak")
+    power_a: float = Field(4.0, gt=0, description="power scheduler amplitude a")
+    power_b: float = Field(-0.51, lt=0, description="power scheduler exponent b")
+    power_lr_max: float = Field(0.02, gt=0, description="power scheduler cap η_max")
+
+
+class Precision(StrEnum):
+    AUTO = "auto"  # bf16 autocast on GPU, fp32 on CPU
+    FP32 = "fp32"
+    BF16 = "bf16"
+
+
+class Parallelism(StrEnum):
+    DDP = "ddp"
+    FSDP = "fsdp"
+
+
+# ---------------------------------------------------------------- workloads
+
+
+class PretrainConfig(Spec):
+    """Pretrain a decoder LM from scratch (or continue from `init`)."""
+
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            "self.batchSize % self.microBatchSize == 0",
+            "batchSize must be a multiple of microBatchSize",
+        ),
+        CelRule(
+            "!has(self.schedule) || !has(self.schedule.warmupSteps) "
+            "|| self.schedule.warmupSteps < self.steps",
+            "schedule.warmupSteps must be smaller than steps",
+        ),
+    )
+
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    data: DataSpec = Field(default_factory=DataSpec)
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    steps: int = Field(100, ge=1, le=100_000_000, description="optimizer steps")
+    batch_size: int = Field(8, ge=1, description="sequences per optimizer step, all workers")
+    micro_batch_size: int = Field(
+        8, ge=1, description="sequences per forward pass, all workers (gradient accumulation)"
+    )
+    seq_len: int = Field(128, ge=8, le=1_048_576, description="tokens per sequence")
+    eval_every: int = Field(50, ge=0, description="held-out loss every N steps (0 = off)")
+    eval_batches: int = Field(4, ge=1)
+    log_every: int = Field(1, ge=1)
+    seed: int = Field(1234, ge=0)
+    precision: Precision = Precision.AUTO
+    parallelism: Parallelism = Parallelism.DDP
+    init: CheckpointUri | None = Field(None, description="start from this checkpoint's weights")
+
+    @model_validator(mode="after")
+    def _batch(self) -> PretrainConfig:
+        if self.batch_size % self.micro_batch_size:
+            raise ValueError("batchSize must be a multiple of microBatchSize")
+        if self.schedule.warmup_steps >= self.steps:
+            raise ValueError("schedule.warmupSteps must be smaller than steps")
+        return self
+
+
+class FinetuneMode(StrEnum):
+    SFT = "sft"
+    SSR = "ssr"  # Selective Self-Rehearsal
+
+
+class JudgeKind(StrEnum):
+    EXACT = "exact"
+    RULE = "rule"
+    EMBEDDING = "embedding"
+    HTTP = "http"
+
+
+class JudgeSpec(Spec):
+    """Decides whether the base model's own answer is acceptable given the gold answer."""
+
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
+        CelRule("self.kind != 'http' || has(self.url)", "url is required when kind is http"),
+    )
+
+    kind: JudgeKind = JudgeKind.RULE
+    threshold: float = Field(0.8, ge=0.0, le=1.0, description="similarity needed (embedding)")
+    url: str | None = Field(
+        None, pattern=r"^https?://", max_length=2048, description="OpenAI-compatible endpoint"
+    )
+    model: str | None = Field(None, max_length=256, description="model name sent to the endpoint")
+    timeout_seconds: float = Field(30.0, gt=0, le=600)
+    retries: int = Field(2, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _url_for_http(self) -> JudgeSpec:
+        if self.kind == JudgeKind.HTTP and not self.url:
+            raise ValueError("url is required when kind is http")
+        return self
+
+
+class TaskDataSpec(Spec):
+    """A task's data: generated (no download) or a JSONL file in its usual layout."""
+
+    generator: Literal["grounded-qa", "code-choice"] | None = None
+    path: str | None = Field(None, max_length=4096, description="JSONL file")
+    format: Literal["squad2", "mmlu", "hellaswag", "text", "carina-qa"] | None = None
+    examples: int = Field(512, ge=1, le=10_000_000)
+    seed: int = Field(0, ge=0)
+
+
+class FinetuneConfig(Spec):
+    """Supervised fine-tuning of a base checkpoint: plain SFT or Selective Self-Rehearsal."""
+
+    base: CheckpointUri = Field(description="checkpoint to start from")
+    mode: FinetuneMode = FinetuneMode.SSR
+    judge: JudgeSpec = Field(default_factory=JudgeSpec)
+    data: TaskDataSpec = Field(default_factory=lambda: TaskDataSpec(generator="grounded-qa"))
+    optimizer: OptimizerSpec = Field(default_factory=lambda: OptimizerSpec(lr=1e-3))
+    schedule: ScheduleSpec = Field(
+        default_factory=lambda: ScheduleSpec(kind=ScheduleKind.COSINE, warmup_steps=5)
+    )
+    steps: int = Field(100, ge=1)
+    batch_size: int = Field(8, ge=1)
+    micro_batch_size: int = Field(8, ge=1)
+    max_new_tokens: int = Field(48, ge=1, le=4096, description="generation budget (SSR)")
+    seed: int = Field(1234, ge=0)
+    precision: Precision = Precision.AUTO
+
+
+class QuantizeMethod(StrEnum):
+    PTQ = "ptq"  # weights only, no training
+    QAT = "qat"  # fake-quantized activations during fine-tuning, then weight PTQ
+    QAT_KURTOSIS = "qat-kurtosis"  # QAT plus kurtosis regularization of layer outputs
+
+
+class QuantizeConfig(Spec):
+    """W4A4: quantization-aware training with activation regularization, then weight PTQ."""
+
+    base: CheckpointUri = Field(description="checkpoint to quantize")
+    method: QuantizeMethod = QuantizeMethod.QAT_KURTOSIS
+    weight_bits: int = Field(4, ge=2, le=8)
+    activation_bits: int = Field(4, ge=2, le=16)
+    group_size: int = Field(128, ge=0, description="weight quantization group (0 = per channel)")
+    weight_ptq: Literal["rtn", "gptq"] = "gptq"
+    kurtosis_lambda: float = Field(1e-5, ge=0.0)
+    steps: int = Field(100, ge=0)
+    calibration_batches: int = Field(8, ge=1)
+    data: DataSpec = Field(default_factory=DataSpec)
+    optimizer: OptimizerSpec = Field(default_factory=lambda: OptimizerSpec(lr=1e-4))
+    batch_size: int = Field(8, ge=1)
+    seq_len: int = Field(128, ge=8)
+    seed: int = Field(1234, ge=0)
+
+
+class EvalTask(Spec):
+    """One task of an evaluation suite."""
+
+    name: str = Field(max_length=128, pattern=r"^[a-z0-9][a-z0-9_.\-]*$")
+    kind: Literal["perplexity", "multiple-choice", "refusal"]
+    data: TaskDataSpec
+
+
+class EvaluateConfig(Spec):
+    """Evaluate a checkpoint on a suite, optionally against a baseline checkpoint."""
+
+    base: CheckpointUri = Field(description="checkpoint to evaluate")
+    compare_to: CheckpointUri | None = Field(None, description="baseline checkpoint")
+    tasks: list[EvalTask] = Field(min_length=1, max_length=64)
+    batch_size: int = Field(16, ge=1)
+
+
+WORKLOAD_KINDS = ("pretrain", "finetune", "quantize", "evaluate")
+
+WorkloadConfig = PretrainConfig | FinetuneConfig | QuantizeConfig | EvaluateConfig
