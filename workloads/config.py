@@ -331,6 +331,7 @@ class PretrainConfig(Spec):
     precision: Precision = Precision.AUTO
     parallelism: Parallelism = Parallelism.DDP
     init: CheckpointUri | None = Field(None, description="start from this checkpoint's weights")
+    compile: bool = Field(False, description="torch.compile the model (worth it on GPUs)")
 
     @model_validator(mode="after")
     def _batch(self) -> PretrainConfig:
@@ -368,6 +369,17 @@ class JudgeSpec(Spec):
     model: str | None = Field(None, max_length=256, description="model name sent to the endpoint")
     timeout_seconds: float = Field(30.0, gt=0, le=600)
     retries: int = Field(2, ge=0, le=10)
+    prompt_template: str | None = Field(
+        None,
+        max_length=16384,
+        description="http: user message with {question}, {gold} and {candidate} placeholders",
+    )
+    api_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        max_length=256,
+        description="http: environment variable holding the endpoint's bearer token",
+    )
 
     @model_validator(mode="after")
     def _url_for_http(self) -> JudgeSpec:
@@ -379,7 +391,9 @@ class JudgeSpec(Spec):
 class TaskDataSpec(Spec):
     """A task's data: generated (no download) or a JSONL file in its usual layout."""
 
-    generator: Literal["grounded-qa", "code-choice"] | None = None
+    generator: Literal["grounded-qa", "code-choice", "python-stdlib"] | None = Field(
+        None, description="python-stdlib: the held-out documents of the pretraining corpus"
+    )
     path: str | None = Field(None, max_length=4096, description="JSONL file")
     format: Literal["squad2", "mmlu", "hellaswag", "text", "carina-qa"] | None = None
     examples: int = Field(512, ge=1, le=10_000_000)
@@ -428,6 +442,16 @@ class QuantizeConfig(Spec):
     batch_size: int = Field(8, ge=1)
     seq_len: int = Field(128, ge=8)
     seed: int = Field(1234, ge=0)
+    schedule: ScheduleSpec = Field(
+        default_factory=lambda: ScheduleSpec(kind=ScheduleKind.COSINE, warmup_steps=5),
+        description="learning-rate schedule of QAT fine-tuning",
+    )
+    clip_lr: float = Field(
+        1e-2, gt=0, le=10.0, description="learning rate of the learned activation clip values"
+    )
+    eval_batches: int = Field(
+        8, ge=1, description="held-out batches (of batchSize) behind each perplexity"
+    )
 
 
 class EvalTask(Spec):
@@ -436,6 +460,9 @@ class EvalTask(Spec):
     name: str = Field(max_length=128, pattern=r"^[a-z0-9][a-z0-9_.\-]*$")
     kind: Literal["perplexity", "multiple-choice", "refusal"]
     data: TaskDataSpec
+    target: bool = Field(
+        False, description="the fine-tuning task itself: reported, left out of the average drop"
+    )
 
 
 class EvaluateConfig(Spec):
@@ -445,6 +472,7 @@ class EvaluateConfig(Spec):
     compare_to: CheckpointUri | None = Field(None, description="baseline checkpoint")
     tasks: list[EvalTask] = Field(min_length=1, max_length=64)
     batch_size: int = Field(16, ge=1)
+    max_new_tokens: int = Field(32, ge=1, le=4096, description="generation budget (refusal)")
 
 
 WORKLOAD_KINDS = ("pretrain", "finetune", "quantize", "evaluate")
