@@ -12,6 +12,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
+from pydantic import Field, model_validator
+
 from carina.workloads.config import (
     PERMANENT_EXIT_CODES,
     WORKLOAD_KINDS,
@@ -24,7 +26,6 @@ from carina.workloads.config import (
     Spec,
     WorkloadConfig,
 )
-from pydantic import Field, model_validator
 
 GROUP = "carina.dev"
 VERSION = "v1alpha1"
@@ -218,6 +219,9 @@ class TrainingJobStatus(Spec):
     workers: WorkerCounts = Field(default_factory=WorkerCounts)
     restarts: int = 0
     restarts_by_reason: RestartCounts = Field(default_factory=RestartCounts)
+    restart_not_before: datetime | None = Field(
+        None, description="while Restarting: the new workers start no earlier (backoff)"
+    )
     start_time: datetime | None = None
     completion_time: datetime | None = None
     progress: Progress | None = None

@@ -1,0 +1,39 @@
+"""Run the TrainingJob operator: `python -m carina.operators`.
+
+Settings come from CARINA_OPERATOR_* environment variables (operators/settings.py); the
+cluster from KUBECONFIG (or ~/.kube/config), else the pod's service account. Serves /metrics
+and /healthz on CARINA_OPERATOR_PORT (8080). With CARINA_OPERATOR_PEERING set, replicas elect
+the active one through kopf peering; otherwise it runs standalone.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+
+from carina.operators import handlers  # noqa: F401  (registers the handlers)
+from carina.operators.settings import Settings
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # kopf logs every handled event at INFO; its warnings and errors are what matter here.
+    logging.getLogger("kopf").setLevel(
+        max(logging.WARNING, logging.getLevelName(settings.log_level))
+    )
+    kopf.run(
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        standalone=not settings.peering,
+        peering_name=settings.peering or None,
+        priority=settings.priority,
+        memo=kopf.Memo(),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""The operator's view of the cluster: TrainingJobs and their worker pods, from watch events.
+
+kopf's watch streams feed it; the operator's own write responses feed it too, so a reconcile
+right after a write sees the write even before the watch event arrives. A resourceVersion
+guard keeps an older event from replacing a newer object (resourceVersions are etcd revisions;
+where one is not a number the newer arrival wins).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from carina.platform.planning.observed import JOB_LABEL, ObservedWorker, observe_pod
+
+Key = tuple[str, str]  # (namespace, name) of a TrainingJob
+
+
+def _rv(obj: dict[str, Any]) -> int | None:
+    try:
+        return int(obj["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _newer(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    if old is None:
+        return True
+    a, b = _rv(old), _rv(new)
+    return a is None or b is None or b >= a
+
+
+@dataclass(frozen=True)
+class PodRecord:
+    """What the operator keeps of one worker pod (not the whole object)."""
+
+    name: str
+    uid: str
+    resource_version: int | None
+    ip: str | None
+    worker: ObservedWorker
+
+
+def _record(pod: dict[str, Any]) -> PodRecord:
+    meta = pod["metadata"]
+    return PodRecord(
+        name=meta["name"],
+        uid=meta.get("uid", ""),
+        resource_version=_rv(pod),
+        ip=(pod.get("status") or {}).get("podIP"),
+        worker=observe_pod(pod),
+    )
+
+
+@dataclass
+class Cache:
+    jobs: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    pods: dict[Key, dict[str, PodRecord]] = field(default_factory=dict)
+    # The last state of worker pods deleted by someone else (a node failure, an eviction):
+    # kwok and a fast kubelet delete a pod within one event batch, and without its final
+    # state (DisruptionTarget) the failure policy could not tell a lost node from a user's
+    # `kubectl delete`. Kept until the restart they cause is recorded (`prune`).
+    tombstones: dict[Key, dict[str, PodRecord]] = field(default_factory=dict)
+    # Uids of pods seen deleted (newest last), so a late event cannot bring one back.
+    _gone: dict[str, None] = field(default_factory=dict)
+    # Uids of pods the operator deleted itself: no tombstone for those.
+    _ours: dict[str, None] = field(default_factory=dict)
+    gone_limit: int = 100_000
+
+    def _remember(self, uids: dict[str, None], uid: str) -> None:
+        uids[uid] = None
+        if len(uids) > self.gone_limit:
+            for old in list(uids)[: self.gone_limit // 2]:
+                del uids[old]
+
+    def _mark_gone(self, uid: str) -> None:
+        self._remember(self._gone, uid)
+
+    def deleting_ourselves(self, uid: str) -> None:
+        """The operator is about to delete this pod: its disappearance is no failure."""
+        self._remember(self._ours, uid)
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def put_job(self, body: dict[str, Any]) -> Key:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        old = self.jobs.get(key)
+        if old is not None and old["metadata"].get("uid") != body["metadata"].get("uid"):
+            old = None  # a new job of the same name
+        if _newer(old, body):
+            self.jobs[key] = body
+        return key
+
+    def drop_job(self, body: dict[str, Any]) -> Key:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        old = self.jobs.get(key)
+        if old is not None and old["metadata"].get("uid") == body["metadata"].get("uid"):
+            del self.jobs[key]
+        return key
+
+    # -- pods ------------------------------------------------------------------------------
+
+    @staticmethod
+    def job_of(pod: dict[str, Any]) -> Key | None:
+        meta = pod.get("metadata") or {}
+        job = (meta.get("labels") or {}).get(JOB_LABEL)
+        return (meta["namespace"], job) if job else None
+
+    def put_pod(self, pod: dict[str, Any]) -> Key | None:
+        key = self.job_of(pod)
+        if key is None or pod["metadata"].get("uid") in self._gone:
+            return key
+        rec = _record(pod)
+        pods = self.pods.setdefault(key, {})
+        old = pods.get(rec.name)
+        if (
+            old is None
+            or old.uid != rec.uid
+            or old.resource_version is None
+            or rec.resource_version is None
+            or rec.resource_version >= old.resource_version
+        ):
+            pods[rec.name] = rec
+            self.tombstones.get(key, {}).pop(rec.name, None)
+        return key
+
+    def drop_pod(self, pod: dict[str, Any]) -> Key | None:
+        key = self.job_of(pod)
+        if key is None:
+            return None
+        uid = pod["metadata"].get("uid", "")
+        self._mark_gone(uid)
+        pods = self.pods.get(key, {})
+        name = pod["metadata"]["name"]
+        rec = pods.get(name)
+        if rec is not None and rec.uid == uid:
+            del pods[rec.name]
+            rec = None
+        if not pods:
+            self.pods.pop(key, None)
+        if rec is None and uid not in self._ours:  # no newer pod of that name
+            last = _record(pod)
+            last = replace(last, worker=replace(last.worker, deleting=True))
+            self.tombstones.setdefault(key, {})[name] = last
+        return key
+
+    def records(self, key: Key) -> list[PodRecord]:
+        """The job's live worker pods, and the last state of those deleted by others."""
+        live = self.pods.get(key, {})
+        gone = [r for n, r in self.tombstones.get(key, {}).items() if n not in live]
+        return [*live.values(), *gone]
+
+    def prune(self, key: Key, generation: int) -> None:
+        """Forget tombstones older than the job's current generation (their restart is done)."""
+        stones = self.tombstones.get(key)
+        if stones:
+            for name in [n for n, r in stones.items() if r.worker.restart < generation]:
+                del stones[name]
+            if not stones:
+                del self.tombstones[key]
+
+    def forget(self, key: Key) -> None:
+        """Drop a deleted job's pods (the garbage collector deletes them)."""
+        self.tombstones.pop(key, None)
+        for rec in self.pods.pop(key, {}).values():
+            self._mark_gone(rec.uid)

@@ -1,0 +1,122 @@
+"""What a substrate observed of one worker, in the words planning needs.
+
+The operator builds these from Pods (`observe_pod`), the embedded substrate from its local
+processes; `derive_status` and `next_action` read nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from carina.platform.api import CheckpointStatus
+
+WorkerPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Unknown"]
+
+# Labels every worker pod carries; the operator selects and observes pods by them.
+JOB_LABEL = "carina.dev/job"
+INDEX_LABEL = "carina.dev/index"
+RESTART_LABEL = "carina.dev/restart"
+
+
+@dataclass(frozen=True)
+class ObservedWorker:
+    """One worker (pod or local process) as last seen."""
+
+    index: int
+    phase: WorkerPhase
+    ready: bool
+    restart: int  # the CARINA_RESTART generation it was started with
+    exit_code: int | None = None
+    reason: str | None = None  # e.g. "Evicted", "NodeLost", "Unschedulable"
+    node: str | None = None
+    termination_message: str | None = None  # JSON {"checkpoint": {"step": N, "uri": "..."}}
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    deleting: bool = False  # being stopped (deletion requested); gone soon
+
+    @property
+    def active(self) -> bool:
+        """Still holds (or will hold) its node: not finished and not on its way out."""
+        return self.phase in ("Pending", "Running", "Unknown") and not self.deleting
+
+
+def parse_checkpoint(message: str | None, when: datetime | None) -> CheckpointStatus | None:
+    """The checkpoint a worker acknowledged in its termination message, if any."""
+    if not message:
+        return None
+    try:
+        data = json.loads(message)
+        ckpt = data["checkpoint"]
+        return CheckpointStatus(step=int(ckpt["step"]), uri=str(ckpt["uri"]), time=when)
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def _time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+# Why a pod is going away, from its DisruptionTarget condition (Kubernetes >= 1.26).
+_DISRUPTION_REASONS = {
+    "DeletionByTaintManager": "NodeLost",
+    "EvictionByEvictionAPI": "Evicted",
+    "TerminationByKubelet": "Evicted",
+    "PreemptionByScheduler": "Preempted",
+    "PreemptionByKubeScheduler": "Preempted",
+    "DeletionByPodGC": "NodeLost",
+}
+
+
+def observe_pod(pod: Mapping[str, Any]) -> ObservedWorker:
+    """An ObservedWorker from a worker Pod (a dict as the API returns it)."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    status = pod.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    phase = status.get("phase") or "Pending"
+    if phase not in ("Pending", "Running", "Succeeded", "Failed", "Unknown"):
+        phase = "Unknown"
+
+    reason = status.get("reason")
+    disruption = conditions.get("DisruptionTarget")
+    if disruption and disruption.get("status") == "True":
+        reason = _DISRUPTION_REASONS.get(disruption.get("reason", ""), reason or "Evicted")
+    scheduled = conditions.get("PodScheduled")
+    if reason is None and scheduled and scheduled.get("status") == "False":
+        reason = scheduled.get("reason")
+
+    exit_code = message = started = finished = None
+    for cs in status.get("containerStatuses") or []:
+        state = cs.get("state") or {}
+        if "terminated" in state:
+            term = state["terminated"]
+            if exit_code is None or term.get("exitCode", 0) != 0:
+                exit_code = term.get("exitCode")
+                message = term.get("message") or message
+                finished = _time(term.get("finishedAt"))
+            started = started or _time(term.get("startedAt"))
+        elif "running" in state:
+            started = started or _time(state["running"].get("startedAt"))
+
+    ready = conditions.get("Ready", {}).get("status") == "True"
+    return ObservedWorker(
+        index=int(labels.get(INDEX_LABEL, "0")),
+        phase=phase,  # type: ignore[arg-type]
+        ready=ready and phase == "Running",
+        restart=int(labels.get(RESTART_LABEL, "0")),
+        exit_code=exit_code,
+        reason=reason,
+        node=(pod.get("spec") or {}).get("nodeName"),
+        termination_message=message,
+        started_at=started or _time(status.get("startTime")),
+        finished_at=finished,
+        deleting=bool(meta.get("deletionTimestamp")),
+    )

@@ -1,0 +1,515 @@
+"""The TrainingJob operator on a real control plane (kube-apiserver, scheduler, KCM, kwok).
+
+Each test runs its own `python -m carina.operators` subprocess, watching only the test's
+namespace, so killing it is as real as it gets. kwok plays the kubelet: bound pods become
+Running at once, and a pod annotated carina.dev/simulate-exit-code exits with that code.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from builders import make_job
+
+from carina.platform.testcluster import (
+    SIMULATE_EXIT_CODE_ANNOTATION,
+    SIMULATE_EXIT_MESSAGE_ANNOTATION,
+    TestCluster,
+)
+from carina.platform.testcluster.processes import free_port, wait_until
+
+pytestmark = pytest.mark.k8s
+
+TIMEOUT = 60
+
+
+class OperatorProcess:
+    """`python -m carina.operators` against the test cluster, for one namespace."""
+
+    def __init__(self, cluster: TestCluster, namespace: str, log_path: Path, **env: str):
+        self.cluster, self.namespace, self.log_path = cluster, namespace, log_path
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "KUBECONFIG": str(cluster.kubeconfig),
+            "CARINA_OPERATOR_NAMESPACES": namespace,
+            "CARINA_OPERATOR_PORT": str(self.port),
+            "CARINA_OPERATOR_PROGRESS_INTERVAL": "0",
+            "CARINA_OPERATOR_LOG_LEVEL": "DEBUG",
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "carina.operators"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(self.healthy, 30, "operator /healthz", alive=self._alive)
+        return self
+
+    def _alive(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"operator exited {self.proc.returncode}:\n{self.log_tail()}")
+
+    def healthy(self) -> bool:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
+            return r.status == 200
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
+            return r.read().decode()
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as when a node dies under it."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def log_tail(self, lines: int = 60) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@pytest.fixture
+def operator(k8s_cluster: TestCluster, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(k8s_cluster, namespace, tmp_path / "operator.log").start()
+    try:
+        yield op
+    finally:
+        op.stop()
+        print(f"--- operator log (tail)\n{op.log_tail()}")
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def manifest(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    job = make_job(name).with_spec(**spec)
+    job["metadata"]["namespace"] = namespace
+    return dict(job)
+
+
+def gpu_job(name: str, namespace: str, cluster: str = "vela", replicas: int = 2, **spec: Any):
+    policy = {"backoffSeconds": 0, **spec.pop("failurePolicy", {})}
+    return manifest(
+        name,
+        namespace,
+        replicas=replicas,
+        cluster=cluster,
+        resources={"gpus": 8, "cpu": "1", "memory": "1Gi"},
+        failurePolicy=policy,
+        **spec,
+    )
+
+
+def cpu_job(name: str, namespace: str, replicas: int = 1, **spec: Any):
+    policy = {"backoffSeconds": 0, **spec.pop("failurePolicy", {})}
+    return manifest(
+        name,
+        namespace,
+        replicas=replicas,
+        resources={"cpu": "10m", "memory": "16Mi"},
+        failurePolicy=policy,
+        **spec,
+    )
+
+
+def apply(cluster: TestCluster, *objects: dict[str, Any]) -> None:
+    cluster.apply(objects, server_side=False)
+
+
+def job_status(cluster: TestCluster, ns: str, name: str) -> dict[str, Any]:
+    return cluster.get_json("trainingjob", name, "-n", ns).get("status") or {}
+
+
+def pods(cluster: TestCluster, ns: str, job: str) -> list[dict[str, Any]]:
+    items = cluster.get_json("pods", "-n", ns, "-l", f"carina.dev/job={job}")["items"]
+    return sorted(items, key=lambda p: p["metadata"]["name"])
+
+
+def wait_phase(
+    cluster: TestCluster,
+    ns: str,
+    name: str,
+    phase: str,
+    op: OperatorProcess,
+    timeout: float = TIMEOUT,
+    **fields: Any,
+) -> dict[str, Any]:
+    """Wait until the job's status.phase (and any given top-level fields) match; returns status."""
+    seen: dict[str, Any] = {}
+
+    def check() -> bool:
+        seen.clear()
+        seen.update(job_status(cluster, ns, name))
+        return seen.get("phase") == phase and all(seen.get(k) == v for k, v in fields.items())
+
+    try:
+        wait_until(check, timeout, f"{name} {phase} {fields}", interval=0.2, alive=op._alive)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}; last status: {json.dumps(seen)}\n{op.log_tail()}") from None
+    return dict(seen)
+
+
+def running_pods(cluster: TestCluster, ns: str, job: str, restart: int) -> list[dict[str, Any]]:
+    return [
+        p
+        for p in pods(cluster, ns, job)
+        if p["status"].get("phase") == "Running"
+        and p["metadata"]["labels"]["carina.dev/restart"] == str(restart)
+        and not p["metadata"].get("deletionTimestamp")
+    ]
+
+
+def exit_worker(cluster: TestCluster, ns: str, pod: str, code: int, message: str = "") -> None:
+    args = [f"{SIMULATE_EXIT_CODE_ANNOTATION}={code}"]
+    if message:
+        args.append(f"{SIMULATE_EXIT_MESSAGE_ANNOTATION}={message}")
+    cluster.kubectl("annotate", "pod", pod, "-n", ns, "--overwrite", *args)
+
+
+def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in status.get("conditions", []) if c["type"] == type_)
+
+
+def env_of(pod: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0]["env"]}
+
+
+# -- tests ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", ["vela", "blue-vela"])
+def test_apply_runs_every_worker_on_its_pool(k8s_cluster, namespace, operator, profile):
+    apply(k8s_cluster, gpu_job("llm", namespace, cluster=profile))
+    status = wait_phase(k8s_cluster, namespace, "llm", "Running", operator)
+    assert status["workers"] == {"total": 2, "ready": 2, "succeeded": 0, "failed": 0}
+    assert condition(status, "WorkersReady")["status"] == "True"
+    workers = pods(k8s_cluster, namespace, "llm")
+    assert [p["metadata"]["name"] for p in workers] == ["llm-worker-0", "llm-worker-1"]
+    nodes = {n["metadata"]["name"]: n for n in k8s_cluster.get_json("nodes")["items"]}
+    for pod in workers:
+        node = nodes[pod["spec"]["nodeName"]]
+        assert node["metadata"]["labels"]["carina.dev/pool"] == profile
+        assert env_of(pod)["MASTER_ADDR"] == f"llm-worker-0.llm.{namespace}.svc"
+    uid = k8s_cluster.get_json("trainingjob", "llm", "-n", namespace)["metadata"]["uid"]
+    for kind, name in (("service", "llm"), ("configmap", "llm-spec")):
+        owners = k8s_cluster.get_json(kind, name, "-n", namespace)["metadata"]["ownerReferences"]
+        assert owners[0]["uid"] == uid and owners[0]["controller"] is True
+
+
+def test_retryable_exit_restarts_the_gang_from_generation_one(k8s_cluster, namespace, operator):
+    apply(k8s_cluster, gpu_job("llm", namespace, failurePolicy={"backoffSeconds": 2}))
+    wait_phase(k8s_cluster, namespace, "llm", "Running", operator)
+    exit_worker(k8s_cluster, namespace, "llm-worker-1", 1)
+    restarting = wait_phase(k8s_cluster, namespace, "llm", "Restarting", operator)
+    assert condition(restarting, "Restarting")["reason"] == "WorkerFailed"
+    status = wait_phase(k8s_cluster, namespace, "llm", "Running", operator, restarts=1)
+    assert status["restartsByReason"] == {"application": 1, "infrastructure": 0, "preemption": 0}
+    workers = running_pods(k8s_cluster, namespace, "llm", restart=1)
+    assert len(workers) == 2
+    assert {env_of(p)["CARINA_RESTART"] for p in workers} == {"1"}
+    reasons = {e["reason"] for e in k8s_cluster.get_json("events", "-n", namespace)["items"]}
+    assert "WorkerFailed" in reasons
+
+
+def test_permanent_exit_code_fails_the_job_and_stops_the_gang(k8s_cluster, namespace, operator):
+    apply(k8s_cluster, gpu_job("llm", namespace))
+    wait_phase(k8s_cluster, namespace, "llm", "Running", operator)
+    exit_worker(k8s_cluster, namespace, "llm-worker-0", 65)
+    status = wait_phase(k8s_cluster, namespace, "llm", "Failed", operator)
+    failed = condition(status, "Failed")
+    assert failed["reason"] == "PermanentExitCode" and "code 65" in failed["message"]
+    assert status["restarts"] == 0 and status.get("completionTime")
+    wait_until(
+        lambda: not running_pods(k8s_cluster, namespace, "llm", 0),
+        TIMEOUT,
+        "the other worker stopped",
+    )
+
+
+def test_max_restarts_exhausted_fails_the_job(k8s_cluster, namespace, operator):
+    apply(k8s_cluster, cpu_job("llm", namespace, failurePolicy={"maxRestarts": 2}))
+    for generation in range(3):
+        wait_phase(k8s_cluster, namespace, "llm", "Running", operator, restarts=generation)
+        exit_worker(k8s_cluster, namespace, "llm-worker-0", 1)
+    status = wait_phase(k8s_cluster, namespace, "llm", "Failed", operator)
+    assert condition(status, "Failed")["reason"] == "MaxRestartsExceeded"
+    assert status["restarts"] == 2 and status["restartsByReason"]["application"] == 2
+
+
+def test_preemption_exit_records_the_checkpoint_and_counts_as_preemption(
+    k8s_cluster, namespace, operator
+):
+    apply(k8s_cluster, cpu_job("llm", namespace, failurePolicy={"maxRestarts": 0}))
+    wait_phase(k8s_cluster, namespace, "llm", "Running", operator)
+    ack = json.dumps({"checkpoint": {"step": 42, "uri": "s3://ckpt/llm/step-42"}})
+    exit_worker(k8s_cluster, namespace, "llm-worker-0", 75, ack)
+    status = wait_phase(k8s_cluster, namespace, "llm", "Running", operator, restarts=1)
+    assert status["restartsByReason"] == {"application": 0, "infrastructure": 0, "preemption": 1}
+    assert status["lastCheckpoint"]["step"] == 42
+    assert status["lastCheckpoint"]["uri"] == "s3://ckpt/llm/step-42"
+
+
+def test_suspend_stops_workers_and_resume_restarts_them(k8s_cluster, namespace, operator):
+    apply(k8s_cluster, gpu_job("llm", namespace))
+    wait_phase(k8s_cluster, namespace, "llm", "Running", operator)
+    patch = lambda value: k8s_cluster.kubectl(  # noqa: E731
+        "patch",
+        "trainingjob",
+        "llm",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"suspend": value}}),
+    )
+    patch(True)
+    status = wait_phase(k8s_cluster, namespace, "llm", "Suspended", operator)
+    assert condition(status, "Suspended")["status"] == "True"
+    wait_until(lambda: not pods(k8s_cluster, namespace, "llm"), TIMEOUT, "no worker pods")
+    patch(False)
+    status = wait_phase(k8s_cluster, namespace, "llm", "Running", operator)
+    assert condition(status, "Suspended")["reason"] == "Resumed"
+    assert status["restarts"] == 0
+    assert len(running_pods(k8s_cluster, namespace, "llm", 0)) == 2
+
+
+def test_deleting_the_job_removes_its_children(k8s_cluster, namespace, operator):
+    apply(k8s_cluster, gpu_job("llm", namespace))
+    wait_phase(k8s_cluster, namespace, "llm", "Running", operator)
+    k8s_cluster.kubectl("delete", "trainingjob", "llm", "-n", namespace, "--wait=false")
+
+    def children() -> list[str]:
+        out = k8s_cluster.kubectl(
+            "get",
+            "pods,services,configmaps",
+            "-n",
+            namespace,
+            "-l",
+            "carina.dev/job=llm",
+            "-o",
+            "name",
+        ).stdout
+        return out.split()
+
+    wait_until(lambda: children() == [], TIMEOUT, "pods, service and configmap deleted")
+
+
+def test_operator_killed_mid_creation_leaves_exactly_n_workers(k8s_cluster, namespace, operator):
+    replicas = 12
+    operator.stop()
+    slow = OperatorProcess(
+        k8s_cluster, namespace, operator.log_path, CARINA_OPERATOR_API_THREADS="1"
+    ).start()
+    apply(k8s_cluster, cpu_job("llm", namespace, replicas=replicas))
+    wait_until(
+        lambda: len(pods(k8s_cluster, namespace, "llm")) >= 1,
+        TIMEOUT,
+        "first worker",
+        interval=0.02,
+    )
+    slow.kill()
+    at_kill = len(pods(k8s_cluster, namespace, "llm"))
+    print(f"workers when the operator died: {at_kill}/{replicas}")
+    operator.start()
+    status = wait_phase(k8s_cluster, namespace, "llm", "Running", operator)
+    workers = pods(k8s_cluster, namespace, "llm")
+    assert sorted(p["metadata"]["name"] for p in workers) == sorted(
+        f"llm-worker-{i}" for i in range(replicas)
+    )
+    assert status["restarts"] == 0
+
+
+def test_operator_killed_during_a_restart_counts_it_once(k8s_cluster, namespace, operator):
+    apply(k8s_cluster, gpu_job("llm", namespace, failurePolicy={"backoffSeconds": 3}))
+    wait_phase(k8s_cluster, namespace, "llm", "Running", operator)
+    exit_worker(k8s_cluster, namespace, "llm-worker-0", 1)
+    wait_phase(k8s_cluster, namespace, "llm", "Restarting", operator)
+    operator.kill()
+    operator.start()
+    status = wait_phase(k8s_cluster, namespace, "llm", "Running", operator, restarts=1)
+    assert status["restartsByReason"]["application"] == 1
+    assert len(pods(k8s_cluster, namespace, "llm")) == 2
+
+
+def test_fifty_jobs_applied_at_once_all_run(k8s_cluster, namespace, operator):
+    names = [f"job-{i:02d}" for i in range(50)]
+    apply(k8s_cluster, *(cpu_job(n, namespace) for n in names))
+
+    def all_running() -> bool:
+        items = k8s_cluster.get_json("trainingjobs", "-n", namespace)["items"]
+        return sum((j.get("status") or {}).get("phase") == "Running" for j in items) == 50
+
+    wait_until(all_running, 120, "50 jobs Running", interval=0.5, alive=operator._alive)
+    assert len(k8s_cluster.get_json("pods", "-n", namespace)["items"]) == 50
+    assert f'carina_job_start_seconds_count{{namespace="{namespace}"}} 50.0' in operator.metrics()
+
+
+def test_kubectl_get_shows_the_printer_columns(k8s_cluster, namespace, operator):
+    apply(k8s_cluster, gpu_job("llm", namespace))
+    wait_phase(k8s_cluster, namespace, "llm", "Running", operator)
+    out = k8s_cluster.kubectl("get", "tj", "-n", namespace).stdout.splitlines()
+    assert out[0].split() == [
+        "NAME",
+        "PHASE",
+        "WORKLOAD",
+        "READY",
+        "WORKERS",
+        "STEP",
+        "LOSS",
+        "RESTARTS",
+        "AGE",
+    ]
+    assert out[1].split()[:5] == ["llm", "Running", "pretrain", "2", "2"]
+
+
+class _Metrics(http.server.BaseHTTPRequestHandler):
+    text = ""
+
+    def do_GET(self) -> None:
+        body = self.text.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_progress_comes_from_rank_zero_metrics(k8s_cluster, namespace, operator, tmp_path):
+    # kwok's pod IPs lead nowhere: point the scraper at a local stand-in for rank 0.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Metrics)
+    _Metrics.text = (
+        'carina_worker_step{job="llm",namespace="%s",rank="0"} 37\n'
+        'carina_worker_total_steps{job="llm",namespace="%s",rank="0"} 100\n'
+        'carina_worker_loss{job="llm",namespace="%s",rank="0"} 3.25\n' % ((namespace,) * 3)
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    operator.stop()
+    url = f"http://127.0.0.1:{server.server_address[1]}/{{namespace}}/{{job}}/metrics"
+    scraper = OperatorProcess(
+        k8s_cluster,
+        namespace,
+        tmp_path / "scraper.log",
+        CARINA_OPERATOR_PROGRESS_INTERVAL="0.3",
+        CARINA_OPERATOR_PROGRESS_URL=url,
+    ).start()
+    try:
+        apply(k8s_cluster, cpu_job("llm", namespace))
+        status = {}
+
+        def has_progress() -> bool:
+            status.update(job_status(k8s_cluster, namespace, "llm"))
+            return (status.get("progress") or {}).get("step") == 37
+
+        wait_until(has_progress, TIMEOUT, "progress step 37", alive=scraper._alive)
+        assert status["progress"]["totalSteps"] == 100 and status["progress"]["loss"] == 3.25
+        row = k8s_cluster.kubectl("get", "tj", "llm", "-n", namespace, "--no-headers").stdout
+        assert row.split()[5:7] == ["37", "3.25"]
+    finally:
+        scraper.stop()
+        server.shutdown()
+        print(scraper.log_tail())
+
+
+@pytest.fixture
+def fast_node_failure(k8s_cluster, namespace, tmp_path) -> Iterator[OperatorProcess]:
+    """An operator whose workers leave a NotReady node after 1 s instead of 60."""
+    op = OperatorProcess(
+        k8s_cluster, namespace, tmp_path / "operator.log", CARINA_OPERATOR_NODE_FAILURE_SECONDS="1"
+    ).start()
+    try:
+        yield op
+    finally:
+        op.stop()
+        print(f"--- operator log (tail)\n{op.log_tail()}")
+
+
+def test_node_failure_restarts_the_gang_as_infrastructure(
+    k8s_cluster, namespace, fast_node_failure
+):
+    op = fast_node_failure
+    apply(k8s_cluster, gpu_job("llm", namespace, replicas=1, failurePolicy={"maxRestarts": 0}))
+    wait_phase(k8s_cluster, namespace, "llm", "Running", op)
+    node = pods(k8s_cluster, namespace, "llm")[0]["spec"]["nodeName"]
+    k8s_cluster.set_node_ready(node, False)
+    try:
+        # The node lifecycle controller taints the node; the taint evicts the worker after its
+        # 1 s toleration; the gang restarts on the pool's other node.
+        status = wait_phase(k8s_cluster, namespace, "llm", "Running", op, timeout=90, restarts=1)
+        assert status["restartsByReason"] == {
+            "application": 0,
+            "infrastructure": 1,
+            "preemption": 0,
+        }
+        events = k8s_cluster.get_json("events", "-n", namespace)["items"]
+        assert "NodeFailure" in {e["reason"] for e in events}
+        [worker] = running_pods(k8s_cluster, namespace, "llm", 1)
+        assert worker["spec"]["nodeName"] != node
+    finally:
+        k8s_cluster.set_node_ready(node, True)
+        wait_until(
+            lambda: (
+                not any(
+                    t["key"].startswith("node.kubernetes.io/")
+                    for t in k8s_cluster.get_json("node", node)["spec"].get("taints", [])
+                )
+            ),
+            60,
+            f"{node} ready and untainted again",
+        )
+
+
+def test_all_workers_succeeding_finishes_the_job_and_its_ttl_deletes_it(
+    k8s_cluster, namespace, operator
+):
+    apply(k8s_cluster, cpu_job("llm", namespace, replicas=2, ttlSecondsAfterFinished=2))
+    wait_phase(k8s_cluster, namespace, "llm", "Running", operator)
+    for i in range(2):
+        exit_worker(k8s_cluster, namespace, f"llm-worker-{i}", 0)
+    status = wait_phase(k8s_cluster, namespace, "llm", "Succeeded", operator)
+    assert condition(status, "Succeeded")["status"] == "True" and status.get("completionTime")
+
+    def gone() -> bool:
+        out = k8s_cluster.kubectl("get", "trainingjobs", "-n", namespace, "-o", "name").stdout
+        return out.strip() == ""
+
+    wait_until(gone, TIMEOUT, "the job deleted after its TTL", alive=operator._alive)
+
+
+def test_active_deadline_fails_a_running_job(k8s_cluster, namespace, operator):
+    apply(k8s_cluster, cpu_job("llm", namespace, activeDeadlineSeconds=3))
+    wait_phase(k8s_cluster, namespace, "llm", "Running", operator)
+    status = wait_phase(k8s_cluster, namespace, "llm", "Failed", operator)
+    assert condition(status, "Failed")["reason"] == "DeadlineExceeded"
+    wait_until(
+        lambda: not running_pods(k8s_cluster, namespace, "llm", 0), TIMEOUT, "the worker stopped"
+    )

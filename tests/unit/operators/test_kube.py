@@ -1,0 +1,45 @@
+"""JSON merge patches: the status write sends only what changed, and nulls what went away."""
+
+from __future__ import annotations
+
+import pytest
+
+from carina.operators.kube import merge_patch
+
+CASES = [
+    ("no change", {"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 2}}, None),
+    ("changed scalar", {"a": 1}, {"a": 2}, {"a": 2}),
+    ("added key", {"a": 1}, {"a": 1, "b": 3}, {"b": 3}),
+    ("removed key becomes null", {"a": 1, "startTime": "t"}, {"a": 1}, {"startTime": None}),
+    (
+        "nested change only",
+        {"w": {"ready": 1, "total": 2}},
+        {"w": {"ready": 2, "total": 2}},
+        {"w": {"ready": 2}},
+    ),
+    ("lists are replaced whole", {"c": [1, 2]}, {"c": [1, 3]}, {"c": [1, 3]}),
+    ("from nothing", {}, {"phase": "Running"}, {"phase": "Running"}),
+]
+
+
+@pytest.mark.parametrize("old,new,patch", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_merge_patch(old, new, patch):
+    assert merge_patch(old, new) == patch
+
+
+def apply_patch(target, patch):
+    """RFC 7386 apply, to check the round trip."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = apply_patch(out.get(k), v)
+    return out
+
+
+@pytest.mark.parametrize("old,new", [c[1:3] for c in CASES], ids=[c[0] for c in CASES])
+def test_patch_applied_to_old_gives_new(old, new):
+    assert apply_patch(old, merge_patch(old, new) or {}) == new

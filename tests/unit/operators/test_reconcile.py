@@ -1,0 +1,178 @@
+"""The reconciler against an in-memory API: what it writes, in which order, and only once."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+from builders import make_job
+
+from carina.operators.cache import Cache
+from carina.operators.kube import Conflict
+from carina.operators.reconcile import Reconciler
+from carina.operators.settings import Settings
+from carina.operators.workqueue import WorkQueue
+
+KEY = ("ns", "llm")
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class FakeKube:
+    """Objects in dicts; every call appended to `calls` as (verb, what)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.rv = 100
+
+    def _bump(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.rv += 1
+        obj["metadata"]["resourceVersion"] = str(self.rv)
+        return copy.deepcopy(obj)
+
+    async def create(self, manifest):
+        key = (manifest["kind"], manifest["metadata"]["name"])
+        self.calls.append(("create", f"{key[0]}/{key[1]}"))
+        if key in self.objects:
+            return None
+        obj = copy.deepcopy(manifest)
+        obj["metadata"]["uid"] = f"uid-{key[1]}-{self.rv}"
+        obj["status"] = {"phase": "Pending"}
+        self.objects[key] = obj
+        return self._bump(obj)
+
+    async def replace_configmap_data(self, manifest):
+        self.calls.append(("patch", f"ConfigMap/{manifest['metadata']['name']}"))
+
+    async def delete_pod(self, namespace, name, uid, grace_seconds=None):
+        self.calls.append(("delete", f"Pod/{name}"))
+        obj = self.objects.get(("Pod", name))
+        if obj is None or obj["metadata"]["uid"] != uid:
+            return None
+        obj["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+        return self._bump(obj)
+
+    async def delete_job(self, namespace, name, uid):
+        self.calls.append(("delete", f"TrainingJob/{name}"))
+
+    async def patch_job_status(self, namespace, name, resource_version, patch):
+        self.calls.append(("patch", "TrainingJob/status"))
+        job = self.objects[("TrainingJob", name)]
+        if job["metadata"]["resourceVersion"] != resource_version:
+            raise Conflict("stale")
+        status = job.setdefault("status", {})
+        for k, v in patch.items():
+            if v is None:
+                status.pop(k, None)
+            elif isinstance(v, dict) and isinstance(status.get(k), dict):
+                status[k] = {**status[k], **{a: b for a, b in v.items() if b is not None}}
+            else:
+                status[k] = v
+        return self._bump(job)
+
+    async def post_event(self, job, type_, reason, message):
+        self.calls.append(("event", reason))
+
+
+def setup(replicas: int = 2, **spec: Any) -> tuple[FakeKube, Reconciler]:
+    kube = FakeKube()
+    body = dict(make_job("llm").with_spec(replicas=replicas, **spec))
+    body["metadata"].update(
+        namespace="ns", uid="job-uid", generation=1, creationTimestamp="2026-01-01T00:00:00Z"
+    )
+    kube.objects[("TrainingJob", "llm")] = body
+    kube._bump(body)
+    cache = Cache()
+    cache.put_job(copy.deepcopy(body))
+    rec = Reconciler(Settings(), kube, cache, WorkQueue(), clock=lambda: NOW)  # type: ignore[arg-type]
+    return kube, rec
+
+
+def kwok(kube: FakeKube, rec: Reconciler, phase: str = "Running", ready: bool = True, **status):
+    """What kwok and the watch would do: pods change, the cache hears of it."""
+    for (kind, _), obj in kube.objects.items():
+        if kind == "Pod" and not obj["metadata"].get("deletionTimestamp"):
+            obj["status"] = {
+                "phase": phase,
+                "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+                **status,
+            }
+            rec.cache.put_pod(kube._bump(obj))
+
+
+def reconcile(rec: Reconciler) -> None:
+    asyncio.run(rec.reconcile(KEY))
+
+
+def status(kube: FakeKube) -> dict[str, Any]:
+    return kube.objects[("TrainingJob", "llm")]["status"]
+
+
+def test_new_job_creates_children_then_writes_status_once():
+    kube, rec = setup()
+    reconcile(rec)
+    creates = [c for c in kube.calls if c[0] == "create"]
+    assert sorted(w for _, w in creates) == [
+        "ConfigMap/llm-spec",
+        "Pod/llm-worker-0",
+        "Pod/llm-worker-1",
+        "Service/llm",
+    ]
+    assert [c for c in kube.calls if c[0] == "patch"] == [("patch", "TrainingJob/status")]
+    assert kube.calls.index(("patch", "TrainingJob/status")) > max(
+        kube.calls.index(c) for c in creates
+    )
+    assert status(kube)["phase"] == "Starting"
+
+
+def test_nothing_changed_writes_nothing():
+    kube, rec = setup()
+    reconcile(rec)
+    kwok(kube, rec)
+    reconcile(rec)
+    assert status(kube)["phase"] == "Running"
+    kube.calls.clear()
+    reconcile(rec)
+    assert kube.calls == []
+
+
+def test_a_restart_is_written_before_any_worker_is_deleted():
+    kube, rec = setup(failurePolicy={"backoffSeconds": 0})
+    reconcile(rec)
+    kwok(kube, rec)
+    reconcile(rec)
+    kwok(
+        kube,
+        rec,
+        phase="Failed",
+        ready=False,
+        containerStatuses=[{"state": {"terminated": {"exitCode": 1}}}],
+    )
+    kube.calls.clear()
+    reconcile(rec)
+    verbs = [c for c in kube.calls if c[0] in ("patch", "delete")]
+    assert verbs[0] == ("patch", "TrainingJob/status")
+    assert sorted(verbs[1:]) == [("delete", "Pod/llm-worker-0"), ("delete", "Pod/llm-worker-1")]
+    assert status(kube)["restarts"] == 1 and status(kube)["phase"] == "Restarting"
+    # The same view again (an operator restarted before the pods went): no second count.
+    reconcile(rec)
+    assert status(kube)["restarts"] == 1
+    assert status(kube)["restartsByReason"]["application"] == 1
+
+
+def test_stale_status_write_is_refused_and_retried_later():
+    kube, rec = setup()
+    job = kube.objects[("TrainingJob", "llm")]
+    kube._bump(job)  # someone changed the job after the cache saw it
+    try:
+        reconcile(rec)
+        raise AssertionError("expected a conflict")
+    except Conflict:
+        pass
+    rec.cache.put_job(copy.deepcopy(job))  # the watch event arrives
+    reconcile(rec)
+    assert status(kube)["phase"] == "Starting"
+    pods = [k for k in kube.objects if k[0] == "Pod"]
+    assert len(pods) == 2  # the retry created nothing twice

@@ -1,0 +1,197 @@
+"""Rendering: the worker contract, cluster profiles and stable names, table by table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from builders import make_job
+
+from carina.platform.api import TrainingJob
+from carina.platform.planning import profiles
+from carina.platform.planning.render import (
+    RenderSettings,
+    build_configmap,
+    build_service,
+    build_worker_pod,
+)
+from carina.platform.testcluster import pools
+
+SETTINGS = RenderSettings(
+    image="carina:test", shutdown_timeout_seconds=100, grace_margin_seconds=20
+)
+
+
+def job(**spec) -> TrainingJob:
+    manifest = make_job("llm").with_spec(**spec)
+    manifest["metadata"].update(namespace="team-a", uid="uid-1", generation=1)
+    return TrainingJob.parse(manifest)
+
+
+def env_of(pod: dict) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+
+
+def test_worker_env_is_the_torchrun_contract():
+    pod = build_worker_pod(job(replicas=4), index=2, restart=3, settings=SETTINGS)
+    env = env_of(pod)
+    assert env | {} == env  # plain strings
+    assert {k: env[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")} == {
+        "RANK": "2",
+        "WORLD_SIZE": "4",
+        "LOCAL_RANK": "0",
+        "MASTER_PORT": "29500",
+    }
+    assert env["MASTER_ADDR"] == "llm-worker-0.llm.team-a.svc"
+    assert env["CARINA_JOB"] == "llm" and env["CARINA_NAMESPACE"] == "team-a"
+    assert env["CARINA_SPEC"] == "/etc/carina/spec.json"
+    assert env["CARINA_RESTART"] == "3"
+    assert env["CARINA_CHECKPOINT_URI"] == "s3://carina-checkpoints/team-a/llm"
+    assert env["CARINA_CHECKPOINT_INTERVAL"] == "100" and env["CARINA_CHECKPOINT_KEEP"] == "3"
+    assert env["CARINA_METRICS_PORT"] == "9400"
+    assert env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "100"
+
+
+def test_worker_pod_has_stable_name_labels_and_owner():
+    pod = build_worker_pod(job(replicas=2), index=1, restart=0, settings=SETTINGS)
+    meta, spec = pod["metadata"], pod["spec"]
+    assert meta["name"] == "llm-worker-1" and meta["namespace"] == "team-a"
+    assert meta["labels"]["carina.dev/job"] == "llm"
+    assert meta["labels"]["carina.dev/index"] == "1"
+    assert meta["labels"]["carina.dev/restart"] == "0"
+    assert meta["ownerReferences"] == [
+        {
+            "apiVersion": "carina.dev/v1alpha1",
+            "kind": "TrainingJob",
+            "name": "llm",
+            "uid": "uid-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    assert spec["restartPolicy"] == "Never"
+    assert (spec["hostname"], spec["subdomain"]) == ("llm-worker-1", "llm")
+    assert spec["terminationGracePeriodSeconds"] == 120  # save budget + margin
+    assert spec["automountServiceAccountToken"] is False
+    container = spec["containers"][0]
+    assert container["command"] == ["python", "-m", "carina.workloads"]
+    assert container["terminationMessagePath"] == "/dev/termination-log"
+    assert container["image"] == "carina:test"
+
+
+def test_explicit_checkpoint_uri_and_image_win():
+    pod = build_worker_pod(
+        job(checkpoint={"uri": "s3://mine/run1"}, image="me/img:1"), 0, 0, SETTINGS
+    )
+    assert env_of(pod)["CARINA_CHECKPOINT_URI"] == "s3://mine/run1"
+    assert pod["spec"]["containers"][0]["image"] == "me/img:1"
+
+
+PROFILE_CASES = {
+    "vela": dict(
+        selector={"carina.dev/pool": "vela"},
+        gpu_toleration=True,
+        annotations={"k8s.v1.cni.cncf.io/networks": "roce-sriov"},
+        env={"NCCL_IB_GID_INDEX": "3", "NCCL_IB_HCA": "mlx5"},
+        extra={},
+        affinity_key=None,
+    ),
+    "blue-vela": dict(
+        selector={"carina.dev/pool": "blue-vela"},
+        gpu_toleration=True,
+        annotations=None,
+        env={"NCCL_IB_HCA": "mlx5", "NCCL_NET_GDR_LEVEL": "PHB"},
+        extra={"rdma/rdma_shared_device_ib": "1"},
+        affinity_key="carina.dev/scalable-unit",
+    ),
+    "none": dict(
+        selector=None, gpu_toleration=False, annotations=None, env={}, extra={}, affinity_key=None
+    ),
+}
+
+
+@pytest.mark.parametrize("profile", list(PROFILE_CASES))
+def test_profiles_render_placement_network_and_nccl(profile):
+    case = PROFILE_CASES[profile]
+    gpus = 0 if profile == "none" else 8
+    pod = build_worker_pod(
+        job(cluster=profile, resources={"gpus": gpus, "cpu": "16", "memory": "64Gi"}),
+        0,
+        0,
+        SETTINGS,
+    )
+    spec, meta = pod["spec"], pod["metadata"]
+    assert spec.get("nodeSelector") == case["selector"]
+    assert (profiles.GPU_TOLERATION in spec["tolerations"]) == case["gpu_toleration"]
+    assert meta.get("annotations") == case["annotations"]
+    env = env_of(pod)
+    assert {k: env.get(k) for k in case["env"]} == case["env"]
+    if profile == "none":
+        assert not any(k.startswith("NCCL_") for k in env)
+    res = spec["containers"][0]["resources"]
+    expected = dict(case["extra"]) | ({"nvidia.com/gpu": "8"} if gpus else {})
+    for name, value in expected.items():
+        assert res["requests"][name] == value == res["limits"][name]
+    assert res["requests"]["cpu"] == "16" and res["limits"]["memory"] == "64Gi"
+    affinity = spec.get("affinity")
+    if case["affinity_key"] is None:
+        assert affinity is None
+    else:
+        term = affinity["podAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+        assert term["podAffinityTerm"]["topologyKey"] == case["affinity_key"]
+        assert term["podAffinityTerm"]["labelSelector"] == {
+            "matchLabels": {"carina.dev/job": "llm"}
+        }
+
+
+def test_none_profile_with_gpus_tolerates_the_gpu_taint():
+    pod = build_worker_pod(job(resources={"gpus": 1}), 0, 0, SETTINGS)
+    assert profiles.GPU_TOLERATION in pod["spec"]["tolerations"]
+
+
+def test_workers_leave_a_failed_node_after_the_configured_time():
+    pod = build_worker_pod(job(), 0, 0, RenderSettings(node_failure_seconds=42))
+    noexec = [t for t in pod["spec"]["tolerations"] if t["effect"] == "NoExecute"]
+    assert {t["key"] for t in noexec} == {
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    }
+    assert {t["tolerationSeconds"] for t in noexec} == {42}
+
+
+def test_profile_names_agree_with_the_test_cluster_pools():
+    assert profiles.GPU_RESOURCE == pools.GPU_RESOURCE
+    assert profiles.RDMA_RESOURCE == pools.RDMA_RESOURCE
+    assert profiles.POOL_LABEL == pools.POOL_LABEL
+    assert profiles.SCALABLE_UNIT_LABEL == pools.SCALABLE_UNIT_LABEL
+    assert profiles.VELA.node_selector[pools.POOL_LABEL] == pools.VELA.name
+    assert profiles.BLUE_VELA.node_selector[pools.POOL_LABEL] == pools.BLUE_VELA.name
+    taint = pools.GPU_TAINT
+    assert profiles.GPU_TOLERATION["key"] == taint["key"]
+    assert profiles.GPU_TOLERATION["effect"] == taint["effect"]
+
+
+def test_headless_service_resolves_workers_before_they_are_ready():
+    svc = build_service(job(), SETTINGS)
+    assert svc["metadata"]["name"] == "llm"
+    assert svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["publishNotReadyAddresses"] is True
+    assert svc["spec"]["selector"] == {"carina.dev/job": "llm"}
+    assert svc["spec"]["ports"][0]["port"] == 29500
+
+
+def test_configmap_holds_the_workload_kind_and_camelcase_config():
+    cm = build_configmap(job())
+    assert cm["metadata"]["name"] == "llm-spec"
+    doc = json.loads(cm["data"]["spec.json"])
+    assert doc["kind"] == "pretrain"
+    assert doc["config"]["steps"] == 20
+    assert "batchSize" in doc["config"] and "batch_size" not in doc["config"]
+    assert cm["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+
+
+def test_service_account_and_pull_secrets_come_from_settings():
+    settings = RenderSettings(service_account="carina-worker", image_pull_secrets=("regcred",))
+    spec = build_worker_pod(job(), 0, 0, settings)["spec"]
+    assert spec["serviceAccountName"] == "carina-worker"
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
