@@ -1,7 +1,8 @@
 """The `carina` command line: one entry for people, CI and the chart.
 
-Commands: `version`, `crds`, `validate`. Each command is a thin adapter around a function
-of carina.platform; errors are printed as field paths and rules, never as tracebacks.
+Commands: `version`, `crds`, `validate` here; `up`, `run`, `submit`, `get`, `list`, `delete`,
+`logs`, `suspend`, `resume` in cli_jobs. Each command is a thin adapter around a function of
+carina.platform; errors are printed as field paths and rules, never as tracebacks.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+
 from carina.platform import crd
 from carina.platform.manifests import ManifestError, load_documents, parse_manifest
-from rich.console import Console
 
 app = typer.Typer(
     name="carina",
@@ -90,6 +92,9 @@ def _report(exc: ManifestError) -> int:
     for error in exc.errors:
         err.print(f"  {error}", highlight=False, markup=False)
     return 1
+
+
+from carina.platform import cli_jobs  # noqa: E402, F401  registers up, run, submit, get, ...
 
 
 def main() -> None:

@@ -1,0 +1,126 @@
+"""A small HTTP client for the control plane's REST API (what the CLI uses)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx
+
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+API = "/api/v1/namespaces/{namespace}/trainingjobs"
+
+
+class ApiError(Exception):
+    """A 4xx/5xx answer, with the reason, message and field errors the server gave."""
+
+    def __init__(self, status: int, reason: str, message: str, errors: list[dict[str, str]]):
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.errors = errors
+
+
+class ServerUnreachable(Exception):
+    """No control plane answered at the address."""
+
+
+def default_state_dir() -> Path:
+    """Where `carina up` keeps its state (CARINA_STATE_DIR, else ~/.carina)."""
+    return Path(os.environ.get("CARINA_STATE_DIR") or "~/.carina").expanduser()
+
+
+def local_token(state_dir: Path | None = None) -> str | None:
+    """The token `carina up` wrote for the local user, if any."""
+    path = (state_dir or default_state_dir()) / "token"
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+class CarinaClient:
+    """Synchronous client: one method per route (needs httpx, from the server extra)."""
+
+    def __init__(
+        self, server: str = DEFAULT_SERVER, token: str | None = None, timeout: float = 30.0
+    ) -> None:
+        import httpx  # the server extra; `carina validate` must work without it
+
+        self._httpx = httpx
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.server = server.rstrip("/")
+        self.http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> CarinaClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            resp = self.http.request(method, path, **kwargs)
+        except self._httpx.TransportError as exc:
+            raise ServerUnreachable(f"no Carina control plane at {self.server}: {exc}") from None
+        if resp.status_code >= 400:
+            try:
+                detail = resp.json().get("detail")
+            except ValueError:
+                detail = None
+            if not isinstance(detail, dict):
+                detail = {"reason": resp.reason_phrase, "message": str(detail or resp.text)}
+            raise ApiError(
+                resp.status_code,
+                str(detail.get("reason", "")),
+                str(detail.get("message", "")),
+                list(detail.get("errors") or []),
+            )
+        return resp
+
+    def healthy(self) -> bool:
+        try:
+            return self.http.get("/healthz", timeout=2).status_code == 200
+        except self._httpx.TransportError:
+            return False
+
+    def create(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", API.format(namespace=namespace), json=manifest).json()
+
+    def get(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._call("GET", f"{API.format(namespace=namespace)}/{name}").json()
+
+    def list_jobs(self, namespace: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        cont = ""
+        while True:
+            page = self._call(
+                "GET", API.format(namespace=namespace), params={"limit": 500, "continue": cont}
+            ).json()
+            items += page["items"]
+            cont = (page.get("metadata") or {}).get("continue") or ""
+            if not cont:
+                return items
+
+    def delete(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._call("DELETE", f"{API.format(namespace=namespace)}/{name}").json()
+
+    def suspend(self, namespace: str, name: str, suspend: bool = True) -> dict[str, Any]:
+        verb = "suspend" if suspend else "resume"
+        return self._call("POST", f"{API.format(namespace=namespace)}/{name}/{verb}").json()
+
+    def metrics(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._call("GET", f"{API.format(namespace=namespace)}/{name}/metrics").json()
+
+    def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        return self._call("GET", f"{API.format(namespace=namespace)}/{name}/events").json()["items"]
+
+    def logs(self, namespace: str, name: str, worker: int = 0, tail: int = 100) -> str:
+        path = f"{API.format(namespace=namespace)}/{name}/workers/{worker}/log"
+        return self._call("GET", path, params={"tail": tail}).text

@@ -1,0 +1,110 @@
+"""Which jobs fit on this machine: a first-come queue by priority, all-or-nothing per gang.
+
+Pure: the substrate passes the jobs in admission order (priority, then age) with what each
+asks for, and learns which may run. A job that holds workers keeps its place; a job that
+does not fit waits, and so does every lower job that asks for the same resource (no
+backfilling past a bigger job, so a big job cannot starve behind a stream of small ones).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
+_FACTORS = {
+    None: 1.0,
+    "m": 1e-3,
+    "k": 1e3,
+    "Ki": 2**10,
+    "M": 1e6,
+    "Mi": 2**20,
+    "G": 1e9,
+    "Gi": 2**30,
+    "T": 1e12,
+    "Ti": 2**40,
+}
+
+
+def parse_quantity(value: int | float | str) -> float:
+    """A Kubernetes quantity (`2`, `500m`, `16Gi`) as a number; ValueError if malformed."""
+    if isinstance(value, int | float):
+        return float(value)
+    match = _QUANTITY.match(value.strip())
+    if not match:
+        raise ValueError(f"not a quantity: {value!r}")
+    return float(match.group(1)) * _FACTORS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What this machine offers to workers."""
+
+    cpus: float
+    memory_bytes: float
+    gpus: int = 0
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What one job's whole gang asks for, and whether it already holds it."""
+
+    key: str
+    cpus: float
+    memory_bytes: float
+    gpus: int
+    running: bool
+
+
+@dataclass(frozen=True)
+class Admission:
+    admitted: frozenset[str]
+    waiting: dict[str, str]  # key -> why it waits
+
+
+def admit(demands: Sequence[Demand], capacity: Capacity) -> Admission:
+    """Admit running jobs first, then waiting ones in order while the whole gang fits."""
+    free_cpu, free_mem, free_gpu = capacity.cpus, capacity.memory_bytes, capacity.gpus
+    admitted: set[str] = set()
+    for d in demands:
+        if d.running:
+            admitted.add(d.key)
+            free_cpu, free_mem, free_gpu = (
+                free_cpu - d.cpus,
+                free_mem - d.memory_bytes,
+                free_gpu - d.gpus,
+            )
+    waiting: dict[str, str] = {}
+    blocked = False
+    for d in demands:
+        if d.running:
+            continue
+        if (
+            d.cpus > capacity.cpus
+            or d.memory_bytes > capacity.memory_bytes
+            or d.gpus > capacity.gpus
+        ):
+            waiting[d.key] = (
+                f"needs {_fmt(d.cpus)} CPUs, {d.memory_bytes / 2**30:.1f}Gi memory, {d.gpus} GPUs;"
+                f" this machine offers {_fmt(capacity.cpus)} CPUs,"
+                f" {capacity.memory_bytes / 2**30:.1f}Gi, {capacity.gpus} GPUs"
+            )
+            continue
+        fits = d.cpus <= free_cpu + 1e-9 and d.memory_bytes <= free_mem and d.gpus <= free_gpu
+        if blocked or not fits:
+            blocked = True
+            waiting[d.key] = "waiting for capacity held by other jobs"
+            continue
+        admitted.add(d.key)
+        free_cpu, free_mem, free_gpu = (
+            free_cpu - d.cpus,
+            free_mem - d.memory_bytes,
+            free_gpu - d.gpus,
+        )
+    return Admission(frozenset(admitted), waiting)
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if math.isclose(x, round(x)) else f"{x:g}"

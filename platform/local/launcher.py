@@ -1,0 +1,227 @@
+"""Worker processes on this machine, started with the worker contract of DESIGN.md.
+
+Each worker runs under a tiny `/bin/sh` wrapper that records the worker's exit code in a
+file. The wrapper and the worker form their own session, so they outlive a `carina up`
+that is killed: a restarted `carina up` adopts them by pid (checked against the process
+start time, so a recycled pid is never mistaken for a worker) and still learns their exit
+code from the file. The wrapper defers SIGTERM until the worker has exited; a signal to the
+process group therefore reaches the worker, which saves a checkpoint and exits 75.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from carina.platform.api import TrainingJob
+from carina.platform.local.store import WorkerRow
+
+# `trap : TERM INT` gives the shell a handler (children get the default back on exec) and
+# makes it wait for the worker before running it; `$?` is then the worker's exit status.
+_WRAPPER = 'trap : TERM INT HUP; "$@"; code=$?; echo $code > "$CARINA_EXIT_FILE"; exit $code'
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one job's files live on this machine."""
+
+    root: Path
+
+    @property
+    def spec(self) -> Path:
+        return self.root / "spec.json"
+
+    @property
+    def progress(self) -> Path:
+        return self.root / "progress.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def log(self, index: int) -> Path:
+        return self.root / "logs" / f"worker-{index}.log"
+
+    def attempt(self, restart: int) -> Path:
+        return self.root / "attempts" / str(restart)
+
+    def exit_file(self, restart: int, index: int) -> Path:
+        return self.attempt(restart) / f"worker-{index}.exit"
+
+    def termination_log(self, restart: int, index: int) -> Path:
+        return self.attempt(restart) / f"worker-{index}.termination"
+
+
+def run_paths(state_dir: Path, namespace: str, name: str, uid: str) -> RunPaths:
+    """The run folder of one job (the uid keeps a re-created job from resuming an old one)."""
+    return RunPaths(state_dir / "jobs" / namespace / f"{name}-{uid[:8]}")
+
+
+def checkpoint_uri(job: TrainingJob, paths: RunPaths) -> str:
+    """The job's checkpoint URI, defaulting to the run folder."""
+    return job.spec.checkpoint.uri or paths.checkpoints.resolve().as_uri()
+
+
+def spec_document(job: TrainingJob) -> dict[str, object]:
+    """What CARINA_SPEC points at: {"kind": ..., "config": {...camelCase...}}."""
+    workload = job.spec.workload
+    return {"kind": workload.kind, "config": workload.config.to_wire()}
+
+
+def worker_env(
+    job: TrainingJob,
+    paths: RunPaths,
+    index: int,
+    restart: int,
+    master_port: int,
+    metrics_port: int,
+    threads: int,
+) -> dict[str, str]:
+    """The worker contract's environment for one rank (torchrun names plus CARINA_*)."""
+    return {
+        "RANK": str(index),
+        "WORLD_SIZE": str(job.spec.replicas),
+        "LOCAL_RANK": str(index),
+        "LOCAL_WORLD_SIZE": str(job.spec.replicas),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(master_port),
+        "CARINA_JOB": job.metadata.name,
+        "CARINA_NAMESPACE": job.metadata.namespace or "default",
+        "CARINA_SPEC": str(paths.spec),
+        "CARINA_CHECKPOINT_URI": checkpoint_uri(job, paths),
+        "CARINA_CHECKPOINT_INTERVAL": str(job.spec.checkpoint.interval_steps),
+        "CARINA_CHECKPOINT_KEEP": str(job.spec.checkpoint.keep),
+        "CARINA_RESTART": str(restart),
+        "CARINA_METRICS_PORT": str(metrics_port),
+        "CARINA_PROGRESS_FILE": str(paths.progress),
+        "CARINA_TERMINATION_LOG": str(paths.termination_log(restart, index)),
+        "CARINA_EXIT_FILE": str(paths.exit_file(restart, index)),
+        # One worker per requested CPU: without this each rank starts a thread per core and
+        # two workers on two cores spend their time preempting each other.
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel says are free now (bound together, so they are distinct)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+class Launcher:
+    """Starts, signals and observes worker processes; reaps the ones it started itself."""
+
+    def __init__(self, command: Sequence[str], base_env: Mapping[str, str] | None = None):
+        self.command = list(command)
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def prepare(self, job: TrainingJob, paths: RunPaths) -> None:
+        """Write the run folder's spec file (idempotent)."""
+        paths.root.mkdir(parents=True, exist_ok=True)
+        (paths.root / "logs").mkdir(exist_ok=True)
+        tmp = paths.spec.with_suffix(".tmp")
+        tmp.write_text(json.dumps(spec_document(job)))
+        os.replace(tmp, paths.spec)
+
+    def start(
+        self, uid: str, index: int, restart: int, env: Mapping[str, str], paths: RunPaths
+    ) -> WorkerRow:
+        """Start one worker; its output goes to the worker's log (appended across restarts)."""
+        paths.attempt(restart).mkdir(parents=True, exist_ok=True)
+        for stale in (paths.exit_file(restart, index), paths.termination_log(restart, index)):
+            stale.unlink(missing_ok=True)
+        log_path = paths.log(index)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            log.write(f"--- carina: worker {index}, restart {restart}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", _WRAPPER, "carina-worker", *self.command],
+                env={**self.base_env, **env},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=paths.root,
+            )
+        self._children[proc.pid] = proc
+        return WorkerRow(
+            uid=uid,
+            index=index,
+            restart=restart,
+            pid=proc.pid,
+            pid_start=process_start_time(proc.pid) or "",
+            started_at=time.time(),
+            stopping=False,
+            dir=str(paths.root),
+        )
+
+    def alive(self, worker: WorkerRow) -> bool:
+        """Whether the worker's process (the very one we started) still runs."""
+        child = self._children.get(worker.pid)
+        if child is not None and child.poll() is not None:
+            del self._children[worker.pid]
+            return False
+        return process_start_time(worker.pid) == worker.pid_start and worker.pid_start != ""
+
+    def signal(self, worker: WorkerRow, sig: signal.Signals) -> None:
+        """Signal the worker's process group (wrapper and worker); gone already is fine."""
+        if not self.alive(worker):
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(worker.pid, sig)
+
+    def reap(self) -> None:
+        """Collect exited children so none stays a zombie."""
+        for pid, child in list(self._children.items()):
+            if child.poll() is not None:
+                del self._children[pid]
+
+
+def process_start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/pid/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces; fields after it follow the last ')'.
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":  # exited, not yet reaped
+        return None
+    return fields[19]
+
+
+def read_exit_code(path: Path) -> int | None:
+    """The exit code the wrapper recorded, or None."""
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def read_json(path: Path) -> dict[str, object] | None:
+    """A small JSON file a worker wrote, or None when absent or partial."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None

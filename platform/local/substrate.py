@@ -1,0 +1,435 @@
+"""The embedded substrate's loop: observe workers, plan with the shared functions, apply.
+
+Each pass reads every job once, observes its worker processes, calls the same planning
+functions the operator calls (`derive_status`, `next_action`, `apply_action`), performs the
+action's effects idempotently and writes status once. Only the capacity queue and the
+progress file are local concerns. Because everything it needs is in SQLite and the run
+folders, a restarted `carina up` simply carries on: live workers are adopted by pid,
+workers that died with the machine show up as failures and restart from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from carina.platform.api import (
+    FINISHED_PHASES,
+    CheckpointStatus,
+    Phase,
+    Progress,
+    TrainingJob,
+    TrainingJobStatus,
+)
+from carina.platform.local.capacity import Capacity, Demand, admit, parse_quantity
+from carina.platform.local.launcher import (
+    Launcher,
+    RunPaths,
+    free_ports,
+    read_exit_code,
+    read_json,
+    run_paths,
+    worker_env,
+)
+from carina.platform.local.store import JobRow, Sample, Store, WorkerRow
+from carina.platform.planning.actions import (
+    Action,
+    CreateWorkers,
+    DeleteJob,
+    FailJob,
+    Nothing,
+    RestartGang,
+    SuspendWorkers,
+    Wait,
+)
+from carina.platform.planning.failure_policy import next_action
+from carina.platform.planning.observed import ObservedWorker
+from carina.platform.planning.status import apply_action, derive_status, set_condition
+from carina.platform.reasons import ConditionType, Reason
+
+log = logging.getLogger("carina.local")
+
+_WARNING_REASONS = frozenset(
+    {
+        Reason.WORKER_FAILED,
+        Reason.NODE_FAILURE,
+        Reason.EVICTED,
+        Reason.PREEMPTED,
+        Reason.PERMANENT_EXIT_CODE,
+        Reason.MAX_RESTARTS_EXCEEDED,
+        Reason.DEADLINE_EXCEEDED,
+        Reason.UNSCHEDULABLE,
+    }
+)
+
+
+@dataclass(frozen=True)
+class SubstrateConfig:
+    state_dir: Path
+    capacity: Capacity
+    stop_grace_seconds: float = 60.0
+    interval_seconds: float = 0.5
+
+
+def observe(worker: WorkerRow, alive: bool, paths: RunPaths) -> ObservedWorker:
+    """A local worker process in the words planning uses."""
+    started = datetime.fromtimestamp(worker.started_at, UTC)
+    termination = None
+    term_file = paths.termination_log(worker.restart, worker.index)
+    if term_file.exists():
+        termination = term_file.read_text()[:4096] or None
+    if alive:
+        return ObservedWorker(
+            index=worker.index,
+            phase="Running",
+            ready=True,
+            restart=worker.restart,
+            node="localhost",
+            started_at=started,
+            deleting=worker.stopping,
+            termination_message=termination,
+        )
+    code = read_exit_code(paths.exit_file(worker.restart, worker.index))
+    exit_file = paths.exit_file(worker.restart, worker.index)
+    finished = (
+        datetime.fromtimestamp(exit_file.stat().st_mtime, UTC) if exit_file.exists() else None
+    )
+    if code is None:
+        # Gone without a word: the machine restarted or someone killed the wrapper too.
+        return ObservedWorker(
+            index=worker.index,
+            phase="Failed",
+            ready=False,
+            restart=worker.restart,
+            reason="NodeLost",
+            node="localhost",
+            started_at=started,
+            deleting=worker.stopping,
+        )
+    return ObservedWorker(
+        index=worker.index,
+        phase="Succeeded" if code == 0 else "Failed",
+        ready=False,
+        restart=worker.restart,
+        exit_code=code,
+        node="localhost",
+        termination_message=termination,
+        started_at=started,
+        finished_at=finished,
+        deleting=worker.stopping,
+    )
+
+
+def demand(job: TrainingJob, key: str, running: bool) -> Demand:
+    """What a job's whole gang asks of this machine."""
+    r = job.spec.resources
+    n = job.spec.replicas
+    return Demand(
+        key=key,
+        cpus=n * parse_quantity(r.cpu),
+        memory_bytes=n * parse_quantity(r.memory),
+        gpus=n * r.gpus,
+        running=running,
+    )
+
+
+class Substrate:
+    """Runs TrainingJobs as local worker processes; `run_forever` in a thread."""
+
+    def __init__(self, store: Store, launcher: Launcher, config: SubstrateConfig) -> None:
+        self.store = store
+        self.launcher = launcher
+        self.config = config
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._stop_sent: dict[tuple[str, int], float] = {}  # (uid, index) -> SIGTERM time
+        self._quiet: dict[str, tuple[tuple[object, ...], datetime | None]] = {}
+        self._parsed: dict[str, tuple[tuple[str, str], TrainingJob]] = {}
+        self._seen_version = -1
+        self._busy = True
+
+    # ------------------------------------------------------------ the loop
+
+    def run_forever(self) -> None:
+        """Reconcile every job until `shutdown`; one failing job never stops the others."""
+        while not self._stop.is_set():
+            try:
+                self.reconcile_all()
+            except Exception:
+                log.exception("reconcile pass failed")
+            self._wake.wait(self.config.interval_seconds)
+            self._wake.clear()
+
+    def wake(self) -> None:
+        """Look now (a job was created or changed)."""
+        self._wake.set()
+
+    def shutdown(self, stop_workers: bool = True) -> None:
+        """Stop the loop; with `stop_workers`, SIGTERM every worker and wait for its save."""
+        self._stop.set()
+        self._wake.set()
+        if not stop_workers:
+            return
+        rows = [
+            w for job in self.store.jobs_in_admission_order() for w in self.store.workers(job.uid)
+        ]
+        live = [w for w in rows if self.launcher.alive(w)]
+        for w in live:
+            self.launcher.signal(w, signal.SIGTERM)
+        deadline = time.monotonic() + self.config.stop_grace_seconds
+        while live and time.monotonic() < deadline:
+            time.sleep(0.2)
+            live = [w for w in live if self.launcher.alive(w)]
+        for w in live:
+            self.launcher.signal(w, signal.SIGKILL)
+        self.launcher.reap()
+
+    def reconcile_all(self, now: datetime | None = None) -> None:
+        """One pass over every job, in admission order.
+
+        A job with no live worker whose spec, deletion and admission are as they were when
+        its last pass decided "nothing to do (until T)" is skipped: with a thousand stored
+        jobs a pass costs what the few active ones cost.
+        """
+        now = now or datetime.now(UTC)
+        self.launcher.reap()
+        # Nothing can have changed when no one else wrote, no worker runs and no timer is due:
+        # an idle embedded platform then costs one PRAGMA per pass.
+        version = self.store.data_version()
+        due = min((until for _, until in self._quiet.values() if until), default=None)
+        if version == self._seen_version and not self._busy and (due is None or now < due):
+            return
+        jobs = self.store.jobs_in_admission_order()
+        holding = self.store.uids_with_workers()
+        demands = []
+        for row in jobs:
+            if row.deleting or row.phase in FINISHED_PHASES:
+                continue
+            job = self._parse(row)
+            if not job.spec.suspend:
+                demands.append(demand(job, row.uid, row.uid in holding))
+        admission = admit(demands, self.config.capacity)
+        for row in jobs:
+            admitted = row.uid in admission.admitted
+            waiting = admission.waiting.get(row.uid, "")
+            key = (row.metadata, row.spec, row.deleting, admitted, waiting)
+            live = row.uid in holding and any(
+                self.launcher.alive(w) for w in self.store.workers(row.uid)
+            )
+            quiet = self._quiet.get(row.uid)
+            if not live and quiet and quiet[0] == key and (quiet[1] is None or now < quiet[1]):
+                continue
+            self._quiet.pop(row.uid, None)
+            try:
+                rest = self.reconcile(row, now, admitted, waiting)
+            except Exception:
+                log.exception("reconcile of %s/%s failed", row.namespace, row.name)
+                continue
+            if rest is not None and not live:
+                self._quiet[row.uid] = (key, rest.until)
+        for uid in set(self._quiet) - {row.uid for row in jobs}:
+            del self._quiet[uid]
+        self._seen_version = version
+        self._busy = any(row.uid not in self._quiet for row in jobs)
+
+    def _parse(self, row: JobRow) -> TrainingJob:
+        """The job as a model, parsed once per change of its metadata or spec."""
+        cached = self._parsed.get(row.uid)
+        if cached is not None and cached[0] == (row.metadata, row.spec):
+            return cached[1]
+        job = TrainingJob.model_validate(row.manifest())
+        self._parsed[row.uid] = ((row.metadata, row.spec), job)
+        return job
+
+    # ------------------------------------------------------------ one job
+
+    def reconcile(self, row: JobRow, now: datetime, admitted: bool, waiting: str) -> Wait | None:
+        """Observe, plan, apply, write status once; a Wait when there is nothing to do."""
+        job = self._parse(row)
+        paths = run_paths(self.config.state_dir, row.namespace, row.name, row.uid)
+        if row.deleting:
+            self._stop_workers(row.uid)
+            if not self.store.workers(row.uid):
+                self.store.remove_job(row.uid)
+                self._parsed.pop(row.uid, None)
+            return None
+        workers = self._observe(row.uid, paths)
+
+        previous = (
+            TrainingJobStatus.model_validate(json.loads(row.status)) if row.status != "{}" else None
+        )
+        status = derive_status(job, workers, previous, now)
+        self._merge_progress(row.uid, status, paths, now)
+        action = next_action(job, status, workers, now)
+        if isinstance(action, CreateWorkers) and not admitted:
+            status.phase = Phase.QUEUED
+            set_condition(
+                status,
+                ConditionType.ADMITTED,
+                False,
+                Reason.UNSCHEDULABLE,
+                waiting or "waiting for capacity",
+                now,
+                job.metadata.generation,
+            )
+            self._write(row, status, previous, now)
+            return Wait(None)
+        if isinstance(action, CreateWorkers) and status.phase == Phase.QUEUED:
+            status.phase = Phase.PENDING
+        if isinstance(action, CreateWorkers):
+            set_condition(
+                status,
+                ConditionType.ADMITTED,
+                True,
+                Reason.CREATED,
+                "the machine has room for every worker",
+                now,
+                job.metadata.generation,
+            )
+        status = apply_action(job, status, action, now)
+        self._apply(action, job, row, workers, paths, now)
+        if isinstance(action, DeleteJob):
+            return None
+        self._write(row, status, previous, now)
+        if isinstance(action, Nothing):
+            return Wait(None)
+        return action if isinstance(action, Wait) else None
+
+    def _observe(self, uid: str, paths: RunPaths) -> list[ObservedWorker]:
+        """Observed workers; a stopped worker that has exited is gone (as a deleted pod)."""
+        observed = []
+        for w in self.store.workers(uid):
+            alive = self.launcher.alive(w)
+            if w.stopping and not alive:
+                self._forget(w)
+                continue
+            if w.stopping and alive:
+                sent = self._stop_sent.setdefault((w.uid, w.index), time.monotonic())
+                if time.monotonic() - sent > self.config.stop_grace_seconds:
+                    self.launcher.signal(w, signal.SIGKILL)
+            observed.append(observe(w, alive, paths))
+        return observed
+
+    def _forget(self, worker: WorkerRow) -> None:
+        self._stop_sent.pop((worker.uid, worker.index), None)
+        self.store.remove_worker(worker.uid, worker.index)
+
+    def _stop_workers(self, uid: str, indices: set[int] | None = None) -> None:
+        """SIGTERM (the checkpoint grace period starts); exited workers go at once."""
+        for w in self.store.workers(uid):
+            if indices is not None and w.index not in indices:
+                continue
+            if not self.launcher.alive(w):
+                self._forget(w)
+            elif not w.stopping:
+                self.launcher.signal(w, signal.SIGTERM)
+                self._stop_sent[(w.uid, w.index)] = time.monotonic()
+                self.store.set_stopping(w.uid, w.index)
+
+    def _apply(
+        self,
+        action: Action,
+        job: TrainingJob,
+        row: JobRow,
+        workers: list[ObservedWorker],
+        paths: RunPaths,
+        now: datetime,
+    ) -> None:
+        """Perform the action's effects on this machine (idempotent)."""
+        t = now.timestamp()
+        if isinstance(action, CreateWorkers):
+            self._create(job, row, action, paths)
+            self.store.add_event(
+                row.uid,
+                t,
+                "Normal",
+                Reason.CREATED,
+                f"started workers {list(action.indices)} (restart {action.restart})",
+            )
+        elif isinstance(action, RestartGang):
+            old = {w.index for w in workers if w.restart < action.restart and not w.deleting}
+            if old:
+                self._stop_workers(row.uid, old)
+        elif isinstance(action, FailJob | SuspendWorkers):
+            if any(w.active for w in workers):
+                self._stop_workers(row.uid)
+        elif isinstance(action, DeleteJob):
+            self.store.mark_deleting(row.namespace, row.name, t)
+
+    def _create(
+        self, job: TrainingJob, row: JobRow, action: CreateWorkers, paths: RunPaths
+    ) -> None:
+        runtime = json.loads(row.runtime)
+        if runtime.get("restart") != action.restart or "masterPort" not in runtime:
+            # A new gang gets a fresh rendezvous port: the old one may linger in TIME_WAIT.
+            runtime = {"restart": action.restart, "masterPort": free_ports(1)[0]}
+            self.store.write_runtime(row.uid, runtime)
+        self.launcher.prepare(job, paths)
+        threads = max(1, int(parse_quantity(job.spec.resources.cpu)))
+        ports = free_ports(len(action.indices))
+        for index, metrics_port in zip(action.indices, ports, strict=True):
+            env = worker_env(
+                job, paths, index, action.restart, runtime["masterPort"], metrics_port, threads
+            )
+            self.store.add_worker(self.launcher.start(row.uid, index, action.restart, env, paths))
+
+    def _merge_progress(
+        self, uid: str, status: TrainingJobStatus, paths: RunPaths, now: datetime
+    ) -> None:
+        """Rank 0's progress file into status.progress, lastCheckpoint and the sample store."""
+        data = read_json(paths.progress)
+        if not data:
+            return
+        try:
+            progress = Progress.model_validate(
+                {
+                    k: data.get(k)
+                    for k in ("step", "totalSteps", "loss", "tokensPerSecond", "updatedAt")
+                    if data.get(k) is not None
+                }
+            )
+        except ValueError:
+            return
+        status.progress = progress
+        ckpt = data.get("lastCheckpoint")
+        if isinstance(ckpt, dict) and "step" in ckpt and "uri" in ckpt:
+            step = int(ckpt["step"])
+            if status.last_checkpoint is None or step > status.last_checkpoint.step:
+                status.last_checkpoint = CheckpointStatus(step=step, uri=str(ckpt["uri"]), time=now)
+        previous = self.store.last_sample_step(uid)
+        if progress.step and progress.step != previous:
+            when = progress.updated_at.timestamp() if progress.updated_at else now.timestamp()
+            self.store.add_sample(
+                uid, Sample(progress.step, when, progress.loss, progress.tokens_per_second)
+            )
+
+    def _write(
+        self,
+        row: JobRow,
+        status: TrainingJobStatus,
+        previous: TrainingJobStatus | None,
+        now: datetime,
+    ) -> None:
+        """Write status (when it changed) and an event for each condition that changed."""
+        if previous is not None and status == previous:
+            return
+        before = {c.type: (c.status, c.reason) for c in (previous.conditions if previous else [])}
+        for c in status.conditions:
+            if before.get(c.type) != (c.status, c.reason):
+                warning = c.reason in _WARNING_REASONS and c.status == "True"
+                self.store.add_event(
+                    row.uid,
+                    now.timestamp(),
+                    "Warning" if warning else "Normal",
+                    c.reason,
+                    f"{c.type}={c.status}: {c.message}".rstrip(": "),
+                )
+        wire: dict[str, Any] = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        self.store.write_status(row.uid, wire)

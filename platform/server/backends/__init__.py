@@ -1,0 +1,1 @@
+"""The control plane's two backends behind one interface (`base.Backend`)."""

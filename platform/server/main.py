@@ -1,0 +1,113 @@
+"""The control plane's app: `create_app(settings)` wires settings, backend, routers, limits.
+
+Run it with `carina up` (local backend, embedded substrate) or, in a cluster,
+`uvicorn --factory carina.platform.server.main:create_app` with CARINA_BACKEND=kubernetes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from carina.platform.server.backends.base import Backend
+from carina.platform.server.routers import health, trainingjobs
+from carina.platform.server.routers.errors import field_errors
+from carina.platform.server.settings import Settings
+from carina.platform.server.telemetry import BodySizeLimit, RequestMetrics
+
+
+def make_backend(settings: Settings) -> Backend:
+    """The backend the settings name (imported on demand: each has its own dependencies)."""
+    if settings.backend == "kubernetes":
+        from carina.platform.server.backends.kubernetes import KubernetesBackend
+
+        return KubernetesBackend(settings)
+    from carina.platform.server.backends.local import LocalBackend
+
+    return LocalBackend(settings)
+
+
+def create_app(settings: Settings | None = None, backend: Backend | None = None) -> FastAPI:
+    """The FastAPI app; `backend` defaults to the one the settings name."""
+    settings = settings or Settings()
+    backend = backend or make_backend(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await backend.start()
+        try:
+            yield
+        finally:
+            await backend.stop()
+
+    app = FastAPI(
+        title="Carina control plane",
+        version="v1alpha1",
+        description="TrainingJobs over REST: submit, follow, suspend, delete.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.backend = backend
+    app.include_router(health.router)
+    app.include_router(trainingjobs.router)
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(405, _method_not_allowed)
+    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics)
+    return app
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 in the manifest's own words: a dotted camelCase path and the rule it breaks."""
+    errors = field_errors(exc.errors())
+    message = "; ".join(str(e) for e in errors)
+    return JSONResponse(
+        {
+            "detail": {
+                "reason": "Invalid",
+                "message": message,
+                "errors": [{"path": e.path, "rule": e.rule} for e in errors],
+            }
+        },
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Every error body has one shape: {"detail": {"reason", "message", "errors"}}."""
+    if isinstance(exc.detail, dict):
+        detail: dict[str, Any] = {"errors": [], **exc.detail}
+    else:
+        reason = HTTPStatus(exc.status_code).phrase.replace(" ", "")
+        detail = {"reason": reason, "message": str(exc.detail), "errors": []}
+    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _method_not_allowed(request: Request, _: Exception) -> JSONResponse:
+    """405 with every method the path supports in Allow (Starlette names one route's only)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _scope = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    methods.discard("HEAD") if "GET" not in methods else methods.add("HEAD")
+    return JSONResponse(
+        {
+            "detail": {
+                "reason": "MethodNotAllowed",
+                "message": f"{request.method} is not allowed here",
+                "errors": [],
+            }
+        },
+        status_code=status.HTTP_405_METHOD_NOT_ALLOWED,
+        headers={"Allow": ", ".join(sorted(methods))},
+    )

@@ -1,0 +1,133 @@
+"""The kubernetes backend against the real test control plane: TokenReview for who,
+SubjectAccessReview for what, with two service accounts whose RBAC differs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from builders import make_job
+from fastapi.testclient import TestClient
+
+from carina.platform.server.main import create_app
+from carina.platform.server.settings import Settings
+from carina.platform.testcluster import TestCluster
+
+pytestmark = pytest.mark.k8s
+
+JOBS = "/api/v1/namespaces/{ns}/trainingjobs"
+TRAINER_ROLE = """
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: trainer}
+rules:
+- apiGroups: [carina.dev]
+  resources: [trainingjobs]
+  verbs: [get, list, watch, create, delete, patch]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [list]
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: viewer}
+rules:
+- apiGroups: [carina.dev]
+  resources: [trainingjobs]
+  verbs: [get, list]
+"""
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def tokens(k8s_cluster: TestCluster, namespace: str) -> dict[str, str]:
+    """trainer: may run jobs here; viewer: may only read them; nobody: no rights at all."""
+    k8s_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=TRAINER_ROLE)
+    out = {}
+    for account, role in (("trainer", "trainer"), ("viewer", "viewer"), ("nobody", None)):
+        k8s_cluster.kubectl("create", "serviceaccount", account, "-n", namespace)
+        if role:
+            k8s_cluster.kubectl(
+                "create",
+                "rolebinding",
+                account,
+                "-n",
+                namespace,
+                f"--role={role}",
+                f"--serviceaccount={namespace}:{account}",
+            )
+        out[account] = k8s_cluster.kubectl(
+            "create", "token", account, "-n", namespace
+        ).stdout.strip()
+    return out
+
+
+@pytest.fixture
+def client(k8s_cluster: TestCluster) -> Iterator[TestClient]:
+    settings = Settings(backend="kubernetes", kubeconfig=k8s_cluster.kubeconfig)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        yield c
+
+
+def test_a_trainer_creates_gets_lists_suspends_and_deletes(
+    client: TestClient, tokens: dict[str, str], namespace: str
+) -> None:
+    url = JOBS.format(ns=namespace)
+    created = client.post(url, json=make_job("via-rest"), headers=auth(tokens["trainer"]))
+    assert created.status_code == 201, created.text
+    assert created.json()["metadata"]["uid"]
+    got = client.get(f"{url}/via-rest", headers=auth(tokens["trainer"]))
+    assert got.status_code == 200
+    listed = client.get(url, headers=auth(tokens["trainer"]))
+    assert [j["metadata"]["name"] for j in listed.json()["items"]] == ["via-rest"]
+    suspended = client.post(f"{url}/via-rest/suspend", headers=auth(tokens["trainer"]))
+    assert suspended.status_code == 200
+    assert suspended.json()["spec"]["suspend"] is True
+    assert client.get(f"{url}/via-rest/events", headers=auth(tokens["trainer"])).status_code == 200
+    assert client.delete(f"{url}/via-rest", headers=auth(tokens["trainer"])).status_code == 200
+
+
+def test_rbac_decides_what_each_account_may_do(
+    client: TestClient, tokens: dict[str, str], namespace: str
+) -> None:
+    url = JOBS.format(ns=namespace)
+    assert (
+        client.post(url, json=make_job("mine"), headers=auth(tokens["trainer"])).status_code == 201
+    )
+    assert client.get(f"{url}/mine", headers=auth(tokens["viewer"])).status_code == 200
+    assert (
+        client.post(url, json=make_job("theirs"), headers=auth(tokens["viewer"])).status_code == 403
+    )
+    assert client.delete(f"{url}/mine", headers=auth(tokens["viewer"])).status_code == 403
+    assert client.get(f"{url}/mine", headers=auth(tokens["nobody"])).status_code == 403
+    assert (
+        client.get(JOBS.format(ns="kube-system"), headers=auth(tokens["trainer"])).status_code
+        == 403
+    )
+
+
+def test_unknown_tokens_are_401(client: TestClient, namespace: str) -> None:
+    resp = client.get(JOBS.format(ns=namespace), headers=auth("not-a-kubernetes-token"))
+    assert resp.status_code == 401
+
+
+def test_a_taken_name_is_409_and_a_missing_job_404(
+    client: TestClient, tokens: dict[str, str], namespace: str
+) -> None:
+    url = JOBS.format(ns=namespace)
+    assert (
+        client.post(url, json=make_job("dup"), headers=auth(tokens["trainer"])).status_code == 201
+    )
+    again = client.post(url, json=make_job("dup"), headers=auth(tokens["trainer"]))
+    assert again.status_code == 409
+    assert client.get(f"{url}/absent", headers=auth(tokens["trainer"])).status_code == 404
+
+
+def test_readyz_reports_the_api_server(client: TestClient) -> None:
+    assert client.get("/readyz").status_code == 200
