@@ -1,0 +1,107 @@
+"""The SSR pipeline of examples/pipeline-ssr.yaml, shrunk, on the embedded platform.
+
+pretrain -> finetune (ssr) -> evaluate, each stage a TrainingJob run to Succeeded with
+`carina run` against `carina up`, each reading the previous stage's checkpoint by its URI.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from embedded_platform import REAL_WORKER, CarinaUp
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "pipeline-ssr.yaml"
+PRETRAIN_STEPS = 30
+FINETUNE_STEPS = 6
+
+
+def shrink(jobs: list[dict[str, Any]], root: Path) -> list[dict[str, Any]]:
+    """The example's jobs at test size, with their URIs moved under `root`."""
+    text = yaml.safe_dump_all(jobs).replace("/tmp/carina-pipeline-ssr", str(root))
+    text = text.replace("step-00000600", f"step-{PRETRAIN_STEPS:08d}")
+    text = text.replace("step-00000120", f"step-{FINETUNE_STEPS:08d}")
+    pretrain, finetune, evaluate = yaml.safe_load_all(text)
+    for job in (pretrain, finetune, evaluate):
+        job["spec"]["resources"]["cpu"] = 1
+    pretrain["spec"]["workload"]["pretrain"].update(
+        steps=PRETRAIN_STEPS,
+        seqLen=64,
+        batchSize=8,
+        microBatchSize=8,
+        evalEvery=0,
+        data={"source": "python-stdlib", "maxBytes": 400_000},
+        schedule={"kind": "wsd", "warmupSteps": 5},
+    )
+    pretrain["spec"]["checkpoint"]["intervalSteps"] = 10
+    finetune["spec"]["workload"]["finetune"].update(
+        steps=FINETUNE_STEPS,
+        batchSize=4,
+        microBatchSize=4,
+        maxNewTokens=8,
+        data={"generator": "grounded-qa", "examples": 16, "seed": 1},
+    )
+    for task in evaluate["spec"]["workload"]["evaluate"]["tasks"]:
+        task["data"]["examples"] = 12
+    evaluate["spec"]["workload"]["evaluate"]["maxNewTokens"] = 8
+    return [pretrain, finetune, evaluate]
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[CarinaUp]:
+    up = CarinaUp(tmp_path / "state", REAL_WORKER, env={"OMP_NUM_THREADS": "1"}).start()
+    try:
+        yield up
+    finally:
+        up.stop()
+
+
+def test_pretrain_finetune_ssr_evaluate_pipeline_runs_to_a_report(
+    tmp_path: Path, platform: CarinaUp
+) -> None:
+    jobs = shrink(list(yaml.safe_load_all(EXAMPLE.read_text())), tmp_path / "ckpt")
+    token = (platform.state_dir / "token").read_text().strip()
+    for job in jobs:
+        manifest = tmp_path / f"{job['metadata']['name']}.yaml"
+        manifest.write_text(yaml.safe_dump(job))
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "carina.platform",
+                "run",
+                str(manifest),
+                "--server",
+                platform.url,
+                "--token",
+                token,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"{job['metadata']['name']}: Succeeded" in result.stdout
+
+    finetune = tmp_path / "ckpt" / "finetune"
+    assert (finetune / f"step-{FINETUNE_STEPS:08d}" / "manifest.json").exists()
+    rows = [json.loads(x) for x in (finetune / "ssr-dataset.jsonl").read_text().splitlines()]
+    assert len(rows) == 16
+    assert all(r["target"] == (r["model_answer"] if r["accepted"] else r["gold"]) for r in rows)
+
+    report = json.loads((tmp_path / "ckpt" / "evaluate" / "report.json").read_text())
+    assert [t["name"] for t in report["tasks"]] == [
+        "grounded-qa",
+        "code-choice",
+        "stdlib-perplexity",
+    ]
+    assert report["heldOutTasks"] == 2
+    assert report["averageDrop"] is not None
+    assert (tmp_path / "ckpt" / "evaluate" / "report.md").read_text().startswith("# Evaluation")

@@ -1,0 +1,122 @@
+"""The finetune workload through the worker contract: dataset, checkpoint, metric, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from carina.workloads import checkpoint
+from carina.workloads.config import ExitCode, FinetuneConfig
+from carina.workloads.finetune.run import run_finetune
+from carina.workloads.storage import open_store
+from carina.workloads.worker import WorkerContext, main
+
+
+def spec(tmp_path: Path, base: str, mode: str) -> str:
+    config = {
+        "base": base,
+        "mode": mode,
+        "data": {"generator": "grounded-qa", "examples": 12},
+        "steps": 3,
+        "batchSize": 4,
+        "microBatchSize": 2,
+        "maxNewTokens": 4,
+        "schedule": {"kind": "constant", "warmupSteps": 0},
+    }
+    path = tmp_path / f"{mode}.json"
+    path.write_text(json.dumps({"kind": "finetune", "config": config}))
+    return str(path)
+
+
+def test_ssr_run_saves_checkpoint_and_dataset_beside_it(tmp_path, base_uri):
+    out = f"file://{tmp_path}/ssr"
+    env = {"CARINA_SPEC": spec(tmp_path, base_uri, "ssr"), "CARINA_CHECKPOINT_URI": out}
+    assert main(env) == ExitCode.SUCCEEDED
+    store = open_store(out)
+    assert checkpoint.latest(store).step == 3
+    rows = [json.loads(line) for line in store.get_bytes("ssr-dataset.jsonl").splitlines()]
+    assert len(rows) == 12
+    for row in rows:
+        assert row["target"] == (row["model_answer"] if row["accepted"] else row["gold"])
+    manifest = checkpoint.read_manifest(store, 3)
+    assert manifest["trainer"]["mode"] == "ssr"
+    assert 0.0 <= manifest["trainer"]["acceptanceRatio"] <= 1.0
+
+
+def test_sft_run_trains_on_gold_and_a_rerun_resumes_without_retraining(tmp_path, base_uri):
+    out = f"file://{tmp_path}/sft"
+    env = {"CARINA_SPEC": spec(tmp_path, base_uri, "sft"), "CARINA_CHECKPOINT_URI": out}
+    assert main(env) == ExitCode.SUCCEEDED
+    rows = [json.loads(x) for x in open_store(out).get_bytes("ssr-dataset.jsonl").splitlines()]
+    assert all(r["target"] == r["gold"] and r["model_answer"] is None for r in rows)
+    assert main(env) == ExitCode.SUCCEEDED  # complete: nothing left to do
+    assert checkpoint.complete_steps(open_store(out)) == [3]
+
+
+def test_preemption_saves_and_exits_75(tmp_path, base_uri, monkeypatch):
+    import carina.workloads.finetune.run as run
+
+    cfg = FinetuneConfig.model_validate(
+        json.loads(Path(spec(tmp_path, base_uri, "sft")).read_text())["config"]
+    )
+    log = tmp_path / "termination-log"
+    ctx = WorkerContext(checkpoint_uri=f"file://{tmp_path}/pre", termination_log=str(log))
+
+    class RequestedFlag(run.PreemptionFlag):
+        def install(self):
+            self.requested = True
+            return self
+
+    monkeypatch.setattr(run, "PreemptionFlag", RequestedFlag)
+    assert run_finetune(cfg, ctx) == ExitCode.PREEMPTED
+    assert json.loads(log.read_text())["checkpoint"]["step"] == 0
+
+
+def test_missing_base_is_a_permanent_error(tmp_path):
+    env = {"CARINA_SPEC": spec(tmp_path, f"file://{tmp_path}/nothing", "sft")}
+    assert main(env) == ExitCode.NO_INPUT
+
+
+def test_acceptance_ratio_is_exported_as_a_metric(tmp_path, base_uri):
+    from carina.workloads import distributed, metric_names
+    from carina.workloads.finetune.run import Finetuner
+
+    raw = json.loads(Path(spec(tmp_path, base_uri, "ssr")).read_text())["config"]
+    cfg = FinetuneConfig.model_validate(raw)
+    ctx = WorkerContext(job="ft", checkpoint_uri=f"file://{tmp_path}/m")
+    tuner = Finetuner(cfg, ctx, distributed.setup(0, 1, 0))
+    labels = {"job": "ft", "namespace": "default", "rank": "0"}
+    value = tuner.telemetry.registry.get_sample_value(
+        metric_names.FINETUNE_SSR_ACCEPTANCE_RATIO, labels
+    )
+    rows = open_store(ctx.checkpoint_uri).get_bytes("ssr-dataset.jsonl").splitlines()
+    assert value == sum(json.loads(r)["accepted"] for r in rows) / len(rows)
+    tuner.telemetry.close()
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_under_torchrun_share_one_dataset(tmp_path, base_uri):
+    out = f"file://{tmp_path}/ddp"
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "CARINA_SPEC": spec(tmp_path, base_uri, "ssr"),
+        "CARINA_CHECKPOINT_URI": out,
+    }
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    result = subprocess.run(
+        [*torchrun, "-m", "carina.workloads"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    store = open_store(out)
+    assert checkpoint.latest(store).step == 3
+    assert len(store.get_bytes("ssr-dataset.jsonl").splitlines()) == 12

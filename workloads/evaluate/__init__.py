@@ -1,0 +1,1 @@
+"""The `evaluate` workload and harness: perplexity, multiple choice, refusal, and the report."""

@@ -1,0 +1,76 @@
+"""Batched greedy generation for many prompts of different lengths, stopping at a newline.
+
+The model's KV-cache forward has no attention mask, so padded rows would attend to padding.
+Prompts are therefore batched by token length (equal lengths need no padding): the output is
+exactly what one-at-a-time greedy decoding gives, and with byte tokens and templated prompts
+the buckets are still large enough to use the batch.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from carina.workloads.data import Tokenizer
+from carina.workloads.model import Transformer
+
+
+def stop_ids(tokenizer: Tokenizer) -> set[int]:
+    """Tokens that end an answer: EOS and the newline."""
+    ids = {tokenizer.eos_id}
+    newline = tokenizer.encode("\n")
+    if len(newline) == 1:
+        ids.add(newline[0])
+    return ids
+
+
+@torch.no_grad()
+def _greedy(
+    model: Transformer, rows: torch.Tensor, max_new: int, stops: set[int]
+) -> list[list[int]]:
+    """Continue equal-length prompts (B, T0) greedily; each row's tokens up to its first stop."""
+    B, T0 = rows.shape
+    total = min(T0 + max_new, model.arch.max_seq_len)
+    caches = model.init_caches(B, total)
+    logits, _ = model(rows, caches=caches, start=0)
+    out: list[list[int]] = [[] for _ in range(B)]
+    done = torch.zeros(B, dtype=torch.bool)
+    stop = torch.tensor(sorted(stops))
+    for pos in range(T0, total):
+        nxt = logits[:, -1].float().argmax(dim=-1)  # (B,)
+        for b in (~done).nonzero(as_tuple=True)[0].tolist():
+            out[b].append(int(nxt[b]))
+        done |= torch.isin(nxt, stop)
+        if bool(done.all()) or pos + 1 >= total:
+            break
+        logits, _ = model(nxt[:, None], caches=caches, start=pos)
+    return [[t for t in row if t not in stops] for row in out]
+
+
+def generate_answers(
+    model: Transformer,
+    tokenizer: Tokenizer,
+    prompts: list[str],
+    max_new_tokens: int,
+    batch_size: int = 32,
+) -> list[str]:
+    """The greedy one-line continuation of each prompt (without the stop token)."""
+    was_training = model.training
+    model.eval()
+    device = model.lm_head.weight.device
+    max_prompt = model.arch.max_seq_len - 1
+    encoded = [tokenizer.encode(p)[-max_prompt:] for p in prompts]
+    buckets: dict[int, list[int]] = defaultdict(list)
+    for i, ids in enumerate(encoded):
+        buckets[len(ids)].append(i)
+    answers: list[str] = [""] * len(prompts)
+    stops = stop_ids(tokenizer)
+    for _, idxs in sorted(buckets.items()):
+        for start in range(0, len(idxs), batch_size):
+            chunk = idxs[start : start + batch_size]
+            rows = torch.tensor([encoded[i] for i in chunk], device=device)
+            for i, ids in zip(chunk, _greedy(model, rows, max_new_tokens, stops), strict=True):
+                answers[i] = tokenizer.decode(ids).strip()
+    model.train(was_training)
+    return answers
