@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-EXTRAS := operator,server,train,dev
+EXTRAS := operator,server,train,judge,dev
 STAMP := $(VENV)/.carina-installed
 PYTEST_ARGS ?=
 
@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 -include tools/tools.mk
 DEBIAN_PACKAGES ?= openssl
 
-.PHONY: help venv deps test unit integration e2e lint crds run bench clean
+.PHONY: help venv deps test unit integration e2e lint crds run bench clean helm-check
 
 help:
 	@echo "make run    run the example pretraining job on this machine"
@@ -38,7 +38,7 @@ define run_pytest
 	set +e; $(PY) -m pytest $(1) $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 endef
 
-test: venv deps tools
+test: venv deps tools helm-check
 	CARINA_REQUIRE_CLUSTER=1 $(call run_pytest,tests/unit tests/integration tests/e2e)
 
 unit: venv
@@ -53,17 +53,20 @@ e2e: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy platform/api.py platform/crd.py platform/manifests.py platform/cli.py \
-		platform/reasons.py workloads/config.py
+	$(VENV)/bin/mypy platform operators workloads dashboards/generate.py scripts/helm-readme.py
 	cd $(CURDIR) && $(VENV)/bin/lint-imports
+
+# Lint, render, server-side dry-run and install the chart against the test control plane.
+helm-check: venv tools
+	PY=$(PY) scripts/helm-check.sh
 
 crds: venv
 	$(PY) -m carina.platform crds --output helm/carina/crds
 
+# The example pretraining job on the embedded platform: final status, metrics summary,
+# checkpoint location and a loss-curve image in runs/embedded/.
 run: venv
-	$(PY) -m carina.platform validate examples/pretrain-tiny.yaml
-	@echo "--- examples/pretrain-tiny.yaml"
-	@cat examples/pretrain-tiny.yaml
+	PY=$(PY) scripts/make-run.sh
 
 bench: venv
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

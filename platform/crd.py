@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
+
 from carina.platform import api
 from carina.workloads.config import Spec
-from pydantic import BaseModel
 
 # Keywords of JSON Schema that structural OpenAPI v3 schemas keep as they are.
 _KEEP = {

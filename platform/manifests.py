@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from carina.platform.api import TrainingJob
 from pydantic import ValidationError
+
+from carina.platform.api import TrainingJob
 
 _RULE_WORDS = {
     "extra_forbidden": "unknown field",

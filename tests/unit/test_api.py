@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from builders import BAD_MANIFESTS, make_job
+
 from carina.platform.api import ClusterProfile, TrainingJob
 from carina.platform.manifests import ManifestError, parse_manifest
 from carina.workloads.config import PERMANENT_EXIT_CODES, ExitCode

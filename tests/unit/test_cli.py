@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 from builders import BAD_MANIFESTS, make_job
+from typer.testing import CliRunner
+
 from carina.platform import crd
 from carina.platform.cli import app
-from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()

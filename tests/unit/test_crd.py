@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from carina.platform import crd
 
 ROOT = Path(__file__).resolve().parents[2]
