@@ -1,0 +1,13 @@
+"""W4A4 quantization (Nrusimha et al. 2024, arXiv 2404.03605; notes/techniques.md §3).
+
+- `fake_quant`: activation quantizer with learned clip values (STE inside, PACT outside),
+  per-channel/group weight quantization, the QuantLinear layer.
+- `kurtosis`: kurtosis regularization by forward hooks, activation statistics.
+- `layers`: which layers are quantized; switching precisions; clip-value calibration.
+- `qat`: the QAT optimizer and step.
+- `gptq`, `ptq`: weight PTQ (round-to-nearest, GPTQ).
+- `packed`: the quantized checkpoint format (packed int4 codes, scales, zero points).
+- `report`: perplexity at W16A16 / W4A16 / W4A4 and per-layer statistics.
+- `metrics`: the workload's Prometheus gauges.
+- `workload`: the `quantize` workload, `run_quantize(config, context)`.
+"""
