@@ -9,15 +9,24 @@ the active one through kopf peering; otherwise it runs standalone.
 from __future__ import annotations
 
 import logging
+import sys
 
 import kopf
+from kubernetes import config
 
 from carina.operators import handlers  # noqa: F401  (registers the handlers)
+from carina.operators.kube import load_api_client
 from carina.operators.settings import Settings
 
 
 def main() -> None:
+    """Run the operator until it is stopped; exit 1 at once when there is no cluster."""
     settings = Settings.from_env()
+    try:
+        load_api_client(settings.api_threads).close()
+    except config.ConfigException as exc:
+        # Without this check kopf would retry its startup every minute, printing tracebacks.
+        sys.exit(f"carina operator: no cluster to talk to ({exc}); set KUBECONFIG or run in a pod")
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -7,7 +7,9 @@ carina.platform; errors are printed as field paths and rules, never as traceback
 
 from __future__ import annotations
 
-from importlib import metadata
+import os
+import sys
+from importlib import metadata, util
 from pathlib import Path
 from typing import Annotated
 
@@ -85,6 +87,17 @@ def validate(
             )
     if failed:
         raise typer.Exit(code=1)
+
+
+@app.command()
+def operator() -> None:
+    """Run the TrainingJob operator against the current kubeconfig (CARINA_OPERATOR_* settings)."""
+    # carina.platform must not import carina.operators (the dependency points the other way),
+    # so the command becomes `python -m carina.operators` in this process's place.
+    if util.find_spec("kopf") is None:
+        err.print("the operator needs the operator extra: pip install 'carina[operator]'")
+        raise typer.Exit(code=1)
+    os.execv(sys.executable, [sys.executable, "-m", "carina.operators"])
 
 
 def _report(exc: ManifestError) -> int:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,3 +77,19 @@ def test_validate_reports_unreadable_and_malformed_files(tmp_path: Path) -> None
     assert result.exit_code == 1
     assert "missing.yaml" in result.stderr and "(yaml)" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_operator_without_a_cluster_says_so_and_exits(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+    env["KUBECONFIG"] = str(tmp_path / "missing-kubeconfig")
+    env["HOME"] = str(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "carina.platform", "operator"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "no cluster to talk to" in result.stderr
+    assert "Traceback" not in result.stderr
