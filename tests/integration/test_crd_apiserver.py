@@ -62,19 +62,3 @@ def test_server_defaults_match_the_models(k8s_cluster: TestCluster, namespace: s
     server_pretrain = stored["spec"]["workload"]["pretrain"]
     local_pretrain = local["spec"]["workload"]["pretrain"]
     assert server_pretrain == local_pretrain
-
-
-def test_printer_columns_show_in_kubectl_get(k8s_cluster: TestCluster, namespace: str) -> None:
-    create(k8s_cluster, namespace, make_job("columns"))
-    header = k8s_cluster.kubectl("get", "tj", "-n", namespace).stdout.splitlines()[0].split()
-    assert header == [
-        "NAME",
-        "PHASE",
-        "WORKLOAD",
-        "READY",
-        "WORKERS",
-        "STEP",
-        "LOSS",
-        "RESTARTS",
-        "AGE",
-    ]
