@@ -1,8 +1,9 @@
 """The `carina` command line: one entry for people, CI and the chart.
 
-Commands: `version`, `crds`, `validate` here; `up`, `run`, `submit`, `get`, `list`, `delete`,
-`logs`, `suspend`, `resume` in cli_jobs. Each command is a thin adapter around a function of
-carina.platform; errors are printed as field paths and rules, never as tracebacks.
+Commands: `version`, `crds`, `validate` here; `up`, `run` in cli_embedded; `submit`, `get`,
+`list`, `delete`, `logs`, `suspend`, `resume` in cli_jobs (what the two share is in
+cli_common). Each command is a thin adapter around a function of carina.platform; errors are
+printed as field paths and rules, never as tracebacks.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def _report(exc: ManifestError) -> int:
     return 1
 
 
-from carina.platform import cli_jobs  # noqa: E402, F401  registers up, run, submit, get, ...
+from carina.platform import cli_embedded, cli_jobs  # noqa: E402, F401  registers up, run, submit, ...
 
 
 def main() -> None:

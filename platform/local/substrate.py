@@ -28,16 +28,16 @@ from carina.platform.api import (
     TrainingJob,
     TrainingJobStatus,
 )
-from carina.platform.local.capacity import Capacity, Demand, admit, parse_quantity
+from carina.platform.local.capacity import Capacity, admit, parse_quantity
 from carina.platform.local.launcher import (
     Launcher,
     RunPaths,
     free_ports,
-    read_exit_code,
     read_json,
     run_paths,
     worker_env,
 )
+from carina.platform.local.observe import demand, observe
 from carina.platform.local.store import JobRow, Sample, Store, WorkerRow
 from carina.platform.planning.actions import (
     Action,
@@ -76,68 +76,6 @@ class SubstrateConfig:
     capacity: Capacity
     stop_grace_seconds: float = 60.0
     interval_seconds: float = 0.5
-
-
-def observe(worker: WorkerRow, alive: bool, paths: RunPaths) -> ObservedWorker:
-    """A local worker process in the words planning uses."""
-    started = datetime.fromtimestamp(worker.started_at, UTC)
-    termination = None
-    term_file = paths.termination_log(worker.restart, worker.index)
-    if term_file.exists():
-        termination = term_file.read_text()[:4096] or None
-    if alive:
-        return ObservedWorker(
-            index=worker.index,
-            phase="Running",
-            ready=True,
-            restart=worker.restart,
-            node="localhost",
-            started_at=started,
-            deleting=worker.stopping,
-            termination_message=termination,
-        )
-    code = read_exit_code(paths.exit_file(worker.restart, worker.index))
-    exit_file = paths.exit_file(worker.restart, worker.index)
-    finished = (
-        datetime.fromtimestamp(exit_file.stat().st_mtime, UTC) if exit_file.exists() else None
-    )
-    if code is None:
-        # Gone without a word: the machine restarted or someone killed the wrapper too.
-        return ObservedWorker(
-            index=worker.index,
-            phase="Failed",
-            ready=False,
-            restart=worker.restart,
-            reason="NodeLost",
-            node="localhost",
-            started_at=started,
-            deleting=worker.stopping,
-        )
-    return ObservedWorker(
-        index=worker.index,
-        phase="Succeeded" if code == 0 else "Failed",
-        ready=False,
-        restart=worker.restart,
-        exit_code=code,
-        node="localhost",
-        termination_message=termination,
-        started_at=started,
-        finished_at=finished,
-        deleting=worker.stopping,
-    )
-
-
-def demand(job: TrainingJob, key: str, running: bool) -> Demand:
-    """What a job's whole gang asks of this machine."""
-    r = job.spec.resources
-    n = job.spec.replicas
-    return Demand(
-        key=key,
-        cpus=n * parse_quantity(r.cpu),
-        memory_bytes=n * parse_quantity(r.memory),
-        gpus=n * r.gpus,
-        running=running,
-    )
 
 
 class Substrate:

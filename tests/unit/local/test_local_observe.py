@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from carina.platform.local.launcher import run_paths
+from carina.platform.local.observe import observe
 from carina.platform.local.store import WorkerRow
-from carina.platform.local.substrate import observe
 
 
 @pytest.fixture
