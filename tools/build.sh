@@ -7,7 +7,9 @@
 #   tools/build.sh --check          exit 1 if any tool is missing, build nothing
 #
 # Each tool lives in its own small Go module under tools/<dir>/ (its go.mod pins the version and
-# go.sum the checksums); see ../shared/notes/testcluster.md for why each one is a separate module.
+# go.sum the checksums). Each is a separate main module so that one tool's version selection
+# never moves another's client-go, grpc or otel, and so that `replace` directives in the
+# upstream go.mod files (which `go install pkg@version` refuses) do not apply.
 # Binaries go to ${CARINA_TOOLS_DIR}/<name>-<version>/, outside the repository, so a fresh clone
 # on the same machine reuses them. A build writes <name>-<version>.partial/ and renames it at the
 # end, so an interrupted build is never mistaken for a finished one.
