@@ -14,20 +14,16 @@ Takes a few minutes on an H100, most of it compilation.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import time
 
 import torch
+from pretrain_overhead import carina_tokens_per_second  # the same timing of the worker loop
 
 from carina.workloads.config import PretrainConfig
 from carina.workloads.data import build_corpus
-from carina.workloads.distributed import PreemptionFlag
 from carina.workloads.flops import flops_per_token, mfu, peak_flops
 from carina.workloads.model import Transformer, param_groups
 from carina.workloads.schedules import learning_rate
-from carina.workloads.train import StepRecord, run_pretrain
-from carina.workloads.worker import WorkerContext
 
 WARMUP = 10  # optimizer steps before timing: compilation, autotuning, allocator
 
@@ -90,19 +86,6 @@ def plain_loop(cfg: PretrainConfig, device: torch.device) -> float:
     return tokens / (time.perf_counter() - t0)
 
 
-def carina_loop(cfg: PretrainConfig) -> float:
-    """Tokens/s of the worker's loop (`run_pretrain`), between its logged steps."""
-    marks: list[tuple[int, float]] = []
-
-    def on_step(rec: StepRecord, preempt: PreemptionFlag) -> None:
-        marks.append((rec.step, time.perf_counter()))
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        run_pretrain(cfg, WorkerContext(), on_step)
-    (s0, t0), (s1, t1) = marks[0], marks[-1]
-    return (s1 - s0) * cfg.batch_size * cfg.seq_len / (t1 - t0)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
@@ -133,7 +116,7 @@ def main() -> None:
         f"plain loop   {plain:10.0f} tokens/s  MFU {mfu(plain, per_token, peak, 1):6.1%}",
         flush=True,
     )
-    carina = carina_loop(cfg)
+    carina = carina_tokens_per_second(cfg)
     print(f"carina loop  {carina:10.0f} tokens/s  MFU {mfu(carina, per_token, peak, 1):6.1%}")
     print(f"ratio carina/plain: {carina / plain:.3f}")
 

@@ -29,19 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from builders import make_job  # noqa: E402
 
-JOB = (
-    make_job("first-step")
-    .with_replicas(2)
-    .with_pretrain(
-        steps=20,
-        batchSize=8,
-        microBatchSize=8,
-        seqLen=64,
-        evalEvery=0,
-        data={"source": "python-stdlib", "maxBytes": 400_000},
-        schedule={"warmupSteps": 5},
-    )
-)
+JOB = make_job("first-step").with_replicas(2).with_quick_pretrain(20)
 
 
 def one_run(tmp: Path) -> tuple[float, float, float]:

@@ -28,16 +28,7 @@ def tiny_job(name: str, steps: int, replicas: int = 2):
     return (
         make_job(name)
         .with_replicas(replicas)
-        .with_pretrain(
-            model={"preset": "tiny"},
-            data={"source": "python-stdlib", "maxBytes": 400_000},
-            steps=steps,
-            batchSize=8,
-            microBatchSize=8,
-            seqLen=64,
-            evalEvery=0,
-            schedule={"warmupSteps": 5},
-        )
+        .with_quick_pretrain(steps)
         .with_spec(
             checkpoint={"intervalSteps": INTERVAL, "keep": 2}, failurePolicy={"backoffSeconds": 0}
         )

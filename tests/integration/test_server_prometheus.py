@@ -29,19 +29,7 @@ def test_series_come_from_promql_when_prometheus_is_configured(
     ).start()
     try:
         client = up.client()
-        job = (
-            make_job("scraped")
-            .with_replicas(2)
-            .with_pretrain(
-                steps=400,
-                batchSize=8,
-                microBatchSize=8,
-                seqLen=64,
-                evalEvery=0,
-                data={"source": "python-stdlib", "maxBytes": 400_000},
-                schedule={"warmupSteps": 5},
-            )
-        )
+        job = make_job("scraped").with_replicas(2).with_quick_pretrain(400)
         client.create("default", job)
         pids = wait_for(
             lambda: (
