@@ -13,32 +13,17 @@ and mirrored by a pydantic validator (enforced locally by `carina validate`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+# The contract's exit codes, re-exported: the API's failure policy defaults to them.
+from carina.workloads.contract import PERMANENT_EXIT_CODES as PERMANENT_EXIT_CODES
+from carina.workloads.contract import ExitCode as ExitCode
+
 SCHEMA_VERSION = 1
-
-
-class ExitCode(IntEnum):
-    """How a worker tells its substrate whether a retry can help (the worker contract).
-
-    Codes 64-66 follow sysexits.h and are permanent: the same input fails the same way.
-    Every other non-zero code (a crash, a signal, 75/76) is retryable from the newest
-    checkpoint. `FailurePolicy.permanentExitCodes` defaults to the permanent ones below.
-    """
-
-    SUCCEEDED = 0
-    BAD_CONFIG = 64  # the spec cannot run (EX_USAGE)
-    BAD_DATA = 65  # the data cannot be read or tokenized (EX_DATAERR)
-    NO_INPUT = 66  # a base checkpoint or input file does not exist (EX_NOINPUT)
-    PREEMPTED = 75  # stopped on SIGTERM after saving a checkpoint (EX_TEMPFAIL)
-    TRANSIENT = 76  # an infrastructure error a retry may fix (storage, rendezvous, NCCL)
-
-
-PERMANENT_EXIT_CODES = (ExitCode.BAD_CONFIG, ExitCode.BAD_DATA, ExitCode.NO_INPUT)
 
 
 @dataclass(frozen=True)

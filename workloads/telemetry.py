@@ -23,8 +23,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from carina.workloads import metric_names as names
 from carina.workloads.checkpoint import CheckpointRef
-
-DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+from carina.workloads.contract import (
+    CARINA_TERMINATION_LOG,
+    DEFAULT_TERMINATION_LOG,
+    ProgressDocument,
+    TerminationMessage,
+)
 
 
 def utc_now() -> str:
@@ -47,10 +51,11 @@ def log_event(event: str, **fields: Any) -> None:
 
 def write_termination_message(ref: CheckpointRef, path: str | None = None) -> bool:
     """Write the checkpoint acknowledgement; False when the path is not writable."""
-    target = path or os.environ.get("CARINA_TERMINATION_LOG", DEFAULT_TERMINATION_LOG)
+    target = path or os.environ.get(CARINA_TERMINATION_LOG, DEFAULT_TERMINATION_LOG)
+    message = TerminationMessage(checkpoint_step=ref.step, checkpoint_uri=ref.uri)
     try:
         with open(target, "w") as f:
-            json.dump({"checkpoint": {"step": ref.step, "uri": ref.uri}}, f)
+            f.write(message.to_text())
         return True
     except OSError:
         return False  # outside Kubernetes there may be no termination log: not an error
@@ -150,15 +155,16 @@ class Telemetry:
         """Rank 0: replace the progress file (when one is configured)."""
         if not self.progress_file:
             return
-        doc: dict[str, Any] = {
-            **self.last,
-            "totalSteps": self.total_steps,
-            "updatedAt": utc_now(),
-        }
-        if self.last_checkpoint:
-            doc["lastCheckpoint"] = self.last_checkpoint
+        doc = ProgressDocument(
+            step=int(self.last["step"]),
+            total_steps=self.total_steps,
+            loss=self.last["loss"],
+            tokens_per_second=self.last["tokensPerSecond"],
+            updated_at=utc_now(),
+            last_checkpoint=self.last_checkpoint,
+        )
         with contextlib.suppress(OSError):  # progress is advisory; training goes on without it
-            atomic_write_json(self.progress_file, doc)
+            atomic_write_json(self.progress_file, doc.to_json())
 
     def close(self) -> None:
         """Stop the metrics server."""
