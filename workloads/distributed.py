@@ -42,6 +42,13 @@ class Dist:
 def setup(rank: int, world_size: int, local_rank: int) -> Dist:
     """Pick the device and join the process group (NCCL on GPUs, gloo on CPUs)."""
     if torch.cuda.is_available():
+        if local_rank >= torch.cuda.device_count():
+            # NCCL puts each rank on a GPU of its own: two ranks cannot share one.
+            raise WorkerError(
+                ExitCode.BAD_CONFIG,
+                f"LOCAL_RANK {local_rank} needs GPU {local_rank}, but this worker sees "
+                f"{torch.cuda.device_count()}: run one rank per GPU",
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     else:

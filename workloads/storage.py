@@ -36,6 +36,8 @@ class Store(Protocol):
 
     def get_bytes(self, key: str) -> bytes | None: ...
 
+    def get_dir(self, prefix: str, names: list[str], dest_dir: Path) -> Path: ...
+
     def list_dirs(self) -> list[str]: ...
 
     def delete_dir(self, name: str) -> None: ...
@@ -80,6 +82,10 @@ class LocalStore:
             return self._path(key).read_bytes()
         except FileNotFoundError:
             return None
+
+    def get_dir(self, prefix: str, names: list[str], dest_dir: Path) -> Path:
+        """The local directory holding the files `names` under `prefix` (no copy needed)."""
+        return self._path(prefix)
 
     def list_dirs(self) -> list[str]:
         """Names of the top-level directories."""
@@ -134,6 +140,16 @@ class S3Store:
             raise WorkerError(ExitCode.TRANSIENT, f"s3 download {key}: {e}") from e
         except Exception as e:
             raise WorkerError(ExitCode.TRANSIENT, f"s3 download {key}: {e}") from e
+
+    def get_dir(self, prefix: str, names: list[str], dest_dir: Path) -> Path:
+        """Download the files `names` under `prefix` into one local directory; return it."""
+        local = dest_dir / prefix
+        local.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            key = f"{prefix}/{name}"
+            with _transient("download", key):
+                self.client.download_file(self.bucket, self._key(key), str(local / name))
+        return local
 
     def list_dirs(self) -> list[str]:
         """Names of the 'directories' (common prefixes) right under the prefix."""

@@ -25,27 +25,40 @@ def stop_ids(tokenizer: Tokenizer) -> set[int]:
     return ids
 
 
+def _until_stop(tokens: list[int], stops: set[int]) -> list[int]:
+    """The tokens before the first stop token."""
+    for i, t in enumerate(tokens):
+        if t in stops:
+            return tokens[:i]
+    return tokens
+
+
 @torch.no_grad()
 def _greedy(
     model: Transformer, rows: torch.Tensor, max_new: int, stops: set[int]
 ) -> list[list[int]]:
-    """Continue equal-length prompts (B, T0) greedily; each row's tokens up to its first stop."""
+    """Continue equal-length prompts (B, T0) greedily; each row's tokens up to its first stop.
+
+    Everything stays on the prompts' device; the tokens reach the host once, at the end.
+    """
     B, T0 = rows.shape
     total = min(T0 + max_new, model.arch.max_seq_len)
+    if total <= T0:
+        return [[] for _ in range(B)]
     caches = model.init_caches(B, total)
     logits, _ = model(rows, caches=caches, start=0)
-    out: list[list[int]] = [[] for _ in range(B)]
-    done = torch.zeros(B, dtype=torch.bool)
-    stop = torch.tensor(sorted(stops))
+    stop = torch.tensor(sorted(stops), device=rows.device)
+    done = torch.zeros(B, dtype=torch.bool, device=rows.device)
+    steps: list[torch.Tensor] = []
     for pos in range(T0, total):
         nxt = logits[:, -1].float().argmax(dim=-1)  # (B,)
-        for b in (~done).nonzero(as_tuple=True)[0].tolist():
-            out[b].append(int(nxt[b]))
+        steps.append(nxt)
         done |= torch.isin(nxt, stop)
-        if bool(done.all()) or pos + 1 >= total:
+        if pos + 1 >= total or bool(done.all()):
             break
         logits, _ = model(nxt[:, None], caches=caches, start=pos)
-    return [[t for t in row if t not in stops] for row in out]
+    tokens: list[list[int]] = torch.stack(steps, dim=1).tolist()  # (B, n)
+    return [_until_stop(row, stops) for row in tokens]
 
 
 def generate_answers(

@@ -223,7 +223,7 @@ class Finetuner:
                 cfg.optimizer.grad_clip,
                 bf16=self.amp is not None,
             )
-            loss = float(distributed.mean(torch.tensor(loss), self.d))
+            loss = float(distributed.mean(torch.tensor(loss, device=self.d.device), self.d))
             self.step += 1
             seconds = time.perf_counter() - t0
             tokens = (trained[0] - before) * self.d.world_size  # about: ranks' shares are alike

@@ -33,7 +33,10 @@ DEFAULT_BLOCK = 128
 
 
 class HessianAccumulator:
-    """Running H = 2/N · Σ x xᵀ over calibration inputs of one layer (float64 for stability)."""
+    """Running H = 2/N · Σ x xᵀ over calibration inputs of one layer (float64 for stability).
+
+    H lives on the inputs' device: activations never leave the GPU they were computed on.
+    """
 
     def __init__(self, in_features: int) -> None:
         self.H = torch.zeros(in_features, in_features, dtype=torch.float64)
@@ -41,7 +44,8 @@ class HessianAccumulator:
 
     def add(self, x: Tensor) -> None:
         """Add a batch of inputs (..., I)."""
-        x = x.detach().reshape(-1, x.shape[-1]).to(torch.float64).cpu()
+        x = x.detach().reshape(-1, x.shape[-1]).to(torch.float64)
+        self.H = self.H.to(x.device)
         m = x.shape[0]
         self.H *= self.n / (self.n + m)
         self.n += m
@@ -57,24 +61,28 @@ def gptq_quantize(
     damp: float = DAMP,
     block_size: int = DEFAULT_BLOCK,
 ) -> QuantizedWeight:
-    """GPTQ codes of w (O, I) given the input Hessian H (I, I)."""
-    W = w.detach().to(torch.float64).cpu().clone()
+    """GPTQ codes of w (O, I) given the input Hessian H (I, I), computed on H's device.
+
+    The codes, scales and zero points come back on w's device.
+    """
+    device = H.device
+    W = w.detach().to(device=device, dtype=torch.float64).clone()
     n_out, n_in = W.shape
     H = H.to(torch.float64).clone()
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
-    H += damp * torch.mean(torch.diag(H)) * torch.eye(n_in, dtype=H.dtype)
+    H += damp * torch.mean(torch.diag(H)) * torch.eye(n_in, dtype=H.dtype, device=device)
     # Upper Cholesky factor of H⁻¹: row j holds the update coefficients of column j (Alg. 1).
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
 
     g = effective_group_size(n_in, group_size)
     block = g if group_size > 0 else min(block_size, n_in)
     n_groups = -(-n_in // g)
-    codes = torch.zeros(n_out, n_in, dtype=torch.float64)
-    scales = torch.zeros(n_out, n_groups, dtype=torch.float64)
-    zeros = torch.zeros(n_out, n_groups, dtype=torch.float64)
-    scale = zero = torch.zeros(n_out, dtype=torch.float64)
+    codes = torch.zeros(n_out, n_in, dtype=torch.float64, device=device)
+    scales = torch.zeros(n_out, n_groups, dtype=torch.float64, device=device)
+    zeros = torch.zeros(n_out, n_groups, dtype=torch.float64, device=device)
+    scale = zero = torch.zeros(n_out, dtype=torch.float64, device=device)
 
     for i1 in range(0, n_in, block):
         i2 = min(i1 + block, n_in)
@@ -98,9 +106,9 @@ def gptq_quantize(
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
 
     return QuantizedWeight(
-        codes=codes.to(torch.uint8),
-        scales=scales.half(),
-        zeros=zeros.to(torch.uint8),
+        codes=codes.to(device=w.device, dtype=torch.uint8),
+        scales=scales.to(device=w.device, dtype=torch.float16),
+        zeros=zeros.to(device=w.device, dtype=torch.uint8),
         bits=bits,
         group_size=g,
     )
