@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from carina.workloads.config import (
     PERMANENT_EXIT_CODES,
@@ -26,6 +26,8 @@ from carina.workloads.config import (
     Spec,
     WorkloadConfig,
 )
+from carina.workloads.contract import CONTRACT_ENV, DEFAULT_TERMINATION_LOG, SPEC_DIR
+from carina.workloads.storage import DEFAULT_PVC_MOUNT_ROOT, PVC_MOUNT_ROOT_ENV
 
 GROUP = "carina.dev"
 VERSION = "v1alpha1"
@@ -35,7 +37,7 @@ PLURAL = "trainingjobs"
 SINGULAR = "trainingjob"
 SHORT_NAMES = ("tj",)
 
-# Worker pods are named <job>-worker-<index>; 63 (a label value, a DNS label) minus the
+# Worker host names are <job>-worker-<index>; 63 (a label value, a DNS label) minus the
 # suffix for up to 9,999 workers leaves 50 characters for the job's own name.
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 NAME_MAX_LENGTH = 50
@@ -94,9 +96,30 @@ class Workload(Spec):
 class Resources(Spec):
     """What one worker asks of its node."""
 
-    gpus: int = Field(0, ge=0, le=16, description="GPUs per worker")
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            "!has(self.ranksPerWorker) || self.gpus == 0 || self.ranksPerWorker == self.gpus",
+            "ranksPerWorker must equal gpus on a GPU worker (one rank per GPU)",
+            "ranksPerWorker",
+        ),
+    )
+
+    gpus: int = Field(0, ge=0, le=16, description="GPUs per worker; the worker runs a rank on each")
+    ranks_per_worker: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="ranks (processes) per worker: the GPU count on a GPU worker, else 1 "
+        "unless set (CPU clusters, tests)",
+    )
     cpu: Quantity = "1"
     memory: Quantity = "2Gi"
+
+    @model_validator(mode="after")
+    def _ranks_match_gpus(self) -> Resources:
+        if self.gpus and self.ranks_per_worker not in (None, self.gpus):
+            raise ValueError(self.CEL_RULES[0].message)
+        return self
 
 
 class CheckpointSpec(Spec):
@@ -122,6 +145,288 @@ class FailurePolicy(Spec):
     )
 
 
+# ---------------------------------------------------------------- the worker pod template
+
+# What the platform owns in a worker pod. A template may set none of it: the models refuse it
+# for `carina validate` and their CEL rules for the API server; the renderer builds pods with
+# the same names.
+RESERVED_ENV = tuple(sorted(CONTRACT_ENV | {PVC_MOUNT_ROOT_ENV}))
+RESERVED_LABEL_PREFIX = f"{GROUP}/"
+SPEC_VOLUME = "spec"  # the workload spec (ConfigMap) at SPEC_DIR
+SHM_VOLUME = "dshm"  # shared memory for dataloader workers and NCCL, at SHM_DIR
+SHM_DIR = "/dev/shm"
+RESERVED_VOLUMES = (SPEC_VOLUME, SHM_VOLUME)
+RESERVED_VOLUME_PREFIX = "carina-"  # the volumes of pvc:// claims are carina-pvc-<claim>
+RESERVED_MOUNT_DIRS = (SPEC_DIR, SHM_DIR, DEFAULT_PVC_MOUNT_ROOT, DEFAULT_TERMINATION_LOG)
+
+ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+# A Kubernetes object kept as it is written (an EnvVarSource, an affinity term): the API
+# server checks it when it creates the pod.
+KubernetesObject = dict[str, Any]
+
+
+def _cel_strings(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+
+def _list_map(*keys: str) -> dict[str, Any]:
+    """A list whose items are unique by `keys`, as Kubernetes' own lists of named things."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
+
+
+def _unique(items: list[Any] | None, key: str, what: str) -> None:
+    seen: set[str] = set()
+    for item in items or ():
+        value = getattr(item, key)
+        if value in seen:
+            raise ValueError(f"duplicate {what} {value!r}")
+        seen.add(value)
+
+
+class EnvVar(Spec):
+    """An environment variable of the worker container (Kubernetes' EnvVar)."""
+
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            f"!(self.name in {_cel_strings(RESERVED_ENV)})",
+            "name is reserved by the worker contract (" + ", ".join(RESERVED_ENV) + ")",
+            "name",
+        ),
+    )
+
+    name: str = Field(max_length=256, pattern=ENV_NAME_PATTERN)
+    value: str | None = Field(None, max_length=32768)
+    value_from: KubernetesObject | None = Field(
+        None, description="Kubernetes' EnvVarSource: secretKeyRef, configMapKeyRef, fieldRef ..."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name in RESERVED_ENV:
+            raise ValueError(cls.CEL_RULES[0].message)
+        return name
+
+
+class EnvSourceRef(Spec):
+    """The Secret or ConfigMap whose keys become environment variables."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+    optional: bool | None = None
+
+
+class EnvFromSource(Spec):
+    """Every key of a Secret or ConfigMap as an environment variable (Kubernetes' EnvFromSource)."""
+
+    # The keys are not known at admission, so only the prefix is checked. A key that names a
+    # variable the renderer sets loses to the renderer's value (Kubernetes lets `env` win over
+    # `envFrom`); one that names a reserved variable the renderer leaves unset, such as
+    # CARINA_TERMINATION_LOG, reaches the worker. Keep reserved names out of such Secrets.
+
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            "has(self.secretRef) != has(self.configMapRef)",
+            "exactly one of secretRef, configMapRef must be set",
+        ),
+        CelRule(
+            "!has(self.prefix) || self.prefix == '' "
+            f"|| !{_cel_strings(RESERVED_ENV)}.exists(n, n.startsWith(self.prefix))",
+            "prefix must not begin a name the worker contract reserves",
+            "prefix",
+        ),
+    )
+
+    prefix: str | None = Field(None, max_length=128, pattern=r"^([-._a-zA-Z][-._a-zA-Z0-9]*)?$")
+    secret_ref: EnvSourceRef | None = None
+    config_map_ref: EnvSourceRef | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvFromSource:
+        if (self.secret_ref is None) == (self.config_map_ref is None):
+            raise ValueError(self.CEL_RULES[0].message)
+        return self
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_not_reserved(cls, prefix: str | None) -> str | None:
+        if prefix and any(name.startswith(prefix) for name in RESERVED_ENV):
+            raise ValueError(cls.CEL_RULES[1].message)
+        return prefix
+
+
+class Volume(Spec):
+    """A pod volume: a name and one Kubernetes volume source (persistentVolumeClaim, secret ...)."""
+
+    # The source passes to the pod as written; the API server checks it when the pod is created.
+
+    model_config = Spec.model_config | {"extra": "allow"}
+
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            f"!(self.name in {_cel_strings(RESERVED_VOLUMES)}) "
+            f"&& !self.name.startsWith('{RESERVED_VOLUME_PREFIX}')",
+            f"name is Carina's ({', '.join(RESERVED_VOLUMES)} and names beginning "
+            f"{RESERVED_VOLUME_PREFIX} are reserved)",
+            "name",
+        ),
+    )
+
+    name: str = Field(max_length=63, pattern=NAME_PATTERN)
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name in RESERVED_VOLUMES or name.startswith(RESERVED_VOLUME_PREFIX):
+            raise ValueError(cls.CEL_RULES[0].message)
+        return name
+
+
+class VolumeMount(Spec):
+    """Where the worker container sees a volume of the template (Kubernetes' VolumeMount)."""
+
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            f"!{_cel_strings(RESERVED_MOUNT_DIRS)}"
+            ".exists(d, self.mountPath == d || self.mountPath.startsWith(d + '/'))",
+            "mountPath is Carina's (it mounts " + ", ".join(RESERVED_MOUNT_DIRS) + ")",
+            "mountPath",
+        ),
+    )
+
+    name: str = Field(max_length=63, pattern=NAME_PATTERN)
+    mount_path: str = Field(max_length=1024, pattern=r"^/")
+    read_only: bool | None = None
+    sub_path: str | None = Field(None, max_length=1024)
+
+    @field_validator("mount_path")
+    @classmethod
+    def _not_reserved(cls, path: str) -> str:
+        if any(path == d or path.startswith(d + "/") for d in RESERVED_MOUNT_DIRS):
+            raise ValueError(cls.CEL_RULES[0].message)
+        return path
+
+
+class Toleration(Spec):
+    """A taint the workers tolerate, besides the profile's (Kubernetes' Toleration)."""
+
+    key: str | None = Field(None, max_length=316)
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = Field(None, max_length=63)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class PodAffinityTerms(Spec):
+    """Kubernetes' PodAffinity or PodAntiAffinity; the terms are passed as written."""
+
+    required_during_scheduling_ignored_during_execution: list[KubernetesObject] | None = Field(
+        None, max_length=32
+    )
+    preferred_during_scheduling_ignored_during_execution: list[KubernetesObject] | None = Field(
+        None, max_length=32
+    )
+
+
+class Affinity(Spec):
+    """Kubernetes' Affinity; pod affinity terms join the profile's (gang colocation)."""
+
+    node_affinity: KubernetesObject | None = Field(None, description="Kubernetes' NodeAffinity")
+    pod_affinity: PodAffinityTerms | None = None
+    pod_anti_affinity: PodAffinityTerms | None = None
+
+
+class LocalObjectReference(Spec):
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+
+
+class WorkerTemplateMetadata(Spec):
+    """Labels and annotations every worker pod carries."""
+
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            f"!has(self.labels) || self.labels.all(k, !k.startsWith('{RESERVED_LABEL_PREFIX}'))",
+            f"labels beginning {RESERVED_LABEL_PREFIX} are Carina's",
+            "labels",
+        ),
+    )
+
+    labels: dict[str, Annotated[str, Field(max_length=63)]] | None = Field(None, max_length=64)
+    annotations: dict[str, Annotated[str, Field(max_length=16384)]] | None = Field(
+        None, max_length=64
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_not_reserved(cls, labels: dict[str, str] | None) -> dict[str, str] | None:
+        if any(k.startswith(RESERVED_LABEL_PREFIX) for k in labels or {}):
+            raise ValueError(cls.CEL_RULES[0].message)
+        return labels
+
+
+class WorkerTemplateSpec(Spec):
+    """The pod and worker-container fields a user sets, in Kubernetes' names and shapes."""
+
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            "!has(self.volumeMounts) || self.volumeMounts.all(m, "
+            "has(self.volumes) && self.volumes.exists(v, v.name == m.name))",
+            "every volumeMount must name a volume of the template",
+            "volumeMounts",
+        ),
+    )
+
+    env: list[EnvVar] | None = Field(None, max_length=128, json_schema_extra=_list_map("name"))
+    env_from: list[EnvFromSource] | None = Field(None, max_length=16)
+    volumes: list[Volume] | None = Field(None, max_length=32, json_schema_extra=_list_map("name"))
+    volume_mounts: list[VolumeMount] | None = Field(
+        None, max_length=32, json_schema_extra=_list_map("mountPath")
+    )
+    node_selector: dict[str, Annotated[str, Field(max_length=63)]] | None = Field(
+        None, max_length=32
+    )
+    tolerations: list[Toleration] | None = Field(None, max_length=32)
+    affinity: Affinity | None = None
+    service_account_name: str | None = Field(None, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    image_pull_secrets: list[LocalObjectReference] | None = Field(None, max_length=16)
+    priority_class_name: str | None = Field(None, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+
+    @field_validator("env")
+    @classmethod
+    def _unique_env(cls, env: list[EnvVar] | None) -> list[EnvVar] | None:
+        _unique(env, "name", "env name")
+        return env
+
+    @field_validator("volumes")
+    @classmethod
+    def _unique_volumes(cls, volumes: list[Volume] | None) -> list[Volume] | None:
+        _unique(volumes, "name", "volume name")
+        return volumes
+
+    @field_validator("volume_mounts")
+    @classmethod
+    def _mounts_name_volumes(
+        cls, mounts: list[VolumeMount] | None, info: ValidationInfo
+    ) -> list[VolumeMount] | None:
+        _unique(mounts, "mount_path", "mountPath")
+        names = {v.name for v in info.data.get("volumes") or ()}
+        if any(m.name not in names for m in mounts or ()):
+            raise ValueError(cls.CEL_RULES[0].message)
+        return mounts
+
+
+class WorkerTemplate(Spec):
+    """What a user adds to every worker pod, in the shape of Kubernetes' PodTemplateSpec."""
+
+    # The rest of the pod is the worker contract's and the cluster profile's (render.py);
+    # planning/template.py merges the two.
+
+    metadata: WorkerTemplateMetadata | None = None
+    spec: WorkerTemplateSpec | None = None
+
+
 class TrainingJobSpec(Spec):
     """What a user asks for."""
 
@@ -145,6 +450,9 @@ class TrainingJobSpec(Spec):
     active_deadline_seconds: int | None = Field(None, ge=1)
     queue: str | None = Field(None, max_length=63, pattern=NAME_PATTERN)
     priority: int = Field(0, ge=-1000, le=1000)
+    template: WorkerTemplate | None = Field(
+        None, description="labels, environment, volumes and placement added to every worker pod"
+    )
 
     @model_validator(mode="after")
     def _gpus_for_profiles(self) -> TrainingJobSpec:

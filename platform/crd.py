@@ -4,7 +4,9 @@ The models are the source of truth; this module turns their JSON Schema into a
 *structural* OpenAPI v3 schema the API server accepts: `$ref`s inlined, `anyOf` with
 null folded into an optional field, int-or-string quantities marked as such, defaults
 kept (objects built by a default factory get that object as default, so nested defaults
-apply), and every model's `CEL_RULES` attached as `x-kubernetes-validations`.
+apply), every model's `CEL_RULES` attached as `x-kubernetes-validations`, `x-kubernetes-*`
+keywords a field declares (list types) kept, and free-form objects (`dict[str, Any]`, a
+Kubernetes object passed through as written) marked to preserve unknown fields.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ _KEEP = {
     "pattern",
     "minItems",
     "maxItems",
+    "maxProperties",
     "format",
     "default",
     "required",
@@ -67,6 +70,11 @@ def _type_args(annotation: Any) -> list[Any]:
     return out
 
 
+def _kubernetes_keywords(node: dict[str, Any]) -> dict[str, Any]:
+    """The `x-kubernetes-*` keywords a field declares (`Field(json_schema_extra=...)`)."""
+    return {k: v for k, v in node.items() if k.startswith("x-kubernetes-")}
+
+
 class _Converter:
     def __init__(self, defs: dict[str, Any], models: dict[str, type[Spec]]):
         self.defs = defs
@@ -94,9 +102,9 @@ class _Converter:
             for key in ("description", "default"):
                 if key in node and node[key] is not None:
                     out[key] = node[key]
-            return out
+            return out | _kubernetes_keywords(node)
 
-        out = {k: v for k, v in node.items() if k in _KEEP}
+        out = {k: v for k, v in node.items() if k in _KEEP} | _kubernetes_keywords(node)
         if "const" in node:
             out["enum"] = [node["const"]]
             out.setdefault("type", "string")
@@ -122,8 +130,10 @@ class _Converter:
                     out["x-kubernetes-validations"] = rules
             if getattr(model, "model_config", {}).get("extra") == "allow":
                 out["x-kubernetes-preserve-unknown-fields"] = True
-        elif kind == "object" and "additionalProperties" in node:
+        elif kind == "object" and isinstance(node.get("additionalProperties"), dict):
             out["additionalProperties"] = self.convert(node["additionalProperties"])
+        elif kind == "object":
+            out["x-kubernetes-preserve-unknown-fields"] = True
         elif kind == "array":
             items = node.get("items")
             if items is None and "prefixItems" in node:

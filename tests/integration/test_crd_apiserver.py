@@ -11,6 +11,7 @@ import yaml
 from builders import BAD_MANIFESTS, make_job
 
 from carina.platform.api import TrainingJob
+from carina.platform.manifests import ManifestError, parse_manifest
 from carina.platform.testcluster import TestCluster
 
 pytestmark = pytest.mark.k8s
@@ -62,3 +63,112 @@ def test_server_defaults_match_the_models(k8s_cluster: TestCluster, namespace: s
     server_pretrain = stored["spec"]["workload"]["pretrain"]
     local_pretrain = local["spec"]["workload"]["pretrain"]
     assert server_pretrain == local_pretrain
+
+
+# Templates that set what Carina owns: the field path the API server names, and the rule
+# `carina validate` refuses the same template with (None: a rule of Kubernetes' own).
+BAD_TEMPLATES: dict[str, tuple[dict, str, bool]] = {
+    "env-sets-rank": (
+        {"spec": {"env": [{"name": "RANK", "value": "3"}]}},
+        "spec.template.spec.env[0].name",
+        True,
+    ),
+    "env-sets-master-addr": (
+        {"spec": {"env": [{"name": "A", "value": "1"}, {"name": "MASTER_ADDR", "value": "x"}]}},
+        "spec.template.spec.env[1].name",
+        True,
+    ),
+    "env-twice": (
+        {"spec": {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}},
+        "spec.template.spec.env[1]",
+        False,
+    ),
+    "env-from-prefix-begins-a-contract-name": (
+        {"spec": {"envFrom": [{"prefix": "CARINA_", "secretRef": {"name": "s"}}]}},
+        "spec.template.spec.envFrom[0].prefix",
+        True,
+    ),
+    "volume-named-dshm": (
+        {"spec": {"volumes": [{"name": "dshm", "emptyDir": {}}]}},
+        "spec.template.spec.volumes[0].name",
+        True,
+    ),
+    "mount-over-the-spec": (
+        {
+            "spec": {
+                "volumes": [{"name": "x", "emptyDir": {}}],
+                "volumeMounts": [{"name": "x", "mountPath": "/etc/carina"}],
+            }
+        },
+        "spec.template.spec.volumeMounts[0].mountPath",
+        True,
+    ),
+    "mount-under-the-pvc-root": (
+        {
+            "spec": {
+                "volumes": [{"name": "x", "emptyDir": {}}],
+                "volumeMounts": [{"name": "x", "mountPath": "/mnt/pvc/ckpts"}],
+            }
+        },
+        "spec.template.spec.volumeMounts[0].mountPath",
+        True,
+    ),
+    "mount-of-no-volume": (
+        {"spec": {"volumeMounts": [{"name": "missing", "mountPath": "/data"}]}},
+        "spec.template.spec.volumeMounts",
+        True,
+    ),
+    "carina-label": (
+        {"metadata": {"labels": {"carina.dev/job": "other"}}},
+        "spec.template.metadata.labels",
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TEMPLATES))
+def test_api_server_refuses_template_that_sets_what_carina_owns(
+    k8s_cluster: TestCluster, namespace: str, case: str
+) -> None:
+    template, path, same_rule = BAD_TEMPLATES[case]
+    manifest = make_job().with_spec(template=template)
+    result = create(k8s_cluster, namespace, manifest, check=False)
+    assert result.returncode != 0, f"{case} was accepted"
+    assert path in result.stderr, result.stderr
+    if same_rule:
+        with pytest.raises(ManifestError) as local:
+            parse_manifest(manifest)
+        assert any(e.rule in result.stderr for e in local.value.errors), result.stderr
+
+
+def test_api_server_keeps_template_kubernetes_objects_as_written(
+    k8s_cluster: TestCluster, namespace: str
+) -> None:
+    template = {
+        "metadata": {"labels": {"team": "research"}},
+        "spec": {
+            "env": [
+                {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "t"}}}
+            ],
+            "envFrom": [{"secretRef": {"name": "s3-credentials"}}],
+            "volumes": [
+                {"name": "corpus", "persistentVolumeClaim": {"claimName": "corpus"}},
+                {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}},
+            ],
+            "volumeMounts": [{"name": "corpus", "mountPath": "/data", "readOnly": True}],
+            "affinity": {
+                "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}},
+                "podAffinity": {
+                    "preferredDuringSchedulingIgnoredDuringExecution": [
+                        {"weight": 1, "podAffinityTerm": {"topologyKey": "zone"}}
+                    ]
+                },
+            },
+            "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+        },
+    }
+    stored = json.loads(
+        create(k8s_cluster, namespace, make_job().with_spec(template=template)).stdout
+    )
+    assert stored["spec"]["template"] == template
+    assert TrainingJob.parse(stored).to_wire()["spec"]["template"] == template

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from builders import BAD_MANIFESTS, make_job
 
@@ -62,3 +64,127 @@ def test_job_name_must_fit_worker_pod_names() -> None:
     with pytest.raises(ManifestError) as info:
         parse_manifest(make_job("x" * 51))
     assert info.value.errors[0].path == "metadata.name"
+
+
+# -- the worker pod template ----------------------------------------------------------------
+
+
+def with_template(spec: dict | None = None, metadata: dict | None = None) -> dict:
+    template = {k: v for k, v in (("spec", spec), ("metadata", metadata)) if v is not None}
+    return make_job().with_spec(template=template)
+
+
+def bracketed(path: str) -> str:
+    """A field path as the API server writes it: list indices in brackets (env[0].name)."""
+    return re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", path)
+
+
+FULL_TEMPLATE = {
+    "metadata": {"labels": {"team": "research"}, "annotations": {"owner": "me"}},
+    "spec": {
+        "env": [
+            {"name": "NCCL_DEBUG", "value": "INFO"},
+            {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
+        ],
+        "envFrom": [{"secretRef": {"name": "s3-credentials"}, "prefix": "S3_"}],
+        "volumes": [{"name": "corpus", "persistentVolumeClaim": {"claimName": "corpus"}}],
+        "volumeMounts": [{"name": "corpus", "mountPath": "/data", "readOnly": True}],
+        "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+        "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}},
+        "serviceAccountName": "trainer",
+        "imagePullPolicy": "Always",
+        "imagePullSecrets": [{"name": "registry"}],
+        "priorityClassName": "research-high",
+    },
+}
+
+
+def test_a_template_in_kubernetes_shapes_round_trips() -> None:
+    job = parse_manifest(make_job().with_spec(template=FULL_TEMPLATE))
+    assert job.to_wire()["spec"]["template"] == FULL_TEMPLATE
+    assert TrainingJob.parse(job.to_wire()) == job
+
+
+# A template that breaks one rule, and the field path the error names (the API server's
+# refusals of the same templates are tests/integration/test_crd_apiserver.py's).
+BAD_TEMPLATES: dict[str, tuple[dict, str]] = {
+    "env-sets-rank": (
+        with_template({"env": [{"name": "RANK", "value": "3"}]}),
+        "spec.template.spec.env[0].name",
+    ),
+    "env-sets-a-carina-name": (
+        with_template({"env": [{"name": "A", "value": "1"}, {"name": "CARINA_JOB", "value": "x"}]}),
+        "spec.template.spec.env[1].name",
+    ),
+    "env-sets-the-pvc-root": (
+        with_template({"env": [{"name": "CARINA_PVC_MOUNT_ROOT", "value": "/data"}]}),
+        "spec.template.spec.env[0].name",
+    ),
+    "env-twice": (
+        with_template({"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}),
+        "spec.template.spec.env",
+    ),
+    "env-from-prefix-begins-a-contract-name": (
+        with_template({"envFrom": [{"prefix": "MASTER_", "secretRef": {"name": "s"}}]}),
+        "spec.template.spec.envFrom[0].prefix",
+    ),
+    "env-from-two-sources": (
+        with_template({"envFrom": [{"secretRef": {"name": "s"}, "configMapRef": {"name": "c"}}]}),
+        "spec.template.spec.envFrom[0]",
+    ),
+    "volume-named-spec": (
+        with_template({"volumes": [{"name": "spec", "emptyDir": {}}]}),
+        "spec.template.spec.volumes[0].name",
+    ),
+    "volume-named-like-a-claim-volume": (
+        with_template({"volumes": [{"name": "carina-pvc-ckpts", "emptyDir": {}}]}),
+        "spec.template.spec.volumes[0].name",
+    ),
+    "mount-over-the-spec": (
+        with_template(
+            {
+                "volumes": [{"name": "x", "emptyDir": {}}],
+                "volumeMounts": [{"name": "x", "mountPath": "/etc/carina"}],
+            }
+        ),
+        "spec.template.spec.volumeMounts[0].mountPath",
+    ),
+    "mount-under-the-pvc-root": (
+        with_template(
+            {
+                "volumes": [{"name": "x", "emptyDir": {}}],
+                "volumeMounts": [{"name": "x", "mountPath": "/mnt/pvc/ckpts"}],
+            }
+        ),
+        "spec.template.spec.volumeMounts[0].mountPath",
+    ),
+    "mount-of-no-volume": (
+        with_template({"volumeMounts": [{"name": "missing", "mountPath": "/data"}]}),
+        "spec.template.spec.volumeMounts",
+    ),
+    "carina-label": (
+        with_template(metadata={"labels": {"carina.dev/job": "other"}}),
+        "spec.template.metadata.labels",
+    ),
+    "container-field-not-in-the-template": (
+        with_template({"command": ["sleep", "infinity"]}),
+        "spec.template.spec.command",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TEMPLATES))
+def test_template_setting_what_carina_owns_is_refused_with_its_field_path(case: str) -> None:
+    manifest, path = BAD_TEMPLATES[case]
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(manifest)
+    assert path in [bracketed(e.path) for e in info.value.errors], info.value.errors
+
+
+def test_env_from_without_a_prefix_and_unreserved_prefixes_are_accepted() -> None:
+    for prefix in (None, "", "AWS_", "CARINA_S3_"):
+        source: dict = {"secretRef": {"name": "s3-credentials"}}
+        if prefix is not None:
+            source["prefix"] = prefix
+        parse_manifest(with_template({"envFrom": [source]}))

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from carina.platform import crd
+from carina.workloads.contract import CONTRACT_ENV, SPEC_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "helm" / "carina" / "crds" / crd.CRD_FILENAME
@@ -68,3 +69,51 @@ def test_defaults_and_bounds_reach_the_schema() -> None:
     assert spec["properties"]["failurePolicy"]["properties"]["maxRestarts"]["default"] == 3
     cpu = spec["properties"]["resources"]["properties"]["cpu"]
     assert cpu.get("x-kubernetes-int-or-string") is True
+
+
+def _template_schema() -> dict[str, Any]:
+    spec = crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    return spec["properties"]["template"]
+
+
+def test_template_reserved_names_are_cel_rules_that_name_the_field() -> None:
+    pod = _template_schema()["properties"]["spec"]["properties"]
+    env_rule = pod["env"]["items"]["x-kubernetes-validations"][0]
+    assert env_rule["fieldPath"] == ".name"
+    assert all(f"'{name}'" in env_rule["rule"] for name in CONTRACT_ENV)
+    assert pod["volumes"]["items"]["x-kubernetes-validations"][0]["fieldPath"] == ".name"
+    mount_rule = pod["volumeMounts"]["items"]["x-kubernetes-validations"][0]
+    assert mount_rule["fieldPath"] == ".mountPath" and f"'{SPEC_DIR}'" in mount_rule["rule"]
+    labels = _template_schema()["properties"]["metadata"]["x-kubernetes-validations"][0]
+    assert labels["fieldPath"] == ".labels" and "'carina.dev/'" in labels["rule"]
+
+
+def test_template_lists_of_named_things_are_kubernetes_list_maps() -> None:
+    pod = _template_schema()["properties"]["spec"]["properties"]
+    for field, key in (("env", "name"), ("volumes", "name"), ("volumeMounts", "mountPath")):
+        assert pod[field]["x-kubernetes-list-type"] == "map"
+        assert pod[field]["x-kubernetes-list-map-keys"] == [key]
+
+
+def test_kubernetes_objects_in_the_template_pass_through() -> None:
+    pod = _template_schema()["properties"]["spec"]["properties"]
+    assert pod["volumes"]["items"]["x-kubernetes-preserve-unknown-fields"] is True
+    assert pod["env"]["items"]["properties"]["valueFrom"] == {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+        "description": pod["env"]["items"]["properties"]["valueFrom"]["description"],
+    }
+    assert pod["affinity"]["properties"]["nodeAffinity"]["x-kubernetes-preserve-unknown-fields"]
+
+
+def test_template_sizes_are_bounded_so_cel_costs_are_too() -> None:
+    for path, node in _walk(_template_schema()):
+        if node.get("x-kubernetes-preserve-unknown-fields") and "properties" not in node:
+            continue  # a Kubernetes object passed through: no rule reads inside it
+        kind = node.get("type")
+        if kind == "array":
+            assert "maxItems" in node, path
+        elif kind == "string":
+            assert "maxLength" in node or "enum" in node, path
+        elif kind == "object" and "additionalProperties" in node:
+            assert "maxProperties" in node, path
