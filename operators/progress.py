@@ -2,8 +2,10 @@
 
 Why this path (docs/architecture.md, "Operator"): workers need no API credentials at all
 (automountServiceAccountToken is off), the operator needs no permission beyond reading pods,
-and the numbers are the ones the worker already exports for Prometheus. One small GET per
-running job per interval, from one place, bounded in concurrency.
+and the numbers are the ones the worker already exports for Prometheus: step, loss and the
+step of the newest complete checkpoint (every save reaches status.lastCheckpoint, not only
+the one a preempted worker acknowledges). One small GET per running job per interval, from
+one place, bounded in concurrency.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import aiohttp
 from carina.operators.cache import Key
 from carina.operators.reconcile import Reconciler
 from carina.platform.api import Phase
-from carina.platform.planning.progress import parse_progress
+from carina.platform.planning.progress import parse_checkpoint_step, parse_progress
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,10 @@ def targets(reconciler: Reconciler) -> list[tuple[Key, str]]:
 async def scrape_once(
     reconciler: Reconciler, session: aiohttp.ClientSession, limit: asyncio.Semaphore
 ) -> int:
-    """Scrape every target once; enqueue the jobs whose progress moved. Returns how many did."""
+    """Scrape every target once; enqueue the jobs whose progress or checkpoint moved.
+
+    Returns how many did.
+    """
 
     async def one(key: Key, url: str) -> None:
         async with limit:
@@ -54,15 +59,22 @@ async def scrape_once(
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 log.debug("progress of %s/%s: %s", *key, exc)
                 return
-        progress = parse_progress(text, reconciler.clock())
+        now = reconciler.clock()
+        progress = parse_progress(text, now)
+        saved = parse_checkpoint_step(text)
         old = reconciler.progress.get(key)
-        if progress is None or (
-            old is not None and old.step == progress.step and old.loss == progress.loss
-        ):
-            return
-        reconciler.progress[key] = progress
-        reconciler.queue.add(key)
-        moved.append(key)
+        old_saved = reconciler.checkpoints.get(key)
+        stepped = progress is not None and (
+            old is None or old.step != progress.step or old.loss != progress.loss
+        )
+        checkpointed = saved is not None and (old_saved is None or saved > old_saved[0])
+        if progress is not None and stepped:
+            reconciler.progress[key] = progress
+        if saved is not None and checkpointed:
+            reconciler.checkpoints[key] = (saved, now)
+        if stepped or checkpointed:
+            reconciler.queue.add(key)
+            moved.append(key)
 
     moved: list[Key] = []
     await asyncio.gather(*(one(k, u) for k, u in targets(reconciler)))

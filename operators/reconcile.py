@@ -32,11 +32,13 @@ from carina.platform.planning.actions import (
     SuspendWorkers,
     Wait,
 )
-from carina.platform.planning.failure_policy import next_action
+from carina.platform.planning.failure_policy import kept, next_action, superseded
+from carina.platform.planning.progress import newer_checkpoint
 from carina.platform.planning.render import (
     build_configmap,
     build_service,
     build_worker_pod,
+    checkpoint_uri,
 )
 from carina.platform.planning.status import apply_action, derive_status, get_condition
 from carina.platform.reasons import ConditionType, Reason
@@ -78,6 +80,8 @@ class Reconciler:
         self.queue = queue
         self.clock = clock
         self.progress: dict[Key, Progress] = {}
+        # The newest checkpoint step rank 0 reported, and when the scrape saw it.
+        self.checkpoints: dict[Key, tuple[int, datetime]] = {}
         self._phases: dict[Key, tuple[str, str]] = {}  # key -> (namespace, phase), for carina_jobs
         self._shared: dict[Key, tuple[str, int | None]] = {}  # (uid, generation) ensured
         self._background: set[asyncio.Task[Any]] = set()
@@ -129,6 +133,11 @@ class Reconciler:
         status = derive_status(job, workers, previous, now)
         if status.phase == Phase.RUNNING and key in self.progress:
             status.progress = self.progress[key]
+        if key in self.checkpoints:
+            step, seen = self.checkpoints[key]
+            root = checkpoint_uri(job, self.settings.render)
+            saved = newer_checkpoint(status.last_checkpoint, step, root, seen)
+            status.last_checkpoint = saved or status.last_checkpoint
         action = next_action(job, status, workers, now)
         status = apply_action(job, status, action, now)
         log.debug("%s/%s: %s -> %s", *key, type(action).__name__, status.phase)
@@ -142,15 +151,14 @@ class Reconciler:
             await self._write_status(key, body, job, status, action)
             replicas = job.spec.replicas
             await self._delete_workers(
-                key,
-                records,
-                lambda r: r.worker.restart < action.restart or r.worker.index >= replicas,
+                key, records, lambda r: superseded(r.worker, action.restart, replicas)
             )
-        elif isinstance(action, (FailJob, SuspendWorkers)):
+        elif isinstance(action, FailJob):
             await self._write_status(key, body, job, status, action)
-            await self._delete_workers(
-                key, records, lambda r: r.worker.active or isinstance(action, SuspendWorkers)
-            )
+            await self._delete_workers(key, records, lambda r: r.worker.active)
+        elif isinstance(action, SuspendWorkers):
+            await self._write_status(key, body, job, status, action)
+            await self._delete_workers(key, records, lambda r: not kept(r.worker, status.restarts))
         elif isinstance(action, DeleteJob):
             meta = body["metadata"]
             await self.kube.delete_job(meta["namespace"], meta["name"], meta["uid"])
@@ -326,6 +334,7 @@ class Reconciler:
         if old is not None:
             metrics.jobs.labels(*old).dec()
         self.progress.pop(key, None)
+        self.checkpoints.pop(key, None)
         self._last_write.pop(key, None)
         self._shared.pop(key, None)
         self.cache.forget(key)

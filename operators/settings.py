@@ -30,11 +30,11 @@ class Settings:
     workers: int = 16
     # Threads for blocking API calls (creating a gang's pods happens in parallel).
     api_threads: int = 32
-    # Seconds between scrapes of each running job's rank-0 /metrics; 0 turns progress off.
     # Seconds a pod event waits before its job's reconcile, so a gang's events coalesce.
     pod_event_delay: float = 0.1
     # Least seconds between two status writes that only update worker counts or progress.
     status_min_interval: float = 5.0
+    # Seconds between scrapes of each running job's rank-0 /metrics; 0 turns progress off.
     progress_interval: float = 15.0
     progress_timeout: float = 2.0
     progress_url: str = "http://{ip}:{port}/metrics"

@@ -124,15 +124,29 @@ def logs(
     namespace: NamespaceOpt = "default",
     worker: Annotated[int, typer.Option("--worker", "-w", help="worker index (rank)")] = 0,
     tail: Annotated[int, typer.Option(help="lines")] = 100,
+    restart: Annotated[
+        int | None,
+        typer.Option(
+            "--restart",
+            "-r",
+            min=0,
+            help="read generation N (status.restarts) only, e.g. the one that just failed",
+        ),
+    ] = None,
     follow_: Annotated[bool, typer.Option("--follow", "-f", help="keep printing")] = False,
 ) -> None:
-    """Print the tail of one worker's log."""
+    """Print the tail of one worker's log.
+
+    On a cluster: the current generation's (a restart keeps the last failed generation's pods:
+    `--restart N` reads them); on this machine: the whole log, every generation after a
+    `--- carina: worker <i>, restart <r>` line (`--restart N` reads generation N only).
+    """
     with api_errors(), client_for(server, token) as client:
-        text = client.logs(namespace, name, worker, tail)
+        text = client.logs(namespace, name, worker, tail, restart)
         typer.echo(text, nl=False)
         while follow_:
             time.sleep(1)
-            fresh = client.logs(namespace, name, worker, tail)
+            fresh = client.logs(namespace, name, worker, tail, restart)
             typer.echo(_new_lines(text, fresh), nl=False)
             text = fresh
 

@@ -121,6 +121,14 @@ class CarinaClient:
     def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
         return self._call("GET", f"{API.format(namespace=namespace)}/{name}/events").json()["items"]
 
-    def logs(self, namespace: str, name: str, worker: int = 0, tail: int = 100) -> str:
+    def logs(
+        self,
+        namespace: str,
+        name: str,
+        worker: int = 0,
+        tail: int = 100,
+        restart: int | None = None,
+    ) -> str:
         path = f"{API.format(namespace=namespace)}/{name}/workers/{worker}/log"
-        return self._call("GET", path, params={"tail": tail}).text
+        params = {"tail": tail} if restart is None else {"tail": tail, "restart": restart}
+        return self._call("GET", path, params=params).text

@@ -9,8 +9,11 @@ backfilling past a bigger job, so a big job cannot starve behind a stream of sma
 from __future__ import annotations
 
 import math
+import os
 import re
-from collections.abc import Sequence
+import shutil
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
@@ -62,6 +65,8 @@ class Demand:
 class Admission:
     admitted: frozenset[str]
     waiting: dict[str, str]  # key -> why it waits
+    # Keys whose gang asks for more than the whole machine has: they wait for nothing.
+    never_fits: frozenset[str] = frozenset()
 
 
 def admit(demands: Sequence[Demand], capacity: Capacity) -> Admission:
@@ -77,6 +82,7 @@ def admit(demands: Sequence[Demand], capacity: Capacity) -> Admission:
                 free_gpu - d.gpus,
             )
     waiting: dict[str, str] = {}
+    never: set[str] = set()
     blocked = False
     for d in demands:
         if d.running:
@@ -86,6 +92,7 @@ def admit(demands: Sequence[Demand], capacity: Capacity) -> Admission:
             or d.memory_bytes > capacity.memory_bytes
             or d.gpus > capacity.gpus
         ):
+            never.add(d.key)
             waiting[d.key] = (
                 f"needs {_fmt(d.cpus)} CPUs, {d.memory_bytes / 2**30:.1f}Gi memory, {d.gpus} GPUs;"
                 f" this machine offers {_fmt(capacity.cpus)} CPUs,"
@@ -103,7 +110,34 @@ def admit(demands: Sequence[Demand], capacity: Capacity) -> Admission:
             free_mem - d.memory_bytes,
             free_gpu - d.gpus,
         )
-    return Admission(frozenset(admitted), waiting)
+    return Admission(frozenset(admitted), waiting, frozenset(never))
+
+
+def visible_gpus(env: Mapping[str, str] | None = None) -> int:
+    """GPUs this machine offers: those `nvidia-smi -L` lists, narrowed by CUDA_VISIBLE_DEVICES."""
+    env = os.environ if env is None else env
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return 0
+    try:
+        listed = subprocess.run(
+            [smi, "-L"], capture_output=True, text=True, timeout=20, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    count = sum(1 for line in listed.splitlines() if line.startswith("GPU "))
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        count = min(count, len([v for v in visible.split(",") if v.strip()]))
+    return count
+
+
+def assign_gpus(total: int, held: Iterable[int], per_worker: int, workers: int) -> list[list[int]]:
+    """GPU indices for each of `workers` workers from the ones not `held`; [] if they don't fit."""
+    free = [g for g in range(total) if g not in set(held)]
+    if per_worker * workers > len(free):
+        return []
+    return [free[i * per_worker : (i + 1) * per_worker] for i in range(workers)]
 
 
 def _fmt(x: float) -> str:

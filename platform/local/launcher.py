@@ -1,21 +1,25 @@
-"""Worker processes on this machine, started with the worker contract of DESIGN.md.
+"""Worker processes on this machine, started with the worker contract (`carina.workloads.contract`).
 
-Each worker runs under a tiny `/bin/sh` wrapper that records the worker's exit code in a
-file. The wrapper and the worker form their own session, so they outlive a `carina up`
-that is killed: a restarted `carina up` adopts them by pid (checked against the process
-start time, so a recycled pid is never mistaken for a worker) and still learns their exit
-code from the file. The wrapper defers SIGTERM until the worker has exited; a signal to the
-process group therefore reaches the worker, which saves a checkpoint and exits 75.
+A worker is the entry process a pod runs, `carina.workloads.supervisor`, which starts one rank
+per GPU the worker holds (`CUDA_VISIBLE_DEVICES` names them), or `resources.ranksPerWorker`
+ranks on the CPU. Each worker runs under a tiny `/bin/sh` wrapper that records the worker's
+exit code in a file. The wrapper and the worker form their own session, so they outlive a
+`carina up` that is killed: a restarted `carina up` adopts them by pid (checked against the
+process start time, so a recycled pid is never mistaken for a worker) and still learns their
+exit code from the file. The wrapper defers SIGTERM until the worker has exited; SIGTERM goes
+to the entry process, which relays it to every rank; each saves a checkpoint and exits 75.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +27,7 @@ from pathlib import Path
 
 from carina.platform.api import TrainingJob
 from carina.platform.local.store import WorkerRow
+from carina.platform.planning.render import spec_document, worker_context
 
 # `trap : TERM INT` gives the shell a handler (children get the default back on exec) and
 # makes it wait for the worker before running it; `$?` is then the worker's exit status.
@@ -70,12 +75,6 @@ def checkpoint_uri(job: TrainingJob, paths: RunPaths) -> str:
     return job.spec.checkpoint.uri or paths.checkpoints.resolve().as_uri()
 
 
-def spec_document(job: TrainingJob) -> dict[str, object]:
-    """What CARINA_SPEC points at: {"kind": ..., "config": {...camelCase...}}."""
-    workload = job.spec.workload
-    return {"kind": workload.kind, "config": workload.config.to_wire()}
-
-
 def worker_env(
     job: TrainingJob,
     paths: RunPaths,
@@ -84,32 +83,37 @@ def worker_env(
     master_port: int,
     metrics_port: int,
     threads: int,
+    gpus: Sequence[int] = (),
 ) -> dict[str, str]:
-    """The worker contract's environment for one rank (torchrun names plus CARINA_*)."""
-    return {
-        "RANK": str(index),
-        "WORLD_SIZE": str(job.spec.replicas),
-        "LOCAL_RANK": str(index),
-        "LOCAL_WORLD_SIZE": str(job.spec.replicas),
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(master_port),
-        "CARINA_JOB": job.metadata.name,
-        "CARINA_NAMESPACE": job.metadata.namespace or "default",
-        "CARINA_SPEC": str(paths.spec),
-        "CARINA_CHECKPOINT_URI": checkpoint_uri(job, paths),
-        "CARINA_CHECKPOINT_INTERVAL": str(job.spec.checkpoint.interval_steps),
-        "CARINA_CHECKPOINT_KEEP": str(job.spec.checkpoint.keep),
-        "CARINA_RESTART": str(restart),
-        "CARINA_METRICS_PORT": str(metrics_port),
-        "CARINA_PROGRESS_FILE": str(paths.progress),
-        "CARINA_TERMINATION_LOG": str(paths.termination_log(restart, index)),
+    """The worker contract's environment for one worker, plus what this machine adds."""
+    ctx = worker_context(
+        job,
+        index,
+        restart,
+        master_addr="127.0.0.1",
+        master_port=master_port,
+        metrics_port=metrics_port,
+        checkpoint=checkpoint_uri(job, paths),
+        spec_path=str(paths.spec),
+    )
+    ctx = dataclasses.replace(
+        ctx,
+        progress_file=str(paths.progress),
+        termination_log=str(paths.termination_log(restart, index)),
+    )
+    per_rank = str(max(1, threads // ctx.local_world_size))
+    env = {
+        **ctx.pod_env(),
         "CARINA_EXIT_FILE": str(paths.exit_file(restart, index)),
-        # One worker per requested CPU: without this each rank starts a thread per core and
-        # two workers on two cores spend their time preempting each other.
-        "OMP_NUM_THREADS": str(threads),
-        "MKL_NUM_THREADS": str(threads),
+        # A thread per requested CPU, shared by the worker's ranks: without this each rank
+        # starts a thread per core and the workers spend their time preempting each other.
+        "OMP_NUM_THREADS": per_rank,
+        "MKL_NUM_THREADS": per_rank,
         "PYTHONUNBUFFERED": "1",
     }
+    if job.spec.resources.gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
+    return env
 
 
 def free_ports(count: int) -> list[int]:
@@ -126,11 +130,20 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-class Launcher:
-    """Starts, signals and observes worker processes; reaps the ones it started itself."""
+SUPERVISOR = ("-m", "carina.workloads.supervisor")
 
-    def __init__(self, command: Sequence[str], base_env: Mapping[str, str] | None = None):
-        self.command = list(command)
+
+class Launcher:
+    """Starts, signals and observes worker processes; reaps the ones it started itself.
+
+    `rank_command` is what the worker's entry process runs for each rank (by default
+    `python -m carina.workloads`; tests pass a stand-in).
+    """
+
+    def __init__(
+        self, rank_command: Sequence[str] | None = None, base_env: Mapping[str, str] | None = None
+    ):
+        self.command = [sys.executable, *SUPERVISOR, *(rank_command or ())]
         self.base_env = dict(os.environ if base_env is None else base_env)
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -184,17 +197,36 @@ class Launcher:
         return process_start_time(worker.pid) == worker.pid_start and worker.pid_start != ""
 
     def signal(self, worker: WorkerRow, sig: signal.Signals) -> None:
-        """Signal the worker's process group (wrapper and worker); gone already is fine."""
+        """Signal the worker; gone already is fine.
+
+        SIGTERM goes to the worker's entry process alone, as the kubelet sends it to a
+        container's first process: the entry process relays it to each rank once. Any other
+        signal (SIGKILL) goes to the whole process group: wrapper, entry process and ranks.
+        """
         if not self.alive(worker):
             return
+        entry = _children(worker.pid) if sig == signal.SIGTERM else []
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(worker.pid, sig)
+            if entry:
+                for pid in entry:
+                    os.kill(pid, sig)
+            else:
+                os.killpg(worker.pid, sig)
 
     def reap(self) -> None:
         """Collect exited children so none stays a zombie."""
         for pid, child in list(self._children.items()):
             if child.poll() is not None:
                 del self._children[pid]
+
+
+def _children(pid: int) -> list[int]:
+    """The direct children of `pid` (Linux' /proc), or [] when unknown."""
+    try:
+        raw = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in raw.split()]
 
 
 def process_start_time(pid: int) -> str | None:

@@ -37,6 +37,7 @@ def read_curves(log: Path) -> Curves:
     if not log.exists():
         return curves
     for line in log.read_text(errors="replace").splitlines():
+        line = line.removeprefix("[rank 0] ")  # a worker of several ranks tags their lines
         if not line.startswith("{"):
             continue
         try:

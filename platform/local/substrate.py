@@ -28,7 +28,7 @@ from carina.platform.api import (
     TrainingJob,
     TrainingJobStatus,
 )
-from carina.platform.local.capacity import Capacity, admit, parse_quantity
+from carina.platform.local.capacity import Capacity, admit, assign_gpus, parse_quantity
 from carina.platform.local.launcher import (
     Launcher,
     RunPaths,
@@ -157,6 +157,7 @@ class Substrate:
         for row in jobs:
             admitted = row.uid in admission.admitted
             waiting = admission.waiting.get(row.uid, "")
+            never = row.uid in admission.never_fits
             key = (row.metadata, row.spec, row.deleting, admitted, waiting)
             live = row.uid in holding and any(
                 self.launcher.alive(w) for w in self.store.workers(row.uid)
@@ -166,7 +167,7 @@ class Substrate:
                 continue
             self._quiet.pop(row.uid, None)
             try:
-                rest = self.reconcile(row, now, admitted, waiting)
+                rest = self.reconcile(row, now, admitted, waiting, never)
             except Exception:
                 log.exception("reconcile of %s/%s failed", row.namespace, row.name)
                 continue
@@ -188,8 +189,14 @@ class Substrate:
 
     # ------------------------------------------------------------ one job
 
-    def reconcile(self, row: JobRow, now: datetime, admitted: bool, waiting: str) -> Wait | None:
-        """Observe, plan, apply, write status once; a Wait when there is nothing to do."""
+    def reconcile(
+        self, row: JobRow, now: datetime, admitted: bool, waiting: str, never_fits: bool = False
+    ) -> Wait | None:
+        """Observe, plan, apply, write status once; a Wait when there is nothing to do.
+
+        A gang larger than the whole machine is not queued behind anyone: it stays Pending,
+        with the reason saying what it asks and what the machine has.
+        """
         job = self._parse(row)
         paths = run_paths(self.config.state_dir, row.namespace, row.name, row.uid)
         if row.deleting:
@@ -207,7 +214,7 @@ class Substrate:
         self._merge_progress(row.uid, status, paths, now)
         action = next_action(job, status, workers, now)
         if isinstance(action, CreateWorkers) and not admitted:
-            status.phase = Phase.QUEUED
+            status.phase = Phase.PENDING if never_fits else Phase.QUEUED
             set_condition(
                 status,
                 ConditionType.ADMITTED,
@@ -308,15 +315,49 @@ class Substrate:
         if runtime.get("restart") != action.restart or "masterPort" not in runtime:
             # A new gang gets a fresh rendezvous port: the old one may linger in TIME_WAIT.
             runtime = {"restart": action.restart, "masterPort": free_ports(1)[0]}
-            self.store.write_runtime(row.uid, runtime)
+        gpus = self._assign_gpus(job, row, runtime, action.indices)
+        self.store.write_runtime(row.uid, runtime)
         self.launcher.prepare(job, paths)
         threads = max(1, int(parse_quantity(job.spec.resources.cpu)))
         ports = free_ports(len(action.indices))
         for index, metrics_port in zip(action.indices, ports, strict=True):
             env = worker_env(
-                job, paths, index, action.restart, runtime["masterPort"], metrics_port, threads
+                job,
+                paths,
+                index,
+                action.restart,
+                runtime["masterPort"],
+                metrics_port,
+                threads,
+                gpus.get(str(index), ()),
             )
             self.store.add_worker(self.launcher.start(row.uid, index, action.restart, env, paths))
+
+    def _assign_gpus(
+        self, job: TrainingJob, row: JobRow, runtime: dict[str, Any], indices: tuple[int, ...]
+    ) -> dict[str, list[int]]:
+        """Each new worker's own GPUs (CUDA_VISIBLE_DEVICES), kept in the job's runtime record.
+
+        Admission has already counted them; this picks which, avoiding those that workers of
+        other jobs hold.
+        """
+        per_worker = job.spec.resources.gpus
+        assigned: dict[str, list[int]] = runtime.setdefault("gpus", {})
+        if not per_worker:
+            return assigned
+        holding = self.store.uids_with_workers()
+        held = {
+            g
+            for other in self.store.jobs_in_admission_order()
+            if other.uid != row.uid and other.uid in holding
+            for ids in json.loads(other.runtime).get("gpus", {}).values()
+            for g in ids
+        }
+        held |= {g for i, ids in assigned.items() if int(i) not in indices for g in ids}
+        new = assign_gpus(self.config.capacity.gpus, held, per_worker, len(indices))
+        for index, ids in zip(indices, new, strict=False):
+            assigned[str(index)] = ids
+        return assigned
 
     def _merge_progress(
         self, uid: str, status: TrainingJobStatus, paths: RunPaths, now: datetime

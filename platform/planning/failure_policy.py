@@ -12,8 +12,11 @@ Rules, in order (each a clause of `next_action`):
    retryable exit: application). Only application restarts consume `maxRestarts` and back
    off (backoffSeconds doubling up to maxBackoffSeconds): a lost node is not the user's fault,
    and waiting does not bring it back sooner.
-5. Workers of an older generation are stopped before any of the new one starts (stable pod
-   names; a torch gang cannot mix generations).
+5. Workers of an older generation are stopped before any of the new one starts (a torch gang
+   cannot mix generations). Only those that may still run block the new gang: the finished
+   workers of the generation that just failed are kept (`kept`), so their logs and termination
+   messages explain the restart, until the next restart or the job's deletion; finished
+   workers of any older generation are deleted with the next restart (`superseded`).
 6. All workers succeeded: the job succeeded.
 7. Missing workers are created, after the restart backoff; a worker that vanished from a
    running gang is an eviction and restarts the gang.
@@ -39,6 +42,7 @@ from carina.platform.planning.actions import (
 from carina.platform.planning.observed import ObservedWorker
 from carina.platform.reasons import ConditionType, Reason
 from carina.workloads.config import ExitCode
+from carina.workloads.contract import TerminationMessage
 
 __all__ = [
     "Action",
@@ -50,9 +54,12 @@ __all__ = [
     "SucceedJob",
     "SuspendWorkers",
     "Wait",
+    "blocks_new_gang",
     "classify_failure",
+    "kept",
     "next_action",
     "restart_backoff",
+    "superseded",
 ]
 
 # ObservedWorker.reason values that mean the worker's node failed or was lost.
@@ -98,16 +105,45 @@ def classify_failure(worker: ObservedWorker, permanent_codes: Sequence[int]) -> 
     return None
 
 
-def _describe(worker: ObservedWorker, reason: Reason) -> str:
+# The log lines a failure message quotes, and their length: an event keeps 1,024 characters.
+LOG_LINES = 5
+LOG_WIDTH = 600
+
+
+def _describe(worker: ObservedWorker, reason: Reason) -> tuple[str, str]:
+    """What happened to the worker, and the last lines its failing rank logged ("" if none)."""
+    said = TerminationMessage.parse(worker.termination_message)
+    lines = said.last_lines(LOG_LINES, LOG_WIDTH) if said else ""
     if worker.phase == "Failed" and worker.exit_code is not None:
-        what = f"worker {worker.index} exited with code {worker.exit_code}"
+        rank = f" (rank {said.rank})" if said and said.rank is not None else ""
+        what = f"worker {worker.index}{rank} exited with code {worker.exit_code}"
         if reason == Reason.PERMANENT_EXIT_CODE:
             if worker.exit_code in ExitCode._value2member_map_:
                 what += f" ({ExitCode(worker.exit_code).name})"
-            return what + ", which is permanent"
-        return what
+            what += ", which is permanent"
+        return what, lines
     where = f" on node {worker.node}" if worker.node else ""
-    return f"worker {worker.index}{where}: {worker.reason or reason.value}"
+    return f"worker {worker.index}{where}: {worker.reason or reason.value}", lines
+
+
+def _message(what: str, lines: str) -> str:
+    return f"{what}: {lines}" if lines else what
+
+
+def kept(worker: ObservedWorker, generation: int) -> bool:
+    """A finished worker of the generation before `generation`: kept to explain the restart."""
+    return worker.finished and worker.restart == generation - 1
+
+
+def superseded(worker: ObservedWorker, generation: int, replicas: int) -> bool:
+    """Not part of the gang of `generation` (older, or beyond spec.replicas), nor kept."""
+    outside = worker.restart != generation or worker.index >= replicas
+    return outside and not kept(worker, generation)
+
+
+def blocks_new_gang(worker: ObservedWorker, generation: int, replicas: int) -> bool:
+    """A superseded worker that may still run: the gang of `generation` waits until it is gone."""
+    return superseded(worker, generation, replicas) and not worker.finished
 
 
 def restart_backoff(job: TrainingJob, application_restarts: int) -> timedelta:
@@ -147,23 +183,31 @@ def _finished(
 
 
 def _restart_or_fail(
-    job: TrainingJob, status: TrainingJobStatus, reason: Reason, message: str, now: datetime
+    job: TrainingJob,
+    status: TrainingJobStatus,
+    reason: Reason,
+    what: str,
+    now: datetime,
+    lines: str = "",
 ) -> Action:
+    """Restart the gang, or fail the job; the message ends with the failing rank's log lines."""
     if reason == Reason.PERMANENT_EXIT_CODE:
-        return FailJob(reason, message)
+        return FailJob(reason, _message(what, lines))
     if reason == Reason.WORKER_FAILED:
         used = status.restarts_by_reason.application
         limit = job.spec.failure_policy.max_restarts
         if used >= limit:
             return FailJob(
                 Reason.MAX_RESTARTS_EXCEEDED,
-                f"{message}; {used} application restarts used, maxRestarts is {limit}",
+                _message(
+                    f"{what}; {used} application restarts used, maxRestarts is {limit}", lines
+                ),
             )
         delay = restart_backoff(job, used + 1)
         not_before = now + delay if delay else None
     else:
         not_before = None
-    return RestartGang(reason, status.restarts + 1, not_before, message)
+    return RestartGang(reason, status.restarts + 1, not_before, _message(what, lines))
 
 
 def next_action(
@@ -184,7 +228,8 @@ def next_action(
         )
 
     if job.spec.suspend:
-        return SuspendWorkers() if any(not w.deleting for w in workers) else Nothing()
+        stopping = any(not w.deleting and not kept(w, status.restarts) for w in workers)
+        return SuspendWorkers() if stopping else Nothing()
 
     replicas = job.spec.replicas
     current = _current(status, workers)
@@ -194,10 +239,12 @@ def next_action(
     ]
     if failures:
         reason, worker = min(failures, key=lambda f: (_PRECEDENCE.index(f[0]), f[1].index))
-        return _restart_or_fail(job, status, reason, _describe(worker, reason), now)
+        what, lines = _describe(worker, reason)
+        return _restart_or_fail(job, status, reason, what, now, lines)
 
-    # Older generations, and workers beyond a shrunk spec.replicas, are stopped.
-    stale = [w for w in workers if w.restart != status.restarts or w.index >= replicas]
+    # Older generations, and workers beyond a shrunk spec.replicas, are stopped; finished ones
+    # hold nothing and wait for the next restart (or the job's deletion) to be deleted.
+    stale = [w for w in workers if blocks_new_gang(w, status.restarts, replicas)]
     if stale:
         if all(w.deleting for w in stale):
             return Wait(None)

@@ -6,13 +6,13 @@ processes; `derive_status` and `next_action` read nothing else.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from carina.platform.api import CheckpointStatus
+from carina.workloads.contract import TerminationMessage
 
 WorkerPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Unknown"]
 
@@ -33,7 +33,10 @@ class ObservedWorker:
     exit_code: int | None = None
     reason: str | None = None  # e.g. "Evicted", "NodeLost", "Unschedulable"
     node: str | None = None
-    termination_message: str | None = None  # JSON {"checkpoint": {"step": N, "uri": "..."}}
+    # The worker's last word (contract.TerminationMessage): JSON with the checkpoint it
+    # saved, the first failing rank, its exit code and log tail; or, where the entry process
+    # itself died, the kubelet's copy of the log tail (FallbackToLogsOnError).
+    termination_message: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
     deleting: bool = False  # being stopped (deletion requested); gone soon
@@ -43,17 +46,18 @@ class ObservedWorker:
         """Still holds (or will hold) its node: not finished and not on its way out."""
         return self.phase in ("Pending", "Running", "Unknown") and not self.deleting
 
+    @property
+    def finished(self) -> bool:
+        """Exited for good: it holds no node, whether or not it is being deleted."""
+        return self.phase in ("Succeeded", "Failed")
+
 
 def parse_checkpoint(message: str | None, when: datetime | None) -> CheckpointStatus | None:
     """The checkpoint a worker acknowledged in its termination message, if any."""
-    if not message:
+    parsed = TerminationMessage.parse(message)
+    if parsed is None or parsed.checkpoint_step is None or not parsed.checkpoint_uri:
         return None
-    try:
-        data = json.loads(message)
-        ckpt = data["checkpoint"]
-        return CheckpointStatus(step=int(ckpt["step"]), uri=str(ckpt["uri"]), time=when)
-    except (ValueError, TypeError, KeyError):
-        return None
+    return CheckpointStatus(step=parsed.checkpoint_step, uri=parsed.checkpoint_uri, time=when)
 
 
 def _time(value: Any) -> datetime | None:

@@ -1,18 +1,16 @@
 """Rendering: the child objects of a TrainingJob as plain manifests (dicts).
 
-A job has a headless Service (stable DNS for rank 0, the rendezvous endpoint), a ConfigMap
-holding the workload spec the workers read (`CARINA_SPEC`) and one Pod per worker, named
-`<job>-worker-<index>` so that creating one twice is impossible. The worker environment is
-the worker contract (DESIGN.md): torchrun's variables plus CARINA_*.
+A job has a headless Service (stable DNS for worker 0, the rendezvous endpoint), a ConfigMap
+holding the workload spec the workers read (`CARINA_SPEC`) and one Pod per worker. The worker
+environment is the worker contract (`carina.workloads.contract`), built by its
+`WorkerContext.pod_env`: the pod's entry process, `carina.workloads.supervisor`, starts one
+rank per GPU from it (`LOCAL_WORLD_SIZE`), gives each its `RANK` and `LOCAL_RANK`, forwards
+SIGTERM to all of them and exits with the first failing rank's code.
 
-Grace period. On SIGTERM torch's elastic agent (torch 2.15,
-`torch/distributed/elastic/agent/server/api.py` `SimpleElasticAgent.run` ->
-`_shutdown(sig, timeout=shutdown_timeout)` -> `multiprocessing/api.py` `_close`) forwards the
-signal to its workers, waits `shutdown_timeout` seconds (default 30, from
-`TORCH_ELASTIC_SHUTDOWN_TIMEOUT` or `--shutdown-timeout`) and then SIGKILLs them. A 30 s
-window is too short to finish a step and save a large checkpoint, so the pod sets
-TORCH_ELASTIC_SHUTDOWN_TIMEOUT to the save budget and terminationGracePeriodSeconds to that
-budget plus a margin for the agent's own teardown, so the kubelet's SIGKILL never comes first.
+Grace period. On SIGTERM every rank finishes its step, the ranks agree, save collectively and
+exit; the entry process waits for them with no deadline of its own. The pod's
+terminationGracePeriodSeconds is the save budget (`shutdown_timeout_seconds`) plus a margin
+for the entry process's own teardown, so the kubelet's SIGKILL never comes first.
 """
 
 from __future__ import annotations
@@ -24,12 +22,13 @@ from typing import Any
 from carina.platform.api import API_VERSION, KIND, TrainingJob
 from carina.platform.planning.observed import INDEX_LABEL, JOB_LABEL, RESTART_LABEL
 from carina.platform.planning.profiles import GPU_RESOURCE, GPU_TOLERATION, profile_for
+from carina.platform.planning.template import apply_template
+from carina.workloads import contract
+from carina.workloads.contract import SPEC_DIR, SPEC_FILE, WorkerContext
 
-SPEC_DIR = "/etc/carina"
-SPEC_FILE = "spec.json"
-TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+TERMINATION_MESSAGE_PATH = contract.DEFAULT_TERMINATION_LOG
 WORKER_CONTAINER = "worker"
-WORKER_COMMAND = ("python", "-m", "carina.workloads")
+WORKER_COMMAND = ("python", "-m", "carina.workloads.supervisor")
 MANAGED_BY = "carina-operator"
 
 
@@ -43,9 +42,9 @@ class RenderSettings:
     metrics_port: int = 9400
     # Where checkpoints go when a job names no URI: <root>/<namespace>/<job>.
     checkpoint_root: str = "s3://carina-checkpoints"
-    # Seconds the elastic agent waits after forwarding SIGTERM (finish a step, save).
+    # Seconds the ranks have after SIGTERM to finish a step and save.
     shutdown_timeout_seconds: int = 120
-    # Added to the above for terminationGracePeriodSeconds (the agent's own teardown).
+    # Added to the above for terminationGracePeriodSeconds (the entry process's teardown).
     grace_margin_seconds: int = 30
     # How long a worker stays on a NotReady/unreachable node before it is evicted (and the
     # gang restarts elsewhere); Kubernetes' default of 300 s wastes a whole gang's GPUs.
@@ -56,8 +55,18 @@ class RenderSettings:
 
 
 def worker_name(job_name: str, index: int) -> str:
-    """The stable name of worker `index`."""
+    """The stable host name of worker `index` (its DNS name under the job's Service)."""
     return f"{job_name}-worker-{index}"
+
+
+def pod_name(job_name: str, index: int, restart: int) -> str:
+    """The Pod of worker `index` in generation `restart`.
+
+    Each generation's pods have names of their own, so the finished pods of a failed
+    generation (their logs and termination messages) can outlive the restart; the host name
+    stays `worker_name`, and Kubernetes leaves finished pods out of the Service's endpoints.
+    """
+    return f"{worker_name(job_name, index)}-r{restart}"
 
 
 def service_name(job_name: str) -> str:
@@ -112,7 +121,7 @@ def _metadata(job: TrainingJob, name: str, labels: dict[str, str] | None = None)
 def spec_document(job: TrainingJob) -> dict[str, Any]:
     """What CARINA_SPEC holds: the workload kind and its config, camelCase."""
     workload = job.spec.workload
-    return {"kind": workload.kind, "config": workload.config.to_wire()}
+    return contract.spec_document(workload.kind, workload.config.to_wire())
 
 
 def checkpoint_uri(job: TrainingJob, settings: RenderSettings) -> str:
@@ -150,28 +159,57 @@ def build_configmap(job: TrainingJob) -> dict[str, Any]:
     }
 
 
+def ranks_per_worker(job: TrainingJob) -> int:
+    """Ranks each worker runs: one per GPU, else `resources.ranksPerWorker` (default 1)."""
+    res = job.spec.resources
+    return res.gpus or res.ranks_per_worker or 1
+
+
+def worker_context(
+    job: TrainingJob,
+    index: int,
+    restart: int,
+    master_addr: str,
+    master_port: int,
+    metrics_port: int,
+    checkpoint: str,
+    spec_path: str,
+) -> WorkerContext:
+    """The worker contract of worker `index`: shared by the operator and the embedded platform."""
+    local = ranks_per_worker(job)
+    return WorkerContext(
+        group_rank=index,
+        local_world_size=local,
+        world_size=job.spec.replicas * local,
+        master_addr=master_addr,
+        master_port=master_port,
+        job=job.metadata.name,
+        namespace=_namespace(job),
+        spec=spec_path,
+        checkpoint_uri=checkpoint,
+        checkpoint_interval=job.spec.checkpoint.interval_steps,
+        checkpoint_keep=job.spec.checkpoint.keep,
+        restart=restart,
+        metrics_port=metrics_port,
+    )
+
+
 def worker_env(
     job: TrainingJob, index: int, restart: int, settings: RenderSettings
 ) -> dict[str, str]:
     """The worker contract's environment for worker `index` (profile NCCL settings included)."""
     name, ns = job.metadata.name, _namespace(job)
-    env = {
-        "RANK": str(index),
-        "WORLD_SIZE": str(job.spec.replicas),
-        "LOCAL_RANK": "0",
-        "LOCAL_WORLD_SIZE": "1",
-        "MASTER_ADDR": f"{worker_name(name, 0)}.{service_name(name)}.{ns}.svc",
-        "MASTER_PORT": str(settings.master_port),
-        "CARINA_JOB": name,
-        "CARINA_NAMESPACE": ns,
-        "CARINA_SPEC": f"{SPEC_DIR}/{SPEC_FILE}",
-        "CARINA_CHECKPOINT_URI": checkpoint_uri(job, settings),
-        "CARINA_CHECKPOINT_INTERVAL": str(job.spec.checkpoint.interval_steps),
-        "CARINA_CHECKPOINT_KEEP": str(job.spec.checkpoint.keep),
-        "CARINA_RESTART": str(restart),
-        "CARINA_METRICS_PORT": str(settings.metrics_port),
-        "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": str(settings.shutdown_timeout_seconds),
-    }
+    ctx = worker_context(
+        job,
+        index,
+        restart,
+        master_addr=f"{worker_name(name, 0)}.{service_name(name)}.{ns}.svc",
+        master_port=settings.master_port,
+        metrics_port=settings.metrics_port,
+        checkpoint=checkpoint_uri(job, settings),
+        spec_path=f"{SPEC_DIR}/{SPEC_FILE}",
+    )
+    env = ctx.pod_env()
     env.update(profile_for(job.spec.cluster).env)
     return env
 
@@ -212,7 +250,7 @@ def build_worker_pod(
     name = job.metadata.name
     profile = profile_for(job.spec.cluster)
     labels = job_labels(job) | {INDEX_LABEL: str(index), RESTART_LABEL: str(restart)}
-    meta = _metadata(job, worker_name(name, index), labels)
+    meta = _metadata(job, pod_name(name, index, restart), labels)
     if profile.annotations:
         meta["annotations"] = dict(profile.annotations)
 
@@ -234,7 +272,7 @@ def build_worker_pod(
             {"name": "dshm", "mountPath": "/dev/shm"},
         ],
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
-        "terminationMessagePolicy": "File",
+        "terminationMessagePolicy": "FallbackToLogsOnError",  # a crash leaves its log tail
     }
     if profile.capabilities:
         container["securityContext"] = {"capabilities": {"add": list(profile.capabilities)}}
@@ -275,4 +313,5 @@ def build_worker_pod(
                 ]
             }
         }
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+    return apply_template(pod, job, checkpoint_uri(job, settings))

@@ -25,6 +25,7 @@ from carina.platform.planning.actions import (
     RestartGang,
     SucceedJob,
 )
+from carina.platform.planning.failure_policy import blocks_new_gang, kept
 from carina.platform.planning.observed import ObservedWorker, parse_checkpoint
 from carina.platform.reasons import (
     APPLICATION_REASONS,
@@ -127,12 +128,12 @@ def derive_status(
     if status.phase in FINISHED_PHASES:
         return status
 
-    stale = any(w.restart != status.restarts for w in workers)
+    stale = any(blocks_new_gang(w, status.restarts, replicas) for w in workers)
     all_running = len(current) == replicas and all(w.ready for w in current) and not stale
     if job.spec.suspend:
         status.phase = Phase.SUSPENDED
         status.start_time = None  # as batch/v1 Job: the deadline restarts on resume
-        alive = sum(1 for w in workers if not w.deleting)
+        alive = sum(1 for w in workers if not w.deleting and not kept(w, status.restarts))
         msg = "suspended by spec.suspend" + (f"; stopping {alive} workers" if alive else "")
         set_condition(status, ConditionType.SUSPENDED, True, Reason.SUSPENDED, msg, now, gen)
         _clear(status, ConditionType.RUNNING, Reason.SUSPENDED, msg, now, gen)

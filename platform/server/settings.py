@@ -23,11 +23,15 @@ class Settings(BaseSettings):
     tokens_file: Path | None = Field(None, description="token -> namespaces; default state_dir")
     run_workers: bool = Field(True, description="false: store only, no worker processes")
     worker_command: list[str] | None = Field(
-        None, description="JSON list; default: this Python with -m carina.workloads"
+        None,
+        description="JSON list: what each rank of a worker runs; default: this Python with"
+        " -m carina.workloads",
     )
     capacity_cpus: float | None = Field(None, ge=0, description="default: this machine's CPUs")
     capacity_memory: str | None = Field(None, description="a quantity; default: physical memory")
-    capacity_gpus: int = Field(0, ge=0)
+    capacity_gpus: int | None = Field(
+        None, ge=0, description="default: the GPUs nvidia-smi lists (CUDA_VISIBLE_DEVICES applies)"
+    )
     reconcile_seconds: float = Field(0.5, gt=0, description="how often the substrate looks")
     stop_grace_seconds: float = Field(
         60.0, gt=0, description="SIGTERM to SIGKILL; a worker saves its checkpoint meanwhile"

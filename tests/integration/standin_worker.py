@@ -5,7 +5,8 @@ Reads RANK/WORLD_SIZE and the CARINA_* variables like `python -m carina.workload
 file:// CARINA_CHECKPOINT_URI, resumes from the newest one, writes the progress file on
 rank 0, and on SIGTERM saves, writes the termination message and exits 75. Every rank
 prints `step N` per step so tests can count steps trained twice.
-Knobs: STANDIN_STEP_SECONDS (default 0.05), STANDIN_EXIT_AT_STEP + STANDIN_EXIT_CODE.
+Knobs: STANDIN_STEP_SECONDS (default 0.05), STANDIN_EXIT_AT_STEP + STANDIN_EXIT_CODE (on
+global rank STANDIN_EXIT_RANK, default 0, of the first generation).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def main() -> int:
     progress = os.environ.get("CARINA_PROGRESS_FILE")
     delay = float(os.environ.get("STANDIN_STEP_SECONDS", "0.05"))
     exit_at = int(os.environ.get("STANDIN_EXIT_AT_STEP", "0"))
+    exit_rank = int(os.environ.get("STANDIN_EXIT_RANK", "0"))
     done = [int(p.stem.split("-")[1]) for p in ckpt_dir.glob("step-*.json")]
     step = max(done, default=0)
     last_ckpt = {"step": step, "uri": f"{uri}/step-{step:08d}"} if step else None
@@ -66,7 +68,12 @@ def main() -> int:
         time.sleep(delay)
         step += 1
         print(f"step {step}", flush=True)
-        if exit_at and step == exit_at and rank == 0 and os.environ.get("CARINA_RESTART") == "0":
+        if (
+            exit_at
+            and step == exit_at
+            and rank == exit_rank
+            and os.environ.get("CARINA_RESTART") == "0"
+        ):
             return int(os.environ.get("STANDIN_EXIT_CODE", "1"))
         if interval and step % interval == 0:
             save()

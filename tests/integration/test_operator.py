@@ -28,6 +28,7 @@ from carina.platform.testcluster import (
     TestCluster,
 )
 from carina.platform.testcluster.processes import free_port, wait_until
+from carina.workloads.contract import WorkerContext
 
 pytestmark = pytest.mark.k8s
 
@@ -211,12 +212,13 @@ def test_apply_runs_every_worker_on_its_pool(k8s_cluster, namespace, operator, p
     assert status["workers"] == {"total": 2, "ready": 2, "succeeded": 0, "failed": 0}
     assert condition(status, "WorkersReady")["status"] == "True"
     workers = pods(k8s_cluster, namespace, "llm")
-    assert [p["metadata"]["name"] for p in workers] == ["llm-worker-0", "llm-worker-1"]
+    assert [p["metadata"]["name"] for p in workers] == ["llm-worker-0-r0", "llm-worker-1-r0"]
     nodes = {n["metadata"]["name"]: n for n in k8s_cluster.get_json("nodes")["items"]}
     for pod in workers:
         node = nodes[pod["spec"]["nodeName"]]
         assert node["metadata"]["labels"]["carina.dev/pool"] == profile
         assert env_of(pod)["MASTER_ADDR"] == f"llm-worker-0.llm.{namespace}.svc"
+        assert pod["spec"]["hostname"] == pod["metadata"]["name"].removesuffix("-r0")
     uid = k8s_cluster.get_json("trainingjob", "llm", "-n", namespace)["metadata"]["uid"]
     for kind, name in (("service", "llm"), ("configmap", "llm-spec")):
         owners = k8s_cluster.get_json(kind, name, "-n", namespace)["metadata"]["ownerReferences"]
@@ -226,7 +228,7 @@ def test_apply_runs_every_worker_on_its_pool(k8s_cluster, namespace, operator, p
 def test_retryable_exit_restarts_the_gang_from_generation_one(k8s_cluster, namespace, operator):
     apply(k8s_cluster, gpu_job("llm", namespace, failurePolicy={"backoffSeconds": 2}))
     wait_phase(k8s_cluster, namespace, "llm", "Running", operator)
-    exit_worker(k8s_cluster, namespace, "llm-worker-1", 1)
+    exit_worker(k8s_cluster, namespace, "llm-worker-1-r0", 1)
     restarting = wait_phase(k8s_cluster, namespace, "llm", "Restarting", operator)
     assert condition(restarting, "Restarting")["reason"] == "WorkerFailed"
     status = wait_phase(k8s_cluster, namespace, "llm", "Running", operator, restarts=1)
@@ -238,10 +240,51 @@ def test_retryable_exit_restarts_the_gang_from_generation_one(k8s_cluster, names
     assert "WorkerFailed" in reasons
 
 
+def test_a_failed_generation_keeps_its_pods_and_its_last_lines_until_the_next_restart(
+    k8s_cluster, namespace, operator
+):
+    apply(k8s_cluster, cpu_job("llm", namespace, replicas=2, failurePolicy={"backoffSeconds": 3}))
+    wait_phase(k8s_cluster, namespace, "llm", "Running", operator)
+    said = {"rank": 1, "exitCode": 1, "log": "step 41\nloading shard 9\nRuntimeError: NaN loss"}
+    exit_worker(k8s_cluster, namespace, "llm-worker-1-r0", 1, json.dumps(said))
+    restarting = condition(
+        wait_phase(k8s_cluster, namespace, "llm", "Restarting", operator), "Restarting"
+    )
+    assert restarting["message"] == (
+        "restart 1: worker 1 (rank 1) exited with code 1: "
+        "step 41 | loading shard 9 | RuntimeError: NaN loss"
+    )
+    wait_phase(k8s_cluster, namespace, "llm", "Running", operator, restarts=1)
+    by_name = {p["metadata"]["name"]: p for p in pods(k8s_cluster, namespace, "llm")}
+    assert sorted(by_name) == ["llm-worker-0-r1", "llm-worker-1-r0", "llm-worker-1-r1"]
+    assert by_name["llm-worker-1-r0"]["status"]["phase"] == "Failed"
+    [kept] = by_name["llm-worker-1-r0"]["status"]["containerStatuses"]
+    assert "NaN loss" in kept["state"]["terminated"]["message"]
+    assert by_name["llm-worker-1-r0"]["spec"]["containers"][0]["terminationMessagePolicy"] == (
+        "FallbackToLogsOnError"
+    )
+    events = k8s_cluster.get_json("events", "-n", namespace)["items"]
+    assert any("RuntimeError: NaN loss" in e["message"] for e in events)
+
+    # The entry process died: the kubelet's fallback puts the log's tail there as plain text.
+    exit_worker(k8s_cluster, namespace, "llm-worker-0-r1", 139, "epoch 2\nSegmentation fault")
+    wait_phase(k8s_cluster, namespace, "llm", "Running", operator, restarts=2)
+    names = [p["metadata"]["name"] for p in pods(k8s_cluster, namespace, "llm")]
+    assert names == ["llm-worker-0-r1", "llm-worker-0-r2", "llm-worker-1-r2"]
+    events = k8s_cluster.get_json("events", "-n", namespace)["items"]
+    assert any(
+        e["message"] == "restart 2: worker 0 exited with code 139: epoch 2 | Segmentation fault"
+        for e in events
+    )
+
+    k8s_cluster.kubectl("delete", "trainingjob", "llm", "-n", namespace, "--wait=false")
+    wait_until(lambda: not pods(k8s_cluster, namespace, "llm"), TIMEOUT, "every pod deleted")
+
+
 def test_permanent_exit_code_fails_the_job_and_stops_the_gang(k8s_cluster, namespace, operator):
     apply(k8s_cluster, gpu_job("llm", namespace))
     wait_phase(k8s_cluster, namespace, "llm", "Running", operator)
-    exit_worker(k8s_cluster, namespace, "llm-worker-0", 65)
+    exit_worker(k8s_cluster, namespace, "llm-worker-0-r0", 65)
     status = wait_phase(k8s_cluster, namespace, "llm", "Failed", operator)
     failed = condition(status, "Failed")
     assert failed["reason"] == "PermanentExitCode" and "code 65" in failed["message"]
@@ -257,7 +300,7 @@ def test_max_restarts_exhausted_fails_the_job(k8s_cluster, namespace, operator):
     apply(k8s_cluster, cpu_job("llm", namespace, failurePolicy={"maxRestarts": 2}))
     for generation in range(3):
         wait_phase(k8s_cluster, namespace, "llm", "Running", operator, restarts=generation)
-        exit_worker(k8s_cluster, namespace, "llm-worker-0", 1)
+        exit_worker(k8s_cluster, namespace, f"llm-worker-0-r{generation}", 1)
     status = wait_phase(k8s_cluster, namespace, "llm", "Failed", operator)
     assert condition(status, "Failed")["reason"] == "MaxRestartsExceeded"
     assert status["restarts"] == 2 and status["restartsByReason"]["application"] == 2
@@ -269,7 +312,7 @@ def test_preemption_exit_records_the_checkpoint_and_counts_as_preemption(
     apply(k8s_cluster, cpu_job("llm", namespace, failurePolicy={"maxRestarts": 0}))
     wait_phase(k8s_cluster, namespace, "llm", "Running", operator)
     ack = json.dumps({"checkpoint": {"step": 42, "uri": "s3://ckpt/llm/step-42"}})
-    exit_worker(k8s_cluster, namespace, "llm-worker-0", 75, ack)
+    exit_worker(k8s_cluster, namespace, "llm-worker-0-r0", 75, ack)
     status = wait_phase(k8s_cluster, namespace, "llm", "Running", operator, restarts=1)
     assert status["restartsByReason"] == {"application": 0, "infrastructure": 0, "preemption": 1}
     assert status["lastCheckpoint"]["step"] == 42
@@ -341,7 +384,7 @@ def test_operator_killed_mid_creation_leaves_exactly_n_workers(k8s_cluster, name
     status = wait_phase(k8s_cluster, namespace, "llm", "Running", operator)
     workers = pods(k8s_cluster, namespace, "llm")
     assert sorted(p["metadata"]["name"] for p in workers) == sorted(
-        f"llm-worker-{i}" for i in range(replicas)
+        f"llm-worker-{i}-r0" for i in range(replicas)
     )
     assert status["restarts"] == 0
 
@@ -349,13 +392,14 @@ def test_operator_killed_mid_creation_leaves_exactly_n_workers(k8s_cluster, name
 def test_operator_killed_during_a_restart_counts_it_once(k8s_cluster, namespace, operator):
     apply(k8s_cluster, gpu_job("llm", namespace, failurePolicy={"backoffSeconds": 3}))
     wait_phase(k8s_cluster, namespace, "llm", "Running", operator)
-    exit_worker(k8s_cluster, namespace, "llm-worker-0", 1)
+    exit_worker(k8s_cluster, namespace, "llm-worker-0-r0", 1)
     wait_phase(k8s_cluster, namespace, "llm", "Restarting", operator)
     operator.kill()
     operator.start()
     status = wait_phase(k8s_cluster, namespace, "llm", "Running", operator, restarts=1)
     assert status["restartsByReason"]["application"] == 1
-    assert len(pods(k8s_cluster, namespace, "llm")) == 2
+    names = [p["metadata"]["name"] for p in pods(k8s_cluster, namespace, "llm")]
+    assert names == ["llm-worker-0-r0", "llm-worker-0-r1", "llm-worker-1-r1"]
 
 
 def test_fifty_jobs_applied_at_once_all_run(k8s_cluster, namespace, operator):
@@ -404,13 +448,16 @@ class _Metrics(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_progress_comes_from_rank_zero_metrics(k8s_cluster, namespace, operator, tmp_path):
+def test_progress_and_every_checkpoint_come_from_rank_zero_metrics(
+    k8s_cluster, namespace, operator, tmp_path
+):
     # kwok's pod IPs lead nowhere: point the scraper at a local stand-in for rank 0.
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Metrics)
     _Metrics.text = (
         'carina_worker_step{job="llm",namespace="%s",rank="0"} 37\n'
         'carina_worker_total_steps{job="llm",namespace="%s",rank="0"} 100\n'
-        'carina_worker_loss{job="llm",namespace="%s",rank="0"} 3.25\n' % ((namespace,) * 3)
+        'carina_worker_loss{job="llm",namespace="%s",rank="0"} 3.25\n'
+        'carina_checkpoint_last_step{job="llm",namespace="%s",rank="0"} 30\n' % ((namespace,) * 4)
     )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     operator.stop()
@@ -432,6 +479,16 @@ def test_progress_comes_from_rank_zero_metrics(k8s_cluster, namespace, operator,
 
         wait_until(has_progress, TIMEOUT, "progress step 37", alive=scraper._alive)
         assert status["progress"]["totalSteps"] == 100 and status["progress"]["loss"] == 3.25
+        # A periodic save, not a preemption acknowledgement: it reaches status too.
+        wait_until(
+            lambda: job_status(k8s_cluster, namespace, "llm").get("lastCheckpoint"),
+            TIMEOUT,
+            "lastCheckpoint",
+            alive=scraper._alive,
+        )
+        saved = job_status(k8s_cluster, namespace, "llm")["lastCheckpoint"]
+        assert saved["step"] == 30 and saved["time"]
+        assert saved["uri"] == f"s3://carina-checkpoints/{namespace}/llm/step-00000030"
         row = k8s_cluster.kubectl("get", "tj", "llm", "-n", namespace, "--no-headers").stdout
         assert row.split()[5:7] == ["37", "3.25"]
     finally:
@@ -494,7 +551,7 @@ def test_all_workers_succeeding_finishes_the_job_and_its_ttl_deletes_it(
     apply(k8s_cluster, cpu_job("llm", namespace, replicas=2, ttlSecondsAfterFinished=2))
     wait_phase(k8s_cluster, namespace, "llm", "Running", operator)
     for i in range(2):
-        exit_worker(k8s_cluster, namespace, f"llm-worker-{i}", 0)
+        exit_worker(k8s_cluster, namespace, f"llm-worker-{i}-r0", 0)
     status = wait_phase(k8s_cluster, namespace, "llm", "Succeeded", operator)
     assert condition(status, "Succeeded")["status"] == "True" and status.get("completionTime")
 
@@ -513,3 +570,31 @@ def test_active_deadline_fails_a_running_job(k8s_cluster, namespace, operator):
     wait_until(
         lambda: not running_pods(k8s_cluster, namespace, "llm", 0), TIMEOUT, "the worker stopped"
     )
+
+
+def test_two_workers_of_four_gpus_are_ranks_0_to_3_and_4_to_7_of_world_8(
+    k8s_cluster, namespace, operator
+):
+    job = manifest(
+        "wide",
+        namespace,
+        replicas=2,
+        cluster="vela",
+        resources={"gpus": 4, "cpu": "1", "memory": "1Gi"},
+    )
+    apply(k8s_cluster, job)
+    wait_phase(k8s_cluster, namespace, "wide", "Running", operator)
+    workers = sorted(
+        pods(k8s_cluster, namespace, "wide"),
+        key=lambda p: int(p["metadata"]["labels"]["carina.dev/index"]),
+    )
+    assert len(workers) == 2
+    ranks = []
+    for pod in workers:
+        container = pod["spec"]["containers"][0]
+        assert container["command"] == ["python", "-m", "carina.workloads.supervisor"]
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
+        ctx = WorkerContext.from_env(env_of(pod))
+        assert ctx.world_size == 8 and ctx.local_world_size == 4
+        ranks.append([ctx.for_rank(i).rank for i in range(ctx.local_world_size)])
+    assert ranks == [[0, 1, 2, 3], [4, 5, 6, 7]]

@@ -129,5 +129,23 @@ def test_a_taken_name_is_409_and_a_missing_job_404(
     assert client.get(f"{url}/absent", headers=auth(tokens["trainer"])).status_code == 404
 
 
+def test_logs_of_a_generation_without_a_kept_pod_are_404_with_the_reason(
+    client: TestClient, tokens: dict[str, str], namespace: str
+) -> None:
+    url = JOBS.format(ns=namespace)
+    headers = auth(tokens["trainer"])
+    assert client.post(url, json=make_job("quiet"), headers=headers).status_code == 201
+    log = f"{url}/quiet/workers/0/log"
+    never = client.get(log, params={"restart": 3}, headers=headers)
+    assert never.status_code == 404
+    assert "there is no restart 3" in never.json()["detail"]["message"]
+    not_kept = client.get(log, params={"restart": 0}, headers=headers)
+    assert not_kept.status_code == 404
+    assert "is not kept" in not_kept.json()["detail"]["message"]
+    current = client.get(log, headers=headers)
+    assert current.status_code == 404
+    assert "has no pod (yet)" in current.json()["detail"]["message"]
+
+
 def test_readyz_reports_the_api_server(client: TestClient) -> None:
     assert client.get("/readyz").status_code == 200

@@ -96,6 +96,37 @@ def test_a_killed_worker_restarts_the_gang_from_its_checkpoint(platform: CarinaU
     assert killed_at - resumed[1] <= 10 + 5  # + the steps between our look and the kill
 
 
+def test_logs_of_one_restart_read_that_generation_of_the_worker_log(
+    platform: CarinaUp,
+) -> None:
+    client = platform.client()
+    client.create(NS, standin_job("again", steps=60, interval=10))
+    wait_for_step(client, "again", 15, 60)
+    for pid in worker_pids(platform.state_dir, "again", rank=0):
+        os.kill(pid, signal.SIGKILL)
+    job = wait_for_phase(client, "again", ["Succeeded", "Failed"], 90)
+    assert job["status"]["restarts"] == 1
+    first = client.logs(NS, "again", worker=0, tail=1000, restart=0)
+    second = client.logs(NS, "again", worker=0, tail=1000, restart=1)
+    assert first.startswith("--- carina: worker 0, restart 0\n")
+    assert second.startswith("--- carina: worker 0, restart 1\n")
+    assert re.findall(r"resume from (\d+)", first) == ["0"]
+    assert int(re.findall(r"resume from (\d+)", second)[0]) >= 10
+    assert "step 60" in second and "step 60" not in first
+    # Without --restart: the whole log, every generation.
+    whole = client.logs(NS, "again", worker=0, tail=1000)
+    assert "restart 0" in whole and "restart 1" in whole
+
+    token = (platform.state_dir / "token").read_text().strip()
+    env = {"CARINA_SERVER": platform.url, "CARINA_TOKEN": token, "CARINA_NAMESPACE": NS}
+    tail = CliRunner().invoke(app, ["logs", "again", "--restart", "1", "--tail", "1"], env=env)
+    assert tail.exit_code == 0, tail.output
+    assert tail.output.strip() == "step 60"
+    missing = CliRunner().invoke(app, ["logs", "again", "--restart", "2"], env=env)
+    assert missing.exit_code == 1
+    assert "404" in missing.output and "no log of restart 2" in missing.output
+
+
 def test_a_crashed_carina_up_adopts_its_running_workers(platform: CarinaUp) -> None:
     client = platform.client()
     client.create(NS, standin_job("adopted", steps=120))

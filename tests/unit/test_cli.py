@@ -93,3 +93,11 @@ def test_operator_without_a_cluster_says_so_and_exits(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "no cluster to talk to" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_logs_refuses_a_negative_restart_before_calling_any_server() -> None:
+    result = runner.invoke(
+        app, ["logs", "llm", "--restart", "-1", "--server", "http://127.0.0.1:9"]
+    )
+    assert result.exit_code == 2
+    assert "--restart" in result.output and "Traceback" not in result.output

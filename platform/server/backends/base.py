@@ -81,4 +81,8 @@ class Backend(Protocol):
 
     async def events(self, namespace: str, name: str) -> EventList: ...
 
-    async def log_tail(self, namespace: str, name: str, index: int, lines: int) -> str: ...
+    async def log_tail(
+        self, namespace: str, name: str, index: int, lines: int, restart: int | None = None
+    ) -> str:
+        """The last `lines` lines of worker `index`'s log; of generation `restart` if given."""
+        ...

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from carina.platform.api import GROUP, PLURAL, VERSION, TrainingJob
-from carina.platform.planning.render import worker_name
+from carina.platform.planning.render import pod_name
 from carina.platform.server.backends.base import (
     AlreadyExists,
     Invalid,
@@ -241,11 +241,39 @@ class KubernetesBackend:
             ]
         )
 
-    async def log_tail(self, namespace: str, name: str, index: int, lines: int) -> str:
-        text: str = await self._call(
-            self.core.read_namespaced_pod_log, worker_name(name, index), namespace, tail_lines=lines
+    async def log_tail(
+        self, namespace: str, name: str, index: int, lines: int, restart: int | None = None
+    ) -> str:
+        """The log of worker `index`'s pod in generation `restart`.
+
+        Without `restart`: the current generation's pod, or, while the new gang is not yet
+        created, the last failed generation's. Pods are kept for the current generation and
+        the last failed one only.
+        """
+        job = json.loads(await self.get(namespace, name))
+        current = int((job.get("status") or {}).get("restarts") or 0)
+        if restart is not None and restart > current:
+            raise NotFound(
+                f"{namespace}/{name} has restarted {current} times: there is no restart {restart}"
+            )
+        wanted = [restart] if restart is not None else [g for g in (current, current - 1) if g >= 0]
+        for generation in wanted:
+            try:
+                text: str = await self._call(
+                    self.core.read_namespaced_pod_log,
+                    pod_name(name, index, generation),
+                    namespace,
+                    tail_lines=lines,
+                )
+            except NotFound:
+                continue
+            return text
+        if restart is None:
+            raise NotFound(f"worker {index} of {namespace}/{name} has no pod (yet)")
+        raise NotFound(
+            f"the pod of worker {index} of {namespace}/{name} in restart {restart} is not kept: "
+            f"only the current generation ({current}) and the last failed one keep their pods"
         )
-        return text
 
     # ------------------------------------------------------------ the API server's answers
 

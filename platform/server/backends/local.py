@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import os
+import re
 import secrets
-import sys
 import threading
 import time
+from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from typing import Any
 import yaml
 
 from carina.platform.api import TrainingJob
-from carina.platform.local.capacity import Capacity, parse_quantity
+from carina.platform.local.capacity import Capacity, parse_quantity, visible_gpus
 from carina.platform.local.launcher import Launcher, run_paths
 from carina.platform.local.store import Conflict, JobRow, Store
 from carina.platform.local.substrate import Substrate, SubstrateConfig
@@ -112,7 +114,8 @@ def machine_capacity(settings: Settings) -> Capacity:
     else:
         memory = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     cpus = settings.cpus() if settings.run_workers else 0.0
-    return Capacity(cpus=cpus, memory_bytes=memory, gpus=settings.capacity_gpus)
+    gpus = settings.capacity_gpus if settings.capacity_gpus is not None else visible_gpus()
+    return Capacity(cpus=cpus, memory_bytes=memory, gpus=gpus)
 
 
 class LocalBackend:
@@ -125,10 +128,9 @@ class LocalBackend:
         self.state_dir = settings.resolved_state_dir()
         self.store = Store(self.state_dir / "carina.db")
         self.tokens = TokenFile(settings.resolved_tokens_file())
-        command = settings.worker_command or [sys.executable, "-m", "carina.workloads"]
         self.substrate = Substrate(
             self.store,
-            Launcher(command),
+            Launcher(settings.worker_command),
             SubstrateConfig(
                 state_dir=self.state_dir,
                 capacity=machine_capacity(settings),
@@ -248,12 +250,24 @@ class LocalBackend:
             ]
         )
 
-    async def log_tail(self, namespace: str, name: str, index: int, lines: int) -> str:
+    async def log_tail(
+        self, namespace: str, name: str, index: int, lines: int, restart: int | None = None
+    ) -> str:
+        """The whole log's tail (every generation, each after its marker line), or one's."""
         row = self._row(namespace, name)
         path = run_paths(self.state_dir, namespace, name, row.uid).log(index)
         if not path.exists():
             raise NotFound(f"worker {index} of {namespace}/{name} has no log (yet)")
-        return await asyncio.to_thread(tail, path, lines)
+        if restart is None:
+            return await asyncio.to_thread(tail, path, lines)
+        text = await asyncio.to_thread(generation_tail, path, restart, lines)
+        if text is None:
+            restarts = json.loads(row.status or "{}").get("restarts", 0)
+            raise NotFound(
+                f"worker {index} of {namespace}/{name} has no log of restart {restart} "
+                f"(the job has restarted {restarts} times)"
+            )
+        return text
 
     def _row(self, namespace: str, name: str) -> JobRow:
         row = self.store.get_job(namespace, name)
@@ -275,3 +289,26 @@ def tail(path: Path, lines: int, block: int = 64 * 1024) -> str:
             data = f.read(step) + data
     text = data.decode(errors="replace")
     return "\n".join(text.splitlines()[-lines:]) + ("\n" if text.endswith("\n") else "")
+
+
+# The line the launcher writes into a worker's log before each start (launcher.Launcher.start).
+_GENERATION_MARKER = re.compile(rb"^--- carina: worker \d+, restart (\d+)$")
+
+
+def generation_tail(path: Path, restart: int, lines: int) -> str | None:
+    """The last `lines` lines that generation `restart` wrote to a worker's log, or None.
+
+    A generation can have several parts (a suspension and resumption, or a restarted
+    `carina up`, starts the same generation again); they are read as one, markers included.
+    """
+    kept: deque[bytes] = deque(maxlen=lines)
+    found = inside = False
+    with path.open("rb") as f:
+        for line in f:
+            marker = _GENERATION_MARKER.match(line.rstrip(b"\r\n"))
+            if marker is not None:
+                inside = int(marker.group(1)) == restart
+                found = found or inside
+            if inside:
+                kept.append(line)
+    return b"".join(kept).decode(errors="replace") if found else None

@@ -145,8 +145,20 @@ async def worker_log(
     backend: BackendDep,
     settings: SettingsDep,
     tail: Annotated[int, Query(ge=1, le=100_000, description="lines")] = 100,
+    restart: Annotated[
+        int | None, Query(ge=0, description="the generation (status.restarts) to read")
+    ] = None,
 ) -> PlainTextResponse:
-    """The last `tail` lines of one worker's log (across its restarts)."""
+    """The last `tail` lines of one worker's log.
+
+    Without `restart`: on a cluster, the current generation's pod (the last failed one's
+    while the new gang is not yet created); on the embedded platform, the worker's whole log,
+    every generation after a `--- carina: worker <i>, restart <r>` line. With `restart`: that
+    generation only; a cluster keeps the pods of the current and the last failed generation,
+    404 for any other.
+    """
     with http_errors():
-        text = await backend.log_tail(namespace, name, index, min(tail, settings.max_log_lines))
+        text = await backend.log_tail(
+            namespace, name, index, min(tail, settings.max_log_lines), restart
+        )
     return PlainTextResponse(text)

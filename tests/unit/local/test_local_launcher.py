@@ -20,6 +20,7 @@ from carina.platform.local.launcher import (
     worker_env,
 )
 from carina.platform.server.backends.local import TokenFile, ensure_local_token, tail
+from carina.workloads.contract import WorkerContext
 
 
 def parsed(manifest: dict) -> TrainingJob:
@@ -38,7 +39,10 @@ def test_each_rank_gets_the_torchrun_and_carina_variables(tmp_path: Path) -> Non
     env = worker_env(
         job, paths, index=1, restart=3, master_port=29500, metrics_port=9100, threads=2
     )
-    assert env["RANK"] == "1" and env["WORLD_SIZE"] == "2" and env["LOCAL_RANK"] == "1"
+    # The worker's entry process gives each rank its RANK and LOCAL_RANK.
+    assert "RANK" not in env and "LOCAL_RANK" not in env
+    assert env["GROUP_RANK"] == "1" and env["WORLD_SIZE"] == "2"
+    assert env["LOCAL_WORLD_SIZE"] == "1"
     assert env["MASTER_ADDR"] == "127.0.0.1" and env["MASTER_PORT"] == "29500"
     assert env["CARINA_JOB"] == "demo" and env["CARINA_NAMESPACE"] == "team-a"
     assert env["CARINA_RESTART"] == "3"
@@ -50,6 +54,26 @@ def test_each_rank_gets_the_torchrun_and_carina_variables(tmp_path: Path) -> Non
     assert env["CARINA_METRICS_PORT"] == "9100"
     assert env["OMP_NUM_THREADS"] == "2"
     assert env["CARINA_TERMINATION_LOG"].endswith("attempts/3/worker-1.termination")
+
+
+def test_a_worker_runs_a_rank_per_gpu_on_its_own_gpus_and_shares_its_threads(
+    tmp_path: Path,
+) -> None:
+    job = parsed(make_job("demo").with_replicas(2).with_spec(resources={"gpus": 2, "cpu": "8"}))
+    paths = run_paths(tmp_path, "team-a", "demo", "0123456789")
+    env = worker_env(job, paths, 1, 0, 29500, 9100, threads=8, gpus=[2, 3])
+    assert env["LOCAL_WORLD_SIZE"] == "2" and env["WORLD_SIZE"] == "4"
+    assert env["CUDA_VISIBLE_DEVICES"] == "2,3"
+    assert env["OMP_NUM_THREADS"] == "4"
+    ranks = [WorkerContext.from_env(env).for_rank(i).rank for i in range(2)]
+    assert ranks == [2, 3]
+
+
+def test_a_cpu_worker_runs_the_ranks_it_asks_for(tmp_path: Path) -> None:
+    job = parsed(make_job("demo").with_replicas(2).with_spec(resources={"ranksPerWorker": 3}))
+    env = worker_env(job, run_paths(tmp_path, "ns", "demo", "u"), 0, 0, 1, 2, 1)
+    assert env["LOCAL_WORLD_SIZE"] == "3" and env["WORLD_SIZE"] == "6"
+    assert "CUDA_VISIBLE_DEVICES" not in env
 
 
 def test_a_checkpoint_uri_in_the_spec_wins(tmp_path: Path) -> None:

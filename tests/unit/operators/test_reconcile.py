@@ -90,9 +90,18 @@ def setup(replicas: int = 2, **spec: Any) -> tuple[FakeKube, Reconciler]:
     return kube, rec
 
 
-def kwok(kube: FakeKube, rec: Reconciler, phase: str = "Running", ready: bool = True, **status):
-    """What kwok and the watch would do: pods change, the cache hears of it."""
-    for (kind, _), obj in kube.objects.items():
+def kwok(
+    kube: FakeKube,
+    rec: Reconciler,
+    phase: str = "Running",
+    ready: bool = True,
+    only: str | None = None,
+    **status,
+):
+    """What kwok and the watch would do: pods (all live ones, or `only`) change, the cache hears."""
+    for (kind, name), obj in kube.objects.items():
+        if only is not None and name != only:
+            continue
         if kind == "Pod" and not obj["metadata"].get("deletionTimestamp"):
             obj["status"] = {
                 "phase": phase,
@@ -116,8 +125,8 @@ def test_new_job_creates_children_then_writes_status_once():
     creates = [c for c in kube.calls if c[0] == "create"]
     assert sorted(w for _, w in creates) == [
         "ConfigMap/llm-spec",
-        "Pod/llm-worker-0",
-        "Pod/llm-worker-1",
+        "Pod/llm-worker-0-r0",
+        "Pod/llm-worker-1-r0",
         "Service/llm",
     ]
     assert [c for c in kube.calls if c[0] == "patch"] == [("patch", "TrainingJob/status")]
@@ -138,23 +147,22 @@ def test_nothing_changed_writes_nothing():
     assert kube.calls == []
 
 
+def exited(code: int, message: str = "") -> dict[str, Any]:
+    """Pod status fields of a worker whose container exited."""
+    term = {"exitCode": code, "message": message} if message else {"exitCode": code}
+    return {"containerStatuses": [{"state": {"terminated": term}}]}
+
+
 def test_a_restart_is_written_before_any_worker_is_deleted():
     kube, rec = setup(failurePolicy={"backoffSeconds": 0})
     reconcile(rec)
     kwok(kube, rec)
     reconcile(rec)
-    kwok(
-        kube,
-        rec,
-        phase="Failed",
-        ready=False,
-        containerStatuses=[{"state": {"terminated": {"exitCode": 1}}}],
-    )
+    kwok(kube, rec, phase="Failed", ready=False, only="llm-worker-1-r0", **exited(1))
     kube.calls.clear()
     reconcile(rec)
     verbs = [c for c in kube.calls if c[0] in ("patch", "delete")]
-    assert verbs[0] == ("patch", "TrainingJob/status")
-    assert sorted(verbs[1:]) == [("delete", "Pod/llm-worker-0"), ("delete", "Pod/llm-worker-1")]
+    assert verbs == [("patch", "TrainingJob/status"), ("delete", "Pod/llm-worker-0-r0")]
     assert status(kube)["restarts"] == 1 and status(kube)["phase"] == "Restarting"
     # The same view again (an operator restarted before the pods went): no second count.
     reconcile(rec)
@@ -176,3 +184,50 @@ def test_stale_status_write_is_refused_and_retried_later():
     assert status(kube)["phase"] == "Starting"
     pods = [k for k in kube.objects if k[0] == "Pod"]
     assert len(pods) == 2  # the retry created nothing twice
+
+
+def test_a_restart_keeps_the_failed_generation_and_deletes_the_one_before():
+    kube, rec = setup(failurePolicy={"backoffSeconds": 0})
+    reconcile(rec)
+    kwok(kube, rec)
+    reconcile(rec)
+    log = '{"rank": 1, "exitCode": 1, "log": "step 7\\nRuntimeError: NCCL timeout"}'
+    kwok(kube, rec, phase="Failed", ready=False, only="llm-worker-1-r0", **exited(1, log))
+    reconcile(rec)
+    restarting = next(c for c in status(kube)["conditions"] if c["type"] == "Restarting")
+    assert restarting["message"] == (
+        "restart 1: worker 1 (rank 1) exited with code 1: step 7 | RuntimeError: NCCL timeout"
+    )
+    assert ("event", "WorkerFailed") in kube.calls
+    rec.cache.drop_pod(kube.objects.pop(("Pod", "llm-worker-0-r0")))  # the deleted worker goes
+    reconcile(rec)  # generation 1 is created beside the kept pod of generation 0
+    assert ("Pod", "llm-worker-1-r0") in kube.objects
+    assert {("Pod", "llm-worker-0-r1"), ("Pod", "llm-worker-1-r1")} <= set(kube.objects)
+    kwok(kube, rec, only="llm-worker-0-r1")
+    kwok(kube, rec, only="llm-worker-1-r1")
+    reconcile(rec)
+    assert status(kube)["phase"] == "Running"
+
+    kwok(kube, rec, phase="Failed", ready=False, only="llm-worker-0-r1", **exited(1))
+    kube.calls.clear()
+    reconcile(rec)
+    deleted = sorted(w for verb, w in kube.calls if verb == "delete")
+    assert deleted == ["Pod/llm-worker-1-r0", "Pod/llm-worker-1-r1"]
+    assert status(kube)["restarts"] == 2
+
+
+def test_every_checkpoint_rank_zero_reports_reaches_last_checkpoint():
+    kube, rec = setup(checkpoint={"uri": "s3://ckpt/llm"})
+    reconcile(rec)
+    kwok(kube, rec)
+    reconcile(rec)
+    rec.checkpoints[KEY] = (200, NOW)
+    reconcile(rec)
+    assert status(kube)["lastCheckpoint"] == {
+        "step": 200,
+        "uri": "s3://ckpt/llm/step-00000200",
+        "time": "2026-01-01T00:00:00Z",
+    }
+    rec.checkpoints[KEY] = (100, NOW)  # an older report never moves it back
+    reconcile(rec)
+    assert status(kube)["lastCheckpoint"]["step"] == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -18,8 +19,10 @@ from carina.platform.planning.failure_policy import (
     SuspendWorkers,
     Wait,
     classify_failure,
+    kept,
     next_action,
     restart_backoff,
+    superseded,
 )
 from carina.platform.planning.observed import ObservedWorker
 from carina.platform.planning.status import apply_action, derive_status
@@ -293,9 +296,9 @@ def test_a_restart_cycle_end_to_end_counts_once():
         (at(1), [running(0), running(1)]),
         (at(2), [running(0), failed(1, 1)]),
         (at(3), [ObservedWorker(0, "Running", True, 0, deleting=True), failed(1, 1)]),
-        (at(4), []),
-        (at(13), []),
-        (at(14), [running(0, 1), running(1, 1)]),
+        (at(4), [failed(1, 1)]),  # kept: its log explains the restart
+        (at(13), [failed(1, 1)]),
+        (at(14), [running(0, 1), running(1, 1), failed(1, 1)]),
     ]
     actions, phases = [], []
     for now, workers in steps:
@@ -308,7 +311,7 @@ def test_a_restart_cycle_end_to_end_counts_once():
         "CreateWorkers",
         "Nothing",
         "RestartGang",
-        "RestartGang",
+        "Wait",
         "Wait",
         "CreateWorkers",
         "Nothing",
@@ -321,3 +324,91 @@ def test_workers_beyond_a_shrunk_gang_are_stopped_without_a_restart():
     action = next_action(tj(1), st(), [running(0), running(1)], NOW)
     assert action == RestartGang(Reason.WORKER_FAILED, 0, None)
     assert apply_action(tj(1), st(), action, NOW).restarts == 0
+
+
+def test_finished_workers_of_the_failed_generation_do_not_block_the_new_gang():
+    status = st(Phase.RESTARTING, restarts=1)
+    old = [failed(0, 1, restart=0), succeeded(1, restart=0)]
+    assert next_action(tj(2), status, old, NOW) == CreateWorkers((0, 1), 1)
+    new = [running(0, 1), running(1, 1)]
+    derived = derive_status(tj(2), [*old, *new], status, NOW)
+    assert derived.phase == Phase.RUNNING and derived.workers.total == 2
+
+
+def test_a_still_running_worker_of_an_older_generation_blocks_the_new_gang():
+    status = st(Phase.RESTARTING, restarts=2)
+    workers = [failed(0, 1, restart=1), running(1, restart=0)]
+    assert next_action(tj(2), status, workers, NOW) == RestartGang(Reason.WORKER_FAILED, 2, None)
+
+
+@pytest.mark.parametrize(
+    "worker,generation,is_kept,is_superseded",
+    [
+        (failed(0, 1, restart=1), 2, True, False),  # the generation that just failed
+        (succeeded(0, restart=1), 2, True, False),
+        (running(0, restart=1), 2, False, True),  # still runs: stopped
+        (failed(0, 1, restart=0), 2, False, True),  # two generations back: deleted
+        (failed(0, 1, restart=2), 2, False, False),  # the current generation
+        (running(3, restart=2), 2, False, True),  # beyond a shrunk gang of 2
+    ],
+)
+def test_which_workers_a_restart_keeps(worker, generation, is_kept, is_superseded):
+    assert kept(worker, generation) is is_kept
+    assert superseded(worker, generation, replicas=2) is is_superseded
+
+
+def test_suspending_leaves_the_kept_workers_alone():
+    status = st(Phase.SUSPENDED, restarts=1)
+    assert next_action(tj(1, suspend=True), status, [failed(0, 1, restart=0)], NOW) == Nothing()
+
+
+JSON_MESSAGE = json.dumps(
+    {"rank": 5, "exitCode": 65, "log": "loading shard 7\nbad record at byte 12\nValueError: x"}
+)
+
+
+@pytest.mark.parametrize(
+    "message,expected",
+    [
+        (
+            JSON_MESSAGE,
+            "worker 1 (rank 5) exited with code 65 (BAD_DATA), which is permanent: "
+            "loading shard 7 | bad record at byte 12 | ValueError: x",
+        ),
+        (
+            # FallbackToLogsOnError: the kubelet's copy of the log when the entry process died.
+            "Traceback (most recent call last):\n  File x\nSegmentation fault\n",
+            "worker 1 exited with code 65 (BAD_DATA), which is permanent: "
+            "Traceback (most recent call last): |   File x | Segmentation fault",
+        ),
+        ("", "worker 1 exited with code 65 (BAD_DATA), which is permanent"),
+    ],
+    ids=["json", "plain-log-fallback", "none"],
+)
+def test_a_failure_message_names_the_rank_and_quotes_its_last_lines(message, expected):
+    workers = [running(0), failed(1, 65, termination_message=message)]
+    assert next_action(tj(2), st(), workers, NOW) == FailJob(Reason.PERMANENT_EXIT_CODE, expected)
+
+
+def test_the_quoted_log_is_bounded_and_keeps_its_end():
+    log = "\n".join(f"line {i} " + "x" * 300 for i in range(50)) + "\nthe real error"
+    message = json.dumps({"rank": 0, "exitCode": 1, "log": log})
+    action = next_action(
+        tj(1, failurePolicy={"backoffSeconds": 0}),
+        st(),
+        [failed(0, 1, termination_message=message)],
+        NOW,
+    )
+    assert isinstance(action, RestartGang)
+    assert action.message.endswith("the real error")
+    assert len(f"restart 1: {action.message}") <= 1024  # what an event keeps
+
+
+def test_max_restarts_message_ends_with_the_log_lines():
+    job = tj(1, failurePolicy={"maxRestarts": 0})
+    worker = failed(0, 1, termination_message="CUDA error: out of memory")
+    assert next_action(job, st(), [worker], NOW) == FailJob(
+        Reason.MAX_RESTARTS_EXCEEDED,
+        "worker 0 exited with code 1; 0 application restarts used, maxRestarts is 0: "
+        "CUDA error: out of memory",
+    )

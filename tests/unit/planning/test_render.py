@@ -16,6 +16,7 @@ from carina.platform.planning.render import (
     build_worker_pod,
 )
 from carina.platform.testcluster import pools
+from carina.workloads.contract import WorkerContext
 
 SETTINGS = RenderSettings(
     image="carina:test", shutdown_timeout_seconds=100, grace_margin_seconds=20
@@ -36,12 +37,15 @@ def test_worker_env_is_the_torchrun_contract():
     pod = build_worker_pod(job(replicas=4), index=2, restart=3, settings=SETTINGS)
     env = env_of(pod)
     assert env | {} == env  # plain strings
-    assert {k: env[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")} == {
-        "RANK": "2",
+    keys = ("GROUP_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_PORT")
+    assert {k: env[k] for k in keys} == {
+        "GROUP_RANK": "2",
         "WORLD_SIZE": "4",
-        "LOCAL_RANK": "0",
+        "LOCAL_WORLD_SIZE": "1",
         "MASTER_PORT": "29500",
     }
+    # The pod's entry process gives each of its ranks RANK and LOCAL_RANK.
+    assert "RANK" not in env and "LOCAL_RANK" not in env
     assert env["MASTER_ADDR"] == "llm-worker-0.llm.team-a.svc"
     assert env["CARINA_JOB"] == "llm" and env["CARINA_NAMESPACE"] == "team-a"
     assert env["CARINA_SPEC"] == "/etc/carina/spec.json"
@@ -49,13 +53,33 @@ def test_worker_env_is_the_torchrun_contract():
     assert env["CARINA_CHECKPOINT_URI"] == "s3://carina-checkpoints/team-a/llm"
     assert env["CARINA_CHECKPOINT_INTERVAL"] == "100" and env["CARINA_CHECKPOINT_KEEP"] == "3"
     assert env["CARINA_METRICS_PORT"] == "9400"
-    assert env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "100"
+
+
+@pytest.mark.parametrize(
+    ("resources", "local", "ranks"),
+    [
+        ({"gpus": 4}, 4, [4, 5, 6, 7]),
+        ({"gpus": 8}, 8, list(range(8, 16))),
+        ({"ranksPerWorker": 2}, 2, [2, 3]),
+        ({}, 1, [1]),
+    ],
+)
+def test_a_worker_runs_one_rank_per_gpu(resources: dict, local: int, ranks: list[int]):
+    pod = build_worker_pod(job(replicas=2, resources=resources), 1, 0, SETTINGS)
+    ctx = WorkerContext.from_env(env_of(pod))
+    assert ctx.local_world_size == local and ctx.world_size == 2 * local
+    assert [ctx.for_rank(i).rank for i in range(local)] == ranks
+
+
+def test_ranks_per_worker_must_match_the_gpus():
+    with pytest.raises(ValueError, match="ranksPerWorker must equal gpus"):
+        job(resources={"gpus": 8, "ranksPerWorker": 2})
 
 
 def test_worker_pod_has_stable_name_labels_and_owner():
     pod = build_worker_pod(job(replicas=2), index=1, restart=0, settings=SETTINGS)
     meta, spec = pod["metadata"], pod["spec"]
-    assert meta["name"] == "llm-worker-1" and meta["namespace"] == "team-a"
+    assert meta["name"] == "llm-worker-1-r0" and meta["namespace"] == "team-a"
     assert meta["labels"]["carina.dev/job"] == "llm"
     assert meta["labels"]["carina.dev/index"] == "1"
     assert meta["labels"]["carina.dev/restart"] == "0"
@@ -74,7 +98,7 @@ def test_worker_pod_has_stable_name_labels_and_owner():
     assert spec["terminationGracePeriodSeconds"] == 120  # save budget + margin
     assert spec["automountServiceAccountToken"] is False
     container = spec["containers"][0]
-    assert container["command"] == ["python", "-m", "carina.workloads"]
+    assert container["command"] == ["python", "-m", "carina.workloads.supervisor"]
     assert container["terminationMessagePath"] == "/dev/termination-log"
     assert container["image"] == "carina:test"
 
