@@ -16,12 +16,15 @@ from kubernetes import config
 
 from carina.operators import handlers  # noqa: F401  (registers the handlers)
 from carina.operators.kube import load_api_client
-from carina.operators.settings import Settings
+from carina.operators.settings import Settings, SettingsError
 
 
 def main() -> None:
     """Run the operator until it is stopped; exit 1 at once when there is no cluster."""
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        sys.exit(f"carina operator: {exc}")
     try:
         load_api_client(settings.api_threads).close()
     except config.ConfigException as exc:

@@ -13,12 +13,9 @@ import httpx
 
 from carina.platform.server.backends.base import Unavailable
 from carina.platform.server.schemas import MetricSeries, Point
-
-# Prometheus names, as carina.workloads.metric_names exports them (the platform may not
-# import the training package; a unit test checks the two agree).
-STEP = "carina_worker_step"
-LOSS = "carina_worker_loss"
-TOKENS_PER_SECOND = "carina_worker_tokens_per_second"
+from carina.workloads.metric_names import WORKER_LOSS as LOSS
+from carina.workloads.metric_names import WORKER_STEP as STEP
+from carina.workloads.metric_names import WORKER_TOKENS_PER_SECOND as TOKENS_PER_SECOND
 
 _MAX_POINTS = 250
 

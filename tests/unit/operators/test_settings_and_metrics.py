@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
+import pytest
+
 from carina.operators import metrics
-from carina.operators.settings import Settings
+from carina.operators.settings import Settings, SettingsError
 
 
 def test_settings_read_the_variables_the_chart_sets():
@@ -45,3 +51,23 @@ def test_every_listed_metric_is_registered_and_nothing_else():
     }
     assert registered == set(metrics.ALL)
     assert all(name.startswith("carina_") for name in metrics.ALL)
+
+
+def test_a_bad_value_is_refused_naming_the_variable():
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"CARINA_OPERATOR_PORT": "eighty", "CARINA_OPERATOR_WORKERS": "0"})
+    assert "CARINA_OPERATOR_PORT: Input should be a valid integer" in str(info.value)
+    assert "CARINA_OPERATOR_WORKERS" in str(info.value)
+
+
+def test_the_operator_exits_with_the_variable_at_fault(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "carina.operators"],
+        env={**os.environ, "CARINA_OPERATOR_PROGRESS_TIMEOUT": "-1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "CARINA_OPERATOR_PROGRESS_TIMEOUT: Input should be greater than 0" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,15 +1,8 @@
-"""PromQL for a job's series: the names workers export, either spelling of the job label."""
+"""PromQL for a job's series: either spelling of the job label."""
 
 from __future__ import annotations
 
 from carina.platform.server import metrics_source
-from carina.workloads import metric_names
-
-
-def test_the_queried_names_are_the_ones_workers_export() -> None:
-    assert metrics_source.STEP == metric_names.WORKER_STEP
-    assert metrics_source.LOSS == metric_names.WORKER_LOSS
-    assert metrics_source.TOKENS_PER_SECOND == metric_names.WORKER_TOKENS_PER_SECOND
 
 
 def test_a_job_query_accepts_job_or_exported_job() -> None:
