@@ -7,7 +7,8 @@ Layout under the checkpoint URI (file://, /abs, pvc:// or s3://):
         optimizer.safetensors    AdamW moments and step counts, keyed by parameter name
         rng-rank-00000.safetensors  one per rank: torch CPU (and CUDA) generator state
         manifest.json            written LAST: step, trainer state (data position, tokens),
-                                 layout, architecture, optimizer param groups, file list
+                                 layout, architecture, optimizer param groups, file list,
+                                 and each file's sha256 and size (`checksums`)
 
 That is the `safetensors` layout (single process and DDP: rank 0 writes the full tensors).
 A run sharded with FSDP on more than one rank uses the `dcp` layout instead: weights and
@@ -23,6 +24,15 @@ manifest is written after every rank's files are stored (a barrier in between). 
 no code from the checkpoint: tensors are read by safetensors or by torch's weights-only
 unpickler, and DCP's pickled `.metadata` by an unpickler that builds only DCP's own types.
 
+A complete checkpoint can still be damaged (a disk that truncates, a byte that flips). Before
+anything is loaded its files are checked against the manifest (`checksums.py`, the rule);
+each file is hashed by one rank and the ranks agree on the verdict, so all of them load it or
+none. A damaged one is `CorruptCheckpoint` (BAD_DATA). Resuming (`restore_latest`) and a
+checkpoint root given as `init` or `base` fall back to the newest intact checkpoint, logging a
+`checkpoint_skipped` event for each one passed over; when none is intact the run fails with
+BAD_DATA naming each file. A `.../step-N` URI names one checkpoint: damaged, it fails at once.
+Manifests from before format 2 carry no checksums: their files are only checked to exist.
+
 Saving and loading are collective when torch.distributed is initialized.
 """
 
@@ -30,19 +40,20 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import itertools
 import json
 import pickle
 import re
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.distributed import checkpoint as dcp
@@ -57,12 +68,14 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.tensor import DTensor
 
+from carina.workloads import checksums
 from carina.workloads.config import Architecture, ExitCode
 from carina.workloads.contract import step_dir as step_dir  # the contract names the layout
 from carina.workloads.errors import WorkerError
 from carina.workloads.storage import Store, open_store, scratch_dir
+from carina.workloads.telemetry import log_event
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the manifest records each file's sha256 and size
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -84,6 +97,47 @@ class CheckpointRef:
     uri: str
 
 
+@dataclass(frozen=True)
+class SkippedCheckpoint:
+    """A complete checkpoint that fails the integrity rule: which file, and why."""
+
+    step: int
+    uri: str  # the checkpoint's directory
+    file: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, "uri": self.uri, "file": self.file, "reason": self.reason}
+
+
+class CorruptCheckpoint(WorkerError):
+    """A checkpoint whose manifest or files are damaged: BAD_DATA, the same bytes fail again."""
+
+    def __init__(self, skipped: SkippedCheckpoint) -> None:
+        super().__init__(
+            ExitCode.BAD_DATA, f"{skipped.uri}/{skipped.file}: {skipped.reason} ({checksums.RULE})"
+        )
+        self.skipped = skipped
+
+
+@dataclass(frozen=True)
+class Restored:
+    """What a resume loaded: the checkpoint, its manifest, and the newer ones it passed over."""
+
+    ref: CheckpointRef
+    manifest: dict[str, Any]
+    skipped: tuple[SkippedCheckpoint, ...] = ()
+
+
+SkipCallback = Callable[[SkippedCheckpoint], None]
+T = TypeVar("T")
+
+
+def ref_at(store: Store, step: int) -> CheckpointRef:
+    """The checkpoint of `step` in `store` (whether or not it exists)."""
+    return CheckpointRef(step, _join(store.uri, step_dir(step)))
+
+
 def complete_steps(store: Store) -> list[int]:
     """Steps with a complete checkpoint, ascending."""
     steps = []
@@ -95,17 +149,22 @@ def complete_steps(store: Store) -> list[int]:
 
 
 def latest(store: Store) -> CheckpointRef | None:
-    """The newest complete checkpoint, if any."""
+    """The newest complete checkpoint, if any (intact or not: `restore_latest` checks)."""
     steps = complete_steps(store)
-    return CheckpointRef(steps[-1], _join(store.uri, step_dir(steps[-1]))) if steps else None
+    return ref_at(store, steps[-1]) if steps else None
 
 
 def read_manifest(store: Store, step: int) -> dict[str, Any]:
-    """The manifest of a complete checkpoint."""
+    """The manifest of a complete checkpoint; CorruptCheckpoint when it is not a valid one."""
     raw = store.get_bytes(f"{step_dir(step)}/{MANIFEST}")
     if raw is None:
         raise WorkerError(ExitCode.NO_INPUT, f"no complete checkpoint at step {step}")
-    return dict(json.loads(raw))
+    manifest, problem = checksums.parse_manifest(raw)
+    if manifest is None:
+        raise CorruptCheckpoint(
+            SkippedCheckpoint(step, ref_at(store, step).uri, MANIFEST, str(problem))
+        )
+    return manifest
 
 
 def _join(uri: str, name: str) -> str:
@@ -119,6 +178,19 @@ def _is_dist() -> bool:
 def _barrier() -> None:
     if _is_dist():
         dist.barrier()
+
+
+def _rank_and_world() -> tuple[int, int]:
+    return (dist.get_rank(), dist.get_world_size()) if _is_dist() else (0, 1)
+
+
+def _gather(mine: Any) -> list[Any]:
+    """Every rank's `mine`, by rank (just `[mine]` without a process group)."""
+    if not _is_dist():
+        return [mine]
+    every: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(every, mine)
+    return every
 
 
 def _is_sharded(model: nn.Module) -> bool:
@@ -180,31 +252,29 @@ def _save_full(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     staging: Path,
-) -> tuple[list[str], dict[str, str], dict[str, Any]]:
-    """Rank 0 writes full weights and optimizer state; (files, aliases, optimizer meta).
+) -> tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, Any]]:
+    """Rank 0 writes full weights and optimizer state; (checksums, aliases, optimizer meta).
 
-    The aliases and optimizer meta are rank 0's (the manifest's); other ranks get empty ones.
+    The checksums are of the files this rank wrote; the aliases and optimizer meta are rank
+    0's (the manifest's). Other ranks write nothing here and get empty ones.
     """
     # Collective under FSDP; with a process group the full tensors land on rank 0 only.
     model_sd = get_model_state_dict(model, options=_full_state_options(cpu_offload=True))
     optim_sd = get_optimizer_state_dict(model, optimizer, options=_full_state_options(True))
-    files = [MODEL_FILE, OPTIMIZER_FILE]
     if _is_dist() and dist.get_rank() != 0:
-        return files, {}, {}
+        return {}, {}, {}
     weights, aliases = _dedupe(cast(dict[str, torch.Tensor], model_sd))
     save_file(weights, str(staging / MODEL_FILE), metadata={"step": str(step)})
-    store.put_file(staging / MODEL_FILE, f"{name}/{MODEL_FILE}")
     opt_tensors, opt_meta = _split_optimizer(optim_sd)
     cpu = {k: t.detach().contiguous().cpu() for k, t in opt_tensors.items()}
     save_file(cpu, str(staging / OPTIMIZER_FILE))
-    store.put_file(staging / OPTIMIZER_FILE, f"{name}/{OPTIMIZER_FILE}")
-    return files, aliases, opt_meta
+    return _put_all(store, name, staging, [MODEL_FILE, OPTIMIZER_FILE]), aliases, opt_meta
 
 
 def _save_sharded(
     store: Store, name: str, model: nn.Module, optimizer: torch.optim.Optimizer, staging: Path
-) -> tuple[list[str], dict[str, Any]]:
-    """Every rank writes its own shards with DCP and uploads them; (all files, optimizer meta)."""
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Every rank writes its own shards with DCP and uploads them; (their checksums, meta)."""
     opt_tensors, opt_meta = _split_optimizer(get_optimizer_state_dict(model, optimizer))
     local = staging / "dcp"
     try:
@@ -215,11 +285,16 @@ def _save_sharded(
     except CheckpointException as e:
         raise _dcp_error(e, f"write {_join(store.uri, name)}") from None
     mine = sorted(p.name for p in local.iterdir())  # rank 0's include `.metadata`
-    for f in mine:
-        store.put_file(local / f, f"{name}/{f}")
-    every: list[list[str] | None] = [None] * dist.get_world_size()
-    dist.all_gather_object(every, mine)
-    return sorted(set(itertools.chain.from_iterable(f or [] for f in every))), opt_meta
+    return _put_all(store, name, local, mine), opt_meta
+
+
+def _put_all(store: Store, name: str, folder: Path, files: list[str]) -> dict[str, dict[str, Any]]:
+    """Store each of `files` from `folder` under the checkpoint `name`; their checksums."""
+    sums = {}
+    for f in files:
+        sums[f] = checksums.digest(folder / f)
+        store.put_file(folder / f, f"{name}/{f}")
+    return sums
 
 
 def _dcp_error(e: CheckpointException, action: str) -> WorkerError:
@@ -236,20 +311,27 @@ def _dcp_error(e: CheckpointException, action: str) -> WorkerError:
     )
 
 
+def _read_tensors(path: Path, bad: Callable[[str], CorruptCheckpoint]) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; one that does not parse is a corrupt checkpoint."""
+    try:
+        return load_file(str(path))
+    except SafetensorError as e:  # unverified (format 1) files are only caught here
+        raise bad(f"cannot be read ({e})") from None
+
+
 def _load_full(
-    store: Store,
-    name: str,
+    local: dict[str, Path],
     manifest: dict[str, Any],
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None,
-    scratch: Path,
+    bad: Callable[[str, str], CorruptCheckpoint],
 ) -> None:
-    weights = load_file(str(store.get_file(f"{name}/{MODEL_FILE}", scratch)))
+    weights = _read_tensors(local[MODEL_FILE], lambda why: bad(MODEL_FILE, why))
     for alias, target in manifest.get("aliases", {}).items():
         weights[alias] = weights[target]
     set_model_state_dict(model, cast(Any, weights), options=_full_state_options(cpu_offload=False))
     if optimizer is not None:
-        tensors = load_file(str(store.get_file(f"{name}/{OPTIMIZER_FILE}", scratch)))
+        tensors = _read_tensors(local[OPTIMIZER_FILE], lambda why: bad(OPTIMIZER_FILE, why))
         osd = _join_optimizer(tensors, manifest["optimizer"])
         set_optimizer_state_dict(
             model, optimizer, osd, options=_full_state_options(cpu_offload=False)
@@ -303,16 +385,13 @@ class _Reader(dcp.FileSystemReader):
 
 
 def _load_sharded(
-    store: Store,
-    name: str,
+    folder: Path,
     manifest: dict[str, Any],
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None,
-    scratch: Path,
+    bad: Callable[[str, str], CorruptCheckpoint],
 ) -> None:
     """DCP reads each rank's part of every tensor, resharding from the saving world size."""
-    files = [f for f in manifest["files"] if not _RNG_FILE.match(f)]
-    local = store.get_dir(name, files, scratch)
     model_sd = get_model_state_dict(model)  # this rank's shards (or full tensors) to fill
     state: dict[str, Any] = {"model": model_sd}
     opt_tensors: dict[str, torch.Tensor] = {}
@@ -324,13 +403,74 @@ def _load_sharded(
         with warnings.catch_warnings():
             # Loading in one process without a group is intended here (evaluation, quantize).
             warnings.filterwarnings("ignore", "torch.distributed is disabled", UserWarning)
-            dcp.load(state, storage_reader=_Reader(local), no_dist=not _is_dist())
+            dcp.load(state, storage_reader=_Reader(folder), no_dist=not _is_dist())
     except CheckpointException as e:
-        raise _dcp_error(e, f"read {_join(store.uri, name)}") from None
+        error = _dcp_error(e, "read it")
+        if error.exit_code == ExitCode.TRANSIENT:
+            raise error from None
+        # DCP gathers every rank's failure, so every rank raises this and falls back alike.
+        metadata = any(isinstance(x, pickle.UnpicklingError) for x, _ in e.failures.values())
+        raise bad(".metadata" if metadata else "*.distcp", error.message) from None
     set_model_state_dict(model, model_sd)
     if optimizer is not None:
         osd = _join_optimizer(opt_tensors, manifest["optimizer"])
         set_optimizer_state_dict(model, optimizer, osd)
+
+
+def _fetch_verified(
+    store: Store,
+    step: int,
+    manifest: dict[str, Any],
+    with_optimizer: bool,
+    with_rng: bool,
+    scratch: Path,
+) -> dict[str, Path]:
+    """Local paths of the files this rank reads, once every rank agrees they are intact.
+
+    Files all ranks read are hashed by one rank each (round robin), its RNG file by each rank
+    itself; the verdicts are gathered, so either every rank raises CorruptCheckpoint (naming
+    the first bad file) or every rank goes on to load.
+    """
+    name = step_dir(step)
+    rank, world = _rank_and_world()
+    dcp_layout = manifest.get("layout") == LAYOUT_DCP
+    if dcp_layout:
+        shared = sorted(f for f in manifest["files"] if not _RNG_FILE.match(f))
+    else:
+        shared = [MODEL_FILE, *([OPTIMIZER_FILE] if with_optimizer else [])]
+    own = [rng_file(rank)] if with_rng else []
+    local: dict[str, Path] = {}
+    problem: tuple[str, str] | None = None
+    try:
+        if dcp_layout:
+            folder = store.get_dir(name, shared, scratch)
+            local.update({f: folder / f for f in shared})
+        else:
+            local.update({f: store.get_file(f"{name}/{f}", scratch) for f in shared})
+        local.update({f: store.get_file(f"{name}/{f}", scratch) for f in own})
+    except FileNotFoundError as e:
+        problem = (Path(str(e.filename or "?")).name, "missing (the manifest lists it)")
+    sums: dict[str, Any] | None = manifest.get("checksums")
+    for f in [f for i, f in enumerate(shared) if i % world == rank] + own:
+        if problem is not None:
+            break
+        if f not in manifest["files"]:
+            problem = (f, "not in the manifest's file list")
+        else:
+            reason = checksums.check_file(local[f], sums[f] if sums is not None else None)
+            problem = (f, reason) if reason else None
+    verdict = next((p for p in _gather(problem) if p is not None), None)
+    if verdict is not None:
+        raise CorruptCheckpoint(SkippedCheckpoint(step, ref_at(store, step).uri, *verdict))
+    if sums is None and rank == 0:
+        log_event(
+            "checkpoint_unverified",
+            step=step,
+            uri=ref_at(store, step).uri,
+            reason=f"format {manifest.get('format', 1)} manifest has no checksums: its files "
+            "were only checked to exist",
+        )
+    return local
 
 
 # ---------------------------------------------------------------- saving and loading
@@ -348,27 +488,32 @@ def save(
     """Save collectively; returns the checkpoint once its manifest is stored.
 
     Every rank must call this. A model sharded by FSDP is saved in the `dcp` layout, any other
-    in the `safetensors` layout. `keep` > 0 prunes all but the newest `keep` complete ones.
+    in the `safetensors` layout. A complete checkpoint already there for `step` (a damaged one
+    a resume passed over) is removed first. `keep` > 0 prunes all but the
+    newest `keep` complete ones up to this one.
     """
-    rank = dist.get_rank() if _is_dist() else 0
-    world = dist.get_world_size() if _is_dist() else 1
+    rank, world = _rank_and_world()
     name = step_dir(step)
-    ref = CheckpointRef(step, _join(store.uri, name))
+    ref = ref_at(store, step)
+    if rank == 0 and store.get_bytes(f"{name}/{MANIFEST}") is not None:
+        store.delete_dir(name)  # its manifest must not vouch for the files stored below
+    _barrier()  # no rank stores a file of the new checkpoint before the old one is gone
     staging = scratch_dir()
     try:
         aliases: dict[str, str] = {}
         if _is_dist() and _is_sharded(model):
             layout = LAYOUT_DCP
-            files, opt_meta = _save_sharded(store, name, model, optimizer, staging)
+            mine, opt_meta = _save_sharded(store, name, model, optimizer, staging)
         else:
             layout = LAYOUT_SAFETENSORS
-            files, aliases, opt_meta = _save_full(store, name, step, model, optimizer, staging)
+            mine, aliases, opt_meta = _save_full(store, name, step, model, optimizer, staging)
         rng = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state()
         save_file(rng, str(staging / rng_file(rank)))
-        store.put_file(staging / rng_file(rank), f"{name}/{rng_file(rank)}")
-        _barrier()  # every rank's files are stored before the manifest makes them visible
+        mine.update(_put_all(store, name, staging, [rng_file(rank)]))
+        # Gathering the checksums also orders every rank's stores before the manifest.
+        sums = {f: d for every in _gather(mine) for f, d in every.items()}
         if rank == 0:
             manifest = {
                 "format": FORMAT_VERSION,
@@ -376,7 +521,8 @@ def save(
                 "step": step,
                 "worldSize": world,
                 "createdAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "files": files + [rng_file(r) for r in range(world)],
+                "files": sorted(sums),
+                "checksums": {f: sums[f] for f in sorted(sums)},
                 "aliases": aliases,
                 "architecture": dataclasses.asdict(architecture),
                 "optimizer": opt_meta,
@@ -384,16 +530,22 @@ def save(
             }
             store.put_bytes(json.dumps(manifest, indent=1).encode(), f"{name}/{MANIFEST}")
             if keep > 0:
-                prune(store, keep)
+                prune(store, keep, upto=step)
         _barrier()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ref
 
 
-def prune(store: Store, keep: int) -> None:
-    """Keep the newest `keep` complete checkpoints; drop older and abandoned partial ones."""
-    steps = complete_steps(store)
+def prune(store: Store, keep: int, upto: int | None = None) -> None:
+    """Keep the newest `keep` complete checkpoints up to step `upto` (default: all of them).
+
+    Older ones and abandoned partial saves below the newest kept one are deleted. Checkpoints
+    above `upto` are left alone: after a resume fell back past damaged ones, those are newer
+    than the step being saved, and counting them would delete the intact one just written
+    (they are replaced when training reaches their step again).
+    """
+    steps = [s for s in complete_steps(store) if upto is None or s <= upto]
     if not steps:
         return
     kept = set(steps[-keep:])
@@ -413,56 +565,126 @@ def load(
     """Restore weights (and optimizer, RNG) of a complete checkpoint; returns its manifest.
 
     Collective when distributed: every rank reads what it needs and takes its shard. Either
-    layout loads into a sharded or an unsharded model, whatever the saving world size.
+    layout loads into a sharded or an unsharded model, whatever the saving world size. The
+    files are verified first: a damaged checkpoint raises CorruptCheckpoint on every rank
+    before anything is loaded.
     """
     manifest = read_manifest(store, step)
-    name = step_dir(step)
+    uri = ref_at(store, step).uri
+
+    def bad(file: str, reason: str) -> CorruptCheckpoint:
+        return CorruptCheckpoint(SkippedCheckpoint(step, uri, file, reason))
+
     layout = manifest.get("layout", LAYOUT_SAFETENSORS)
+    if layout not in (LAYOUT_SAFETENSORS, LAYOUT_DCP):
+        raise bad(MANIFEST, f"unknown layout {layout!r}")
+    rank, world = _rank_and_world()
+    with_rng = optimizer is not None and manifest.get("worldSize") == world  # 1:1 streams only
     scratch = scratch_dir()
     try:
+        local = _fetch_verified(store, step, manifest, optimizer is not None, with_rng, scratch)
         if layout == LAYOUT_DCP:
-            _load_sharded(store, name, manifest, model, optimizer, scratch)
-        elif layout == LAYOUT_SAFETENSORS:
-            _load_full(store, name, manifest, model, optimizer, scratch)
+            folder = next(p for f, p in local.items() if not _RNG_FILE.match(f)).parent
+            _load_sharded(folder, manifest, model, optimizer, bad)
         else:
-            raise WorkerError(
-                ExitCode.BAD_DATA, f"{_join(store.uri, name)}: unknown layout {layout!r}"
-            )
-        if optimizer is not None:
-            rank = dist.get_rank() if _is_dist() else 0
-            world = dist.get_world_size() if _is_dist() else 1
-            if manifest.get("worldSize") == world:  # RNG streams only map 1:1 at equal size
-                rng = load_file(str(store.get_file(f"{name}/{rng_file(rank)}", scratch)))
-                torch.set_rng_state(rng["cpu"])
-                if "cuda" in rng and torch.cuda.is_available():
-                    torch.cuda.set_rng_state(rng["cuda"])
+            _load_full(local, manifest, model, optimizer, bad)
+        if with_rng:
+            rng = _read_tensors(local[rng_file(rank)], lambda why: bad(rng_file(rank), why))
+            torch.set_rng_state(rng["cpu"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state(rng["cuda"])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return manifest
 
 
-def resolve(uri: str) -> tuple[Store, int]:
-    """A store and step from a checkpoint root (newest complete) or a `.../step-N` URI."""
+def restore_latest(
+    store: Store,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    on_skip: SkipCallback | None = None,
+) -> Restored | None:
+    """Load the newest intact checkpoint in `store`; None when there is no complete one.
+
+    Newer ones that fail the integrity rule are passed over (each logged as a
+    `checkpoint_skipped` event and given to `on_skip`); when none is intact, BAD_DATA.
+    """
+    steps = complete_steps(store)
+    if not steps:
+        return None
+    step, manifest, skipped = _newest_intact(
+        store, steps, lambda s: load(store, s, model, optimizer), on_skip
+    )
+    return Restored(ref_at(store, step), manifest, skipped)
+
+
+def load_uri(
+    uri: str,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    on_skip: SkipCallback | None = None,
+) -> CheckpointRef:
+    """Load the checkpoint `uri` names (a `.../step-N` directory, or a root's newest intact)."""
+    ref, _ = _from_uri(uri, lambda store, step: load(store, step, model, optimizer), on_skip)
+    return ref
+
+
+def load_pretrained(
+    uri: str, device: torch.device | str = "cpu", on_skip: SkipCallback | None = None
+) -> nn.Module:
+    """A Transformer with the weights of the checkpoint at `uri` (for fine-tuning, eval)."""
+    from carina.workloads.model import Transformer
+
+    def build(store: Store, step: int) -> nn.Module:
+        model = Transformer(Architecture(**read_manifest(store, step)["architecture"]))
+        load(store, step, model)
+        return model
+
+    _, model = _from_uri(uri, build, on_skip)
+    return model.to(device)
+
+
+def _from_uri(
+    uri: str, attempt: Callable[[Store, int], T], on_skip: SkipCallback | None
+) -> tuple[CheckpointRef, T]:
+    """Run `attempt` (a load) on the checkpoint `uri` names.
+
+    A `.../step-N` URI names exactly one checkpoint: damaged, it fails (BAD_DATA, naming the
+    file). A root means its newest intact checkpoint, as a resume does.
+    """
     base, _, last = uri.rstrip("/").rpartition("/")
     m = _STEP_DIR.match(last)
     if m:
         store = open_store(base)
         if store.get_bytes(f"{last}/{MANIFEST}") is None:
             raise WorkerError(ExitCode.NO_INPUT, f"{uri}: not a complete checkpoint")
-        return store, int(m.group(1))
+        step = int(m.group(1))
+        return ref_at(store, step), attempt(store, step)
     store = open_store(uri)
-    ref = latest(store)
-    if ref is None:
+    steps = complete_steps(store)
+    if not steps:
         raise WorkerError(ExitCode.NO_INPUT, f"{uri}: no complete checkpoint")
-    return store, ref.step
+    step, value, _ = _newest_intact(store, steps, lambda s: attempt(store, s), on_skip)
+    return ref_at(store, step), value
 
 
-def load_pretrained(uri: str, device: torch.device | str = "cpu") -> nn.Module:
-    """A Transformer with the weights of the checkpoint at `uri` (for fine-tuning, eval)."""
-    from carina.workloads.model import Transformer
-
-    store, step = resolve(uri)
-    arch = Architecture(**read_manifest(store, step)["architecture"])
-    model = Transformer(arch)
-    load(store, step, model)
-    return model.to(device)
+def _newest_intact(
+    store: Store, steps: list[int], attempt: Callable[[int], T], on_skip: SkipCallback | None
+) -> tuple[int, T, tuple[SkippedCheckpoint, ...]]:
+    """`attempt` on each step, newest first, until one is intact; BAD_DATA when none is."""
+    skipped: list[SkippedCheckpoint] = []
+    for step in reversed(steps):
+        try:
+            value = attempt(step)
+        except CorruptCheckpoint as e:
+            skipped.append(e.skipped)
+            if _rank_and_world()[0] == 0:
+                log_event("checkpoint_skipped", **e.skipped.to_json())
+            if on_skip is not None:
+                on_skip(e.skipped)
+            continue
+        return step, value, tuple(skipped)
+    damaged = "; ".join(f"{step_dir(s.step)}/{s.file}: {s.reason}" for s in skipped)
+    raise WorkerError(
+        ExitCode.BAD_DATA, f"{store.uri}: no intact checkpoint ({checksums.RULE}): {damaged}"
+    )

@@ -12,11 +12,21 @@ and mirrored by a pydantic validator (enforced locally by `carina validate`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 # The contract's exit codes, re-exported: the API's failure policy defaults to them.
@@ -36,7 +46,11 @@ class CelRule:
 
 
 class Spec(BaseModel):
-    """Base of every API model: camelCase aliases, unknown fields refused."""
+    """Base of every API model: camelCase aliases, unknown fields refused.
+
+    Numbers and switches are declared StrictInt, StrictFloat (which takes an integer) and
+    StrictBool: `true` is not 1 and "2" is not 2, as the API server's schema says.
+    """
 
     model_config = ConfigDict(
         alias_generator=to_camel,
@@ -53,7 +67,29 @@ class Spec(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-CHECKPOINT_URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|file:///.*|pvc://[a-z0-9][a-z0-9\-]*(/.*)?|/.*)$"
+# A URI or path holds no control character (C0, DEL, C1): a NUL cuts it short in C code, a
+# newline forges log lines. In a pattern, so the CRD and the OpenAPI document state it too.
+PRINTABLE = r"[^\x00-\x1f\x7f-\x9f]"
+PRINTABLE_PATTERN = rf"^{PRINTABLE}*$"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def no_control_characters(value: object) -> object:
+    """Refuse a string with a control character, naming it (before the pattern's own error)."""
+    if isinstance(value, str):
+        found = _CONTROL.search(value)
+        if found is not None:
+            raise ValueError(
+                f"must not contain control characters (found {found.group()!r}"
+                f" at position {found.start()})"
+            )
+    return value
+
+
+CHECKPOINT_URI_PATTERN = (
+    rf"^(s3://[a-z0-9][a-z0-9.\-]{{1,61}}[a-z0-9](/{PRINTABLE}*)?|file:///{PRINTABLE}*"
+    rf"|pvc://[a-z0-9][a-z0-9\-]*(/{PRINTABLE}*)?|/{PRINTABLE}*)$"
+)
 CheckpointUri = Annotated[
     str,
     Field(
@@ -61,6 +97,18 @@ CheckpointUri = Annotated[
         max_length=1024,
         description="s3://bucket/prefix, file:///path, pvc://claim/path or an absolute path",
     ),
+    BeforeValidator(no_control_characters),
+]
+HttpUrlText = Annotated[
+    str,
+    Field(max_length=2048, pattern=rf"^https?://{PRINTABLE}*$"),
+    BeforeValidator(no_control_characters),
+]
+# A local file, glob or other path-like text (data paths, tokenizer files, mount paths).
+PathText = Annotated[
+    str,
+    Field(max_length=4096, pattern=PRINTABLE_PATTERN),
+    BeforeValidator(no_control_characters),
 ]
 
 
@@ -124,9 +172,9 @@ PRESETS: dict[str, dict[str, int | float | bool]] = {
 class MoeSpec(Spec):
     """Dense-trained mixture of experts (DS-MoE): every expert runs in training."""
 
-    experts: int = Field(4, ge=2, le=64, description="experts per MoE layer")
-    every: int = Field(1, ge=1, description="every k-th MLP is a mixture (1 = all)")
-    mi_alpha: float = Field(
+    experts: StrictInt = Field(4, ge=2, le=64, description="experts per MoE layer")
+    every: StrictInt = Field(1, ge=1, description="every k-th MLP is a mixture (1 = all)")
+    mi_alpha: StrictFloat = Field(
         4e-4, ge=0.0, le=1.0, description="weight of the mutual-information loss"
     )
 
@@ -146,23 +194,23 @@ class ModelSpec(Spec):
     )
 
     preset: ModelPreset = Field(ModelPreset.TINY, description="named model size")
-    vocab_size: int | None = Field(None, ge=2, le=1_048_576)
-    d_model: int | None = Field(None, ge=8, le=65536)
-    n_layers: int | None = Field(None, ge=1, le=512)
-    n_heads: int | None = Field(None, ge=1, le=512)
-    n_kv_heads: int | None = Field(
+    vocab_size: StrictInt | None = Field(None, ge=2, le=1_048_576)
+    d_model: StrictInt | None = Field(None, ge=8, le=65536)
+    n_layers: StrictInt | None = Field(None, ge=1, le=512)
+    n_heads: StrictInt | None = Field(None, ge=1, le=512)
+    n_kv_heads: StrictInt | None = Field(
         None, ge=1, le=512, description="K/V heads: equal to nHeads is MHA, 1 is MQA"
     )
-    ffn_hidden: int | None = Field(None, ge=8)
-    max_seq_len: int | None = Field(None, ge=8, le=1_048_576)
-    rope_theta: float = Field(10000.0, gt=0, description="RoPE base frequency")
-    cla_sharing: int = Field(
+    ffn_hidden: StrictInt | None = Field(None, ge=8)
+    max_seq_len: StrictInt | None = Field(None, ge=8, le=1_048_576)
+    rope_theta: StrictFloat = Field(10000.0, gt=0, description="RoPE base frequency")
+    cla_sharing: StrictInt = Field(
         1, ge=1, le=16, description="cross-layer attention: layers sharing one K/V (1 = off)"
     )
     moe: MoeSpec | None = Field(None, description="dense-trained mixture of experts")
-    mup: bool = Field(True, description="maximal update parametrization")
-    mup_base_width: int = Field(256, ge=8, description="µP base width d_base")
-    tie_embeddings: bool = False
+    mup: StrictBool = Field(True, description="maximal update parametrization")
+    mup_base_width: StrictInt = Field(256, ge=8, description="µP base width d_base")
+    tie_embeddings: StrictBool = False
 
     @model_validator(mode="after")
     def _divisibility(self) -> ModelSpec:
@@ -223,14 +271,18 @@ class DataSpec(Spec):
     )
 
     source: DataSource = DataSource.PYTHON_STDLIB
-    paths: list[Annotated[str, Field(max_length=4096)]] | None = Field(
+    paths: list[PathText] | None = Field(
         None, max_length=256, description="files or globs (source: files)"
     )
-    tokenizer: str = Field(
-        "bytes", max_length=4096, description="'bytes' or the path of a tokenizers JSON file"
+    tokenizer: PathText = Field(
+        "bytes", description="'bytes' or the path of a tokenizers JSON file"
     )
-    val_fraction: float = Field(0.02, ge=0.0, lt=0.5, description="held-out share of documents")
-    max_bytes: int | None = Field(None, ge=1024, description="cap on the corpus size read (bytes)")
+    val_fraction: StrictFloat = Field(
+        0.02, ge=0.0, lt=0.5, description="held-out share of documents"
+    )
+    max_bytes: StrictInt | None = Field(
+        None, ge=1024, description="cap on the corpus size read (bytes)"
+    )
 
     @model_validator(mode="after")
     def _paths_for_files(self) -> DataSpec:
@@ -242,11 +294,11 @@ class DataSpec(Spec):
 class OptimizerSpec(Spec):
     """AdamW; under µP the hidden matrices' learning rate is divided by the width multiplier."""
 
-    lr: float = Field(3e-3, gt=0, le=10.0, description="peak learning rate")
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = Field(1e-8, gt=0)
-    weight_decay: float = Field(0.1, ge=0.0, le=1.0)
-    grad_clip: float = Field(1.0, ge=0.0, description="global gradient-norm clip (0 = off)")
+    lr: StrictFloat = Field(3e-3, gt=0, le=10.0, description="peak learning rate")
+    betas: tuple[StrictFloat, StrictFloat] = (0.9, 0.95)
+    eps: StrictFloat = Field(1e-8, gt=0)
+    weight_decay: StrictFloat = Field(0.1, ge=0.0, le=1.0)
+    grad_clip: StrictFloat = Field(1.0, ge=0.0, description="global gradient-norm clip (0 = off)")
 
 
 class ScheduleKind(StrEnum):
@@ -260,14 +312,14 @@ class ScheduleSpec(Spec):
     """Learning-rate schedule. `power` follows the Power scheduler: lr = min(lrMax, β·a·n^b)."""
 
     kind: ScheduleKind = ScheduleKind.WSD
-    warmup_steps: int = Field(10, ge=0)
-    decay_fraction: float = Field(
+    warmup_steps: StrictInt = Field(10, ge=0)
+    decay_fraction: StrictFloat = Field(
         0.1, ge=0.0, le=1.0, description="share of steps in the final decay (wsd, power)"
     )
-    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="floor as a share of peak")
-    power_a: float = Field(4.0, gt=0, description="power scheduler amplitude a")
-    power_b: float = Field(-0.51, lt=0, description="power scheduler exponent b")
-    power_lr_max: float = Field(0.02, gt=0, description="power scheduler cap η_max")
+    min_lr_ratio: StrictFloat = Field(0.0, ge=0.0, le=1.0, description="floor as a share of peak")
+    power_a: StrictFloat = Field(4.0, gt=0, description="power scheduler amplitude a")
+    power_b: StrictFloat = Field(-0.51, lt=0, description="power scheduler exponent b")
+    power_lr_max: StrictFloat = Field(0.02, gt=0, description="power scheduler cap η_max")
 
 
 class Precision(StrEnum):
@@ -303,20 +355,20 @@ class PretrainConfig(Spec):
     data: DataSpec = Field(default_factory=DataSpec)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
-    steps: int = Field(100, ge=1, le=100_000_000, description="optimizer steps")
-    batch_size: int = Field(8, ge=1, description="sequences per optimizer step, all workers")
-    micro_batch_size: int = Field(
+    steps: StrictInt = Field(100, ge=1, le=100_000_000, description="optimizer steps")
+    batch_size: StrictInt = Field(8, ge=1, description="sequences per optimizer step, all workers")
+    micro_batch_size: StrictInt = Field(
         8, ge=1, description="sequences per forward pass, all workers (gradient accumulation)"
     )
-    seq_len: int = Field(128, ge=8, le=1_048_576, description="tokens per sequence")
-    eval_every: int = Field(50, ge=0, description="held-out loss every N steps (0 = off)")
-    eval_batches: int = Field(4, ge=1)
-    log_every: int = Field(1, ge=1)
-    seed: int = Field(1234, ge=0)
+    seq_len: StrictInt = Field(128, ge=8, le=1_048_576, description="tokens per sequence")
+    eval_every: StrictInt = Field(50, ge=0, description="held-out loss every N steps (0 = off)")
+    eval_batches: StrictInt = Field(4, ge=1)
+    log_every: StrictInt = Field(1, ge=1)
+    seed: StrictInt = Field(1234, ge=0)
     precision: Precision = Precision.AUTO
     parallelism: Parallelism = Parallelism.DDP
     init: CheckpointUri | None = Field(None, description="start from this checkpoint's weights")
-    compile: bool = Field(False, description="torch.compile the model (worth it on GPUs)")
+    compile: StrictBool = Field(False, description="torch.compile the model (worth it on GPUs)")
 
     @model_validator(mode="after")
     def _batch(self) -> PretrainConfig:
@@ -347,23 +399,24 @@ class JudgeSpec(Spec):
     )
 
     kind: JudgeKind = JudgeKind.RULE
-    threshold: float = Field(0.8, ge=0.0, le=1.0, description="similarity needed (embedding)")
-    url: str | None = Field(
-        None, pattern=r"^https?://", max_length=2048, description="OpenAI-compatible endpoint"
-    )
+    threshold: StrictFloat = Field(0.8, ge=0.0, le=1.0, description="similarity needed (embedding)")
+    url: HttpUrlText | None = Field(None, description="OpenAI-compatible endpoint")
     model: str | None = Field(None, max_length=256, description="model name sent to the endpoint")
-    timeout_seconds: float = Field(30.0, gt=0, le=600)
-    retries: int = Field(2, ge=0, le=10)
+    timeout_seconds: StrictFloat = Field(30.0, gt=0, le=600)
+    retries: StrictInt = Field(2, ge=0, le=10)
     prompt_template: str | None = Field(
         None,
         max_length=16384,
         description="http: user message with {question}, {gold} and {candidate} placeholders",
     )
+    # Only variables named for the purpose: a job may not send the worker's other environment
+    # (storage keys, the platform's own settings) to an endpoint it chooses.
     api_key_env: str | None = Field(
         None,
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        pattern=r"^CARINA_JUDGE_[A-Z0-9_]+$",
         max_length=256,
-        description="http: environment variable holding the endpoint's bearer token",
+        description="http: environment variable holding the endpoint's bearer token; its name "
+        "starts with CARINA_JUDGE_ (e.g. CARINA_JUDGE_TOKEN)",
     )
 
     @model_validator(mode="after")
@@ -379,10 +432,10 @@ class TaskDataSpec(Spec):
     generator: Literal["grounded-qa", "code-choice", "python-stdlib"] | None = Field(
         None, description="python-stdlib: the held-out documents of the pretraining corpus"
     )
-    path: str | None = Field(None, max_length=4096, description="JSONL file")
+    path: PathText | None = Field(None, description="JSONL file")
     format: Literal["squad2", "mmlu", "hellaswag", "text", "carina-qa"] | None = None
-    examples: int = Field(512, ge=1, le=10_000_000)
-    seed: int = Field(0, ge=0)
+    examples: StrictInt = Field(512, ge=1, le=10_000_000)
+    seed: StrictInt = Field(0, ge=0)
 
 
 class FinetuneConfig(Spec):
@@ -396,11 +449,11 @@ class FinetuneConfig(Spec):
     schedule: ScheduleSpec = Field(
         default_factory=lambda: ScheduleSpec(kind=ScheduleKind.COSINE, warmup_steps=5)
     )
-    steps: int = Field(100, ge=1)
-    batch_size: int = Field(8, ge=1)
-    micro_batch_size: int = Field(8, ge=1)
-    max_new_tokens: int = Field(48, ge=1, le=4096, description="generation budget (SSR)")
-    seed: int = Field(1234, ge=0)
+    steps: StrictInt = Field(100, ge=1)
+    batch_size: StrictInt = Field(8, ge=1)
+    micro_batch_size: StrictInt = Field(8, ge=1)
+    max_new_tokens: StrictInt = Field(48, ge=1, le=4096, description="generation budget (SSR)")
+    seed: StrictInt = Field(1234, ge=0)
     precision: Precision = Precision.AUTO
 
 
@@ -415,26 +468,28 @@ class QuantizeConfig(Spec):
 
     base: CheckpointUri = Field(description="checkpoint to quantize")
     method: QuantizeMethod = QuantizeMethod.QAT_KURTOSIS
-    weight_bits: int = Field(4, ge=2, le=8)
-    activation_bits: int = Field(4, ge=2, le=16)
-    group_size: int = Field(128, ge=0, description="weight quantization group (0 = per channel)")
+    weight_bits: StrictInt = Field(4, ge=2, le=8)
+    activation_bits: StrictInt = Field(4, ge=2, le=16)
+    group_size: StrictInt = Field(
+        128, ge=0, description="weight quantization group (0 = per channel)"
+    )
     weight_ptq: Literal["rtn", "gptq"] = "gptq"
-    kurtosis_lambda: float = Field(1e-5, ge=0.0)
-    steps: int = Field(100, ge=0)
-    calibration_batches: int = Field(8, ge=1)
+    kurtosis_lambda: StrictFloat = Field(1e-5, ge=0.0)
+    steps: StrictInt = Field(100, ge=0)
+    calibration_batches: StrictInt = Field(8, ge=1)
     data: DataSpec = Field(default_factory=DataSpec)
     optimizer: OptimizerSpec = Field(default_factory=lambda: OptimizerSpec(lr=1e-4))
-    batch_size: int = Field(8, ge=1)
-    seq_len: int = Field(128, ge=8)
-    seed: int = Field(1234, ge=0)
+    batch_size: StrictInt = Field(8, ge=1)
+    seq_len: StrictInt = Field(128, ge=8)
+    seed: StrictInt = Field(1234, ge=0)
     schedule: ScheduleSpec = Field(
         default_factory=lambda: ScheduleSpec(kind=ScheduleKind.COSINE, warmup_steps=5),
         description="learning-rate schedule of QAT fine-tuning",
     )
-    clip_lr: float = Field(
+    clip_lr: StrictFloat = Field(
         1e-2, gt=0, le=10.0, description="learning rate of the learned activation clip values"
     )
-    eval_batches: int = Field(
+    eval_batches: StrictInt = Field(
         8, ge=1, description="held-out batches (of batchSize) behind each perplexity"
     )
 
@@ -445,7 +500,7 @@ class EvalTask(Spec):
     name: str = Field(max_length=128, pattern=r"^[a-z0-9][a-z0-9_.\-]*$")
     kind: Literal["perplexity", "multiple-choice", "refusal"]
     data: TaskDataSpec
-    target: bool = Field(
+    target: StrictBool = Field(
         False, description="the fine-tuning task itself: reported, left out of the average drop"
     )
 
@@ -456,8 +511,8 @@ class EvaluateConfig(Spec):
     base: CheckpointUri = Field(description="checkpoint to evaluate")
     compare_to: CheckpointUri | None = Field(None, description="baseline checkpoint")
     tasks: list[EvalTask] = Field(min_length=1, max_length=64)
-    batch_size: int = Field(16, ge=1)
-    max_new_tokens: int = Field(32, ge=1, le=4096, description="generation budget (refusal)")
+    batch_size: StrictInt = Field(16, ge=1)
+    max_new_tokens: StrictInt = Field(32, ge=1, le=4096, description="generation budget (refusal)")
 
 
 WORKLOAD_KINDS = ("pretrain", "finetune", "quantize", "evaluate")

@@ -298,6 +298,8 @@ class ProgressDocument:
     tokens_per_second: float | None = None
     updated_at: str | None = None
     last_checkpoint: dict[str, Any] | None = None  # {"step", "uri", "time"}
+    # Damaged checkpoints this attempt's resume passed over: {"step", "uri", "file", "reason"}
+    skipped_checkpoints: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -309,6 +311,8 @@ class ProgressDocument:
         }
         if self.last_checkpoint:
             doc["lastCheckpoint"] = self.last_checkpoint
+        if self.skipped_checkpoints:
+            doc["skippedCheckpoints"] = list(self.skipped_checkpoints)
         return doc
 
     @classmethod
@@ -326,6 +330,9 @@ class ProgressDocument:
                     dict(doc["lastCheckpoint"])
                     if isinstance(doc.get("lastCheckpoint"), dict)
                     else None
+                ),
+                skipped_checkpoints=tuple(
+                    dict(s) for s in doc.get("skippedCheckpoints") or () if isinstance(s, dict)
                 ),
             )
         except (TypeError, ValueError):

@@ -18,6 +18,7 @@ WORKER_TOKENS_PER_SECOND = "carina_worker_tokens_per_second"  # gauge: all ranks
 WORKER_MFU = "carina_worker_mfu"  # gauge: model FLOPs utilization, 0-1 (flops.py)
 CHECKPOINT_SAVE_SECONDS = "carina_checkpoint_save_seconds"  # histogram: collective save time
 CHECKPOINT_LAST_STEP = "carina_checkpoint_last_step"  # gauge: step of the newest checkpoint
+CHECKPOINT_CORRUPT_TOTAL = "carina_checkpoint_corrupt_total"  # counter: damaged ones skipped
 FINETUNE_SSR_ACCEPTANCE_RATIO = (
     "carina_finetune_ssr_acceptance_ratio"  # gauge: own answers kept, 0-1
 )
@@ -41,6 +42,7 @@ ALL = (
     WORKER_MFU,
     CHECKPOINT_SAVE_SECONDS,
     CHECKPOINT_LAST_STEP,
+    CHECKPOINT_CORRUPT_TOTAL,
     FINETUNE_SSR_ACCEPTANCE_RATIO,
     QUANTIZE_ACTIVATION_KURTOSIS,
     QUANTIZE_CHANNEL_MAX_MEDIAN_RATIO,

@@ -2,11 +2,13 @@
 
 A store holds files under keys like `step-00000010/model.safetensors`. Writes go through a
 local file so large tensors stream to disk or to a multipart upload instead of memory.
-Storage errors are `WorkerError(TRANSIENT)`: the next attempt may well succeed.
+Storage errors are `WorkerError(TRANSIENT)`: the next attempt may well succeed. A file that
+is not there is `FileNotFoundError` from either store: a retry will not bring it back.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -121,7 +123,7 @@ class S3Store:
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
     def get_file(self, key: str, dest_dir: Path) -> Path:
-        """Download `key` into `dest_dir` and return the local path."""
+        """Download `key` into `dest_dir` and return the local path (FileNotFoundError: none)."""
         dest = dest_dir / key.replace("/", "__")
         with _transient("download", key):
             self.client.download_file(self.bucket, self._key(key), str(dest))
@@ -142,7 +144,10 @@ class S3Store:
             raise WorkerError(ExitCode.TRANSIENT, f"s3 download {key}: {e}") from e
 
     def get_dir(self, prefix: str, names: list[str], dest_dir: Path) -> Path:
-        """Download the files `names` under `prefix` into one local directory; return it."""
+        """Download the files `names` under `prefix` into one local directory; return it.
+
+        A missing file raises FileNotFoundError, as it does when read from a local store.
+        """
         local = dest_dir / prefix
         local.mkdir(parents=True, exist_ok=True)
         for name in names:
@@ -182,8 +187,18 @@ class _transient:
         return None
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self.action == "download" and (isinstance(exc, FileNotFoundError) or _not_found(exc)):
+            # Not a storage failure: the object is not there, and a retry will not change it.
+            raise FileNotFoundError(errno.ENOENT, "no such object", self.key) from exc
         if isinstance(exc, Exception) and not isinstance(exc, WorkerError):
             raise WorkerError(ExitCode.TRANSIENT, f"s3 {self.action} {self.key}: {exc}") from exc
+
+
+def _not_found(exc: Any) -> bool:
+    """True for botocore's answer to a missing object (a download's HEAD says 404)."""
+    response = getattr(exc, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return code in ("NoSuchKey", "404")
 
 
 def s3_client() -> Any:
@@ -204,19 +219,34 @@ def s3_client() -> Any:
     )
 
 
+def local_path(uri: str, pvc_mount_root: str | None = None) -> Path | None:
+    """The folder on this machine a checkpoint URI names; None for s3://.
+
+    file:///p and /p are p; pvc://claim/p is <mount root>/claim/p, the mount root being
+    `pvc_mount_root`, else CARINA_PVC_MOUNT_ROOT, else /mnt/pvc. The embedded platform's
+    check of local paths reads URIs with this function too, so both see the same folder.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        return None
+    if parsed.scheme == "file":
+        return Path(parsed.path)
+    if parsed.scheme == "pvc":
+        root = pvc_mount_root or os.environ.get(PVC_MOUNT_ROOT_ENV, DEFAULT_PVC_MOUNT_ROOT)
+        return Path(root) / parsed.netloc / parsed.path.lstrip("/")
+    if parsed.scheme == "" and uri.startswith("/"):
+        return Path(uri)
+    raise WorkerError(ExitCode.BAD_CONFIG, f"checkpoint URI {uri!r}: unsupported scheme")
+
+
 def open_store(uri: str) -> Store:
     """The store a checkpoint URI names."""
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
         return S3Store(parsed.netloc, parsed.path, uri)
-    if parsed.scheme == "file":
-        return LocalStore(Path(parsed.path), uri)
-    if parsed.scheme == "pvc":
-        root = os.environ.get(PVC_MOUNT_ROOT_ENV, DEFAULT_PVC_MOUNT_ROOT)
-        return LocalStore(Path(root) / parsed.netloc / parsed.path.lstrip("/"), uri)
-    if parsed.scheme == "" and uri.startswith("/"):
-        return LocalStore(Path(uri), uri)
-    raise WorkerError(ExitCode.BAD_CONFIG, f"checkpoint URI {uri!r}: unsupported scheme")
+    path = local_path(uri)
+    assert path is not None
+    return LocalStore(path, uri)
 
 
 def scratch_dir() -> Path:

@@ -3,7 +3,10 @@
 - Metrics (names in `metric_names`) are served on CARINA_METRICS_PORT by every rank (0 = off),
   labelled job, namespace, rank.
 - Rank 0 writes the progress file (CARINA_PROGRESS_FILE) that the embedded substrate reads:
-  {"step", "totalSteps", "loss", "tokensPerSecond", "updatedAt", "lastCheckpoint"}.
+  {"step", "totalSteps", "loss", "tokensPerSecond", "updatedAt", "lastCheckpoint"}, and
+  "skippedCheckpoints" when a resume passed over damaged checkpoints. A restarted worker
+  starts from the step, loss and throughput the file already shows, so they do not drop to
+  zero while it loads.
 - Rank 0 prints one JSON object per line to stdout for each logged event.
 - On preemption rank 0 writes {"checkpoint": {"step", "uri"}} to the termination-message path
   so the operator learns where to resume without the worker holding API credentials.
@@ -17,18 +20,20 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from carina.workloads import metric_names as names
-from carina.workloads.checkpoint import CheckpointRef
 from carina.workloads.contract import (
     CARINA_TERMINATION_LOG,
     DEFAULT_TERMINATION_LOG,
     ProgressDocument,
     TerminationMessage,
 )
+
+if TYPE_CHECKING:  # checkpoint imports log_event from here
+    from carina.workloads.checkpoint import CheckpointRef, SkippedCheckpoint
 
 
 def utc_now() -> str:
@@ -96,6 +101,12 @@ class Telemetry:
             names.LABELS,
             registry=self.registry,
         ).labels(**labels)
+        self.corrupt_c = Counter(
+            names.CHECKPOINT_CORRUPT_TOTAL,
+            "Damaged checkpoints a resume passed over",
+            names.LABELS,
+            registry=self.registry,
+        ).labels(**labels)
         self.save_h = Histogram(
             names.CHECKPOINT_SAVE_SECONDS,
             "Collective checkpoint save time",
@@ -111,7 +122,15 @@ class Telemetry:
             except OSError as e:  # metrics are advisory: a taken port must not stop training
                 print(f"carina worker: metrics port {port}: {e}", file=sys.stderr, flush=True)
         self.last: dict[str, Any] = {"step": 0, "loss": None, "tokensPerSecond": 0.0}
+        shown = _read_progress(self.progress_file) if self.progress_file else None
+        if shown is not None:
+            self.last = {
+                "step": shown.step,
+                "loss": shown.loss,
+                "tokensPerSecond": shown.tokens_per_second,
+            }
         self.last_checkpoint: dict[str, Any] | None = None
+        self.skipped: list[dict[str, Any]] = []
 
     def on_step(
         self,
@@ -150,6 +169,13 @@ class Telemetry:
         self.ckpt_step_g.set(ref.step)
         self.last = {**self.last, "step": ref.step}
         self.last_checkpoint = {"step": ref.step, "uri": ref.uri}
+        self.write_progress()
+
+    def on_checkpoint_skipped(self, skipped: SkippedCheckpoint) -> None:
+        """Record a damaged checkpoint a resume passed over (the platform warns about it)."""
+        self.corrupt_c.inc()
+        self.skipped.append(skipped.to_json())
+        self.write_progress()
 
     def write_progress(self) -> None:
         """Rank 0: replace the progress file (when one is configured)."""
@@ -162,6 +188,7 @@ class Telemetry:
             tokens_per_second=self.last["tokensPerSecond"],
             updated_at=utc_now(),
             last_checkpoint=self.last_checkpoint,
+            skipped_checkpoints=tuple(self.skipped),
         )
         with contextlib.suppress(OSError):  # progress is advisory; training goes on without it
             atomic_write_json(self.progress_file, doc.to_json())
@@ -171,3 +198,12 @@ class Telemetry:
         if self.server is not None:
             self.server.shutdown()
             self.server = None
+
+
+def _read_progress(path: str) -> ProgressDocument | None:
+    """The progress document a previous attempt left, if any."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return ProgressDocument.from_json(doc) if isinstance(doc, dict) else None

@@ -7,7 +7,7 @@ Launch (see worker.py for the whole environment):
 
 Each optimizer step draws `batchSize` sequences in `batchSize / microBatchSize` micro-batches
 (gradient accumulation), each split evenly across ranks. The loop resumes from the newest
-complete checkpoint under CARINA_CHECKPOINT_URI, saves every CARINA_CHECKPOINT_INTERVAL steps
+intact checkpoint under CARINA_CHECKPOINT_URI, saves every CARINA_CHECKPOINT_INTERVAL steps
 and at the end, and on SIGTERM saves at the next step boundary and exits PREEMPTED (75).
 
 Grace period: torchrun 2.15 forwards SIGTERM to its workers and SIGKILLs them 30 s later
@@ -126,19 +126,23 @@ class Trainer:
     # ------------------------------------------------------------ state
 
     def _restore(self) -> None:
-        """Resume from the newest complete checkpoint, or start from `init` weights."""
-        ref = checkpoint.latest(self.store) if self.store else None
-        if ref is not None and self.store is not None:
-            manifest = checkpoint.load(self.store, ref.step, self.raw, self.optimizer)
-            trainer = manifest["trainer"]
+        """Resume from the newest intact checkpoint, or start from `init` weights."""
+        on_skip = self.telemetry.on_checkpoint_skipped
+        restored = (
+            checkpoint.restore_latest(self.store, self.raw, self.optimizer, on_skip)
+            if self.store
+            else None
+        )
+        if restored is not None:
+            trainer = restored.manifest["trainer"]
             self.step = self.saved_step = int(trainer["step"])
             self.sampler.load_state_dict(trainer["data"])
-            self.telemetry.on_resume(ref)
-            self._log("resumed", step=self.step, uri=ref.uri, restart=self.ctx.restart)
+            self.telemetry.on_resume(restored.ref)
+            uri = restored.ref.uri
+            self._log("resumed", step=self.step, uri=uri, restart=self.ctx.restart)
         elif self.cfg.init:
-            store, step = checkpoint.resolve(self.cfg.init)
-            checkpoint.load(store, step, self.raw)
-            self._log("initialized", uri=self.cfg.init, step=step)
+            ref = checkpoint.load_uri(self.cfg.init, self.raw)
+            self._log("initialized", uri=self.cfg.init, step=ref.step)
 
     def trainer_state(self) -> dict[str, Any]:
         """What the checkpoint needs beyond weights and optimizer to continue exactly."""
@@ -155,7 +159,7 @@ class Trainer:
         if self.store is None:
             return None
         if self.saved_step == self.step:  # nothing changed since the last save
-            return checkpoint.latest(self.store)
+            return checkpoint.ref_at(self.store, self.step)
         t0 = time.perf_counter()
         ref = checkpoint.save(
             self.store,

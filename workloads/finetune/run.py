@@ -124,11 +124,16 @@ class Finetuner:
         self.records = self._dataset()
         self.step = 0
         self.saved_step: int | None = None
-        ref = checkpoint.latest(self.store) if self.store else None
-        if ref is not None and self.store is not None:
-            manifest = checkpoint.load(self.store, ref.step, self.raw, self.optimizer)
-            self.step = self.saved_step = int(manifest["trainer"]["step"])
-            self._log("resumed", step=self.step, uri=ref.uri)
+        on_skip = self.telemetry.on_checkpoint_skipped
+        restored = (
+            checkpoint.restore_latest(self.store, self.raw, self.optimizer, on_skip)
+            if self.store
+            else None
+        )
+        if restored is not None:
+            self.step = self.saved_step = int(restored.manifest["trainer"]["step"])
+            self.telemetry.on_resume(restored.ref)
+            self._log("resumed", step=self.step, uri=restored.ref.uri)
         rate = ssr.acceptance_rate(self.records)
         self.acceptance.set(rate)
         self._log(
@@ -166,7 +171,7 @@ class Finetuner:
         if self.store is None:
             return None
         if self.saved_step == self.step:
-            return checkpoint.latest(self.store)
+            return checkpoint.ref_at(self.store, self.step)
         t0 = time.perf_counter()
         state = {
             "step": self.step,

@@ -107,11 +107,12 @@ class QuantizeJob:
     # ------------------------------------------------------------ QAT state
 
     def _restore(self) -> bool:
-        """Resume QAT from the newest complete step checkpoint; False when there is none."""
-        ref = checkpoint.latest(self.store)
-        if ref is None:
+        """Resume QAT from the newest intact step checkpoint; False when there is none."""
+        on_skip = self.telemetry.on_checkpoint_skipped
+        restored = checkpoint.restore_latest(self.store, self.model, self.optimizer, on_skip)
+        if restored is None:
             return False
-        manifest = checkpoint.load(self.store, ref.step, self.model, self.optimizer)
+        ref, manifest = restored.ref, restored.manifest
         self.step = self.saved_step = int(manifest["trainer"]["step"])
         self.sampler.load_state_dict(manifest["trainer"]["data"])
         self.telemetry.last_checkpoint = {"step": ref.step, "uri": ref.uri}
@@ -121,7 +122,7 @@ class QuantizeJob:
     def save(self) -> checkpoint.CheckpointRef | None:
         """A step checkpoint of the QAT state (weights, clip values, optimizer, data position)."""
         if self.saved_step == self.step:
-            return checkpoint.latest(self.store)
+            return checkpoint.ref_at(self.store, self.step)
         t0 = time.perf_counter()
         state = {
             "step": self.step,

@@ -160,16 +160,16 @@ def test_unreachable_endpoint_is_a_rejection_not_a_crash():
 
 
 def test_spec_builds_an_http_judge_with_a_bearer_token(server: ChatServer, monkeypatch):
-    monkeypatch.setenv("JUDGE_TOKEN", "s3cret")
-    spec = JudgeSpec(kind=JudgeKind.HTTP, url=server.url, api_key_env="JUDGE_TOKEN")
+    monkeypatch.setenv("CARINA_JUDGE_TOKEN", "s3cret")
+    spec = JudgeSpec(kind=JudgeKind.HTTP, url=server.url, api_key_env="CARINA_JUDGE_TOKEN")
     judge = build_judge(spec)
     assert [v.accepted for v in judge.judge([JudgeItem("q", ("Rome",), "Rome")])] == [True]
     assert server.headers_seen[0]["Authorization"] == "Bearer s3cret"
 
 
 def test_missing_token_variable_is_a_config_error(monkeypatch):
-    monkeypatch.delenv("JUDGE_TOKEN", raising=False)
-    spec = JudgeSpec(kind=JudgeKind.HTTP, url="http://x/v1", api_key_env="JUDGE_TOKEN")
+    monkeypatch.delenv("CARINA_JUDGE_TOKEN", raising=False)
+    spec = JudgeSpec(kind=JudgeKind.HTTP, url="http://x/v1", api_key_env="CARINA_JUDGE_TOKEN")
     with pytest.raises(WorkerError, match="apiKeyEnv"):
         build_judge(spec)
 
@@ -179,3 +179,11 @@ def test_url_and_reply_parsing():
     assert chat_url("http://h/v1/chat/completions") == "http://h/v1/chat/completions"
     reply = {"choices": [{"message": {"content": "**Yes**, correct"}}]}
     assert parse_verdict(reply) is True
+
+
+@pytest.mark.parametrize(
+    "name", ["AWS_SECRET_ACCESS_KEY", "HOME", "CARINA_TOKEN", "carina_judge_x"]
+)
+def test_a_job_may_not_send_other_environment_variables_to_its_judge(name: str) -> None:
+    with pytest.raises(ValueError, match="CARINA_JUDGE_"):
+        JudgeSpec(kind=JudgeKind.HTTP, url="http://x/v1", api_key_env=name)

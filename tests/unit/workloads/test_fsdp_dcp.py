@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import pickle
 import shutil
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from workload_builders import tiny_config
 
-from carina.workloads import checkpoint, distributed
+from carina.workloads import checkpoint, checksums, distributed
 from carina.workloads.config import Architecture, ExitCode, PretrainConfig
 from carina.workloads.contract import WorkerContext
 from carina.workloads.distributed import PreemptionFlag
@@ -230,8 +231,51 @@ def test_dcp_metadata_that_names_other_code_is_refused(tmp_path: Path) -> None:
         model, optimizer = sharded_model(seed=0)
         store = open_store(str(tmp_path))
         checkpoint.save(store, 1, model, optimizer, {"step": 1}, model.arch)
-        (tmp_path / "step-00000001/.metadata").write_bytes(pickle.dumps(Payload()))
+        metadata = tmp_path / "step-00000001/.metadata"
+        metadata.write_bytes(pickle.dumps(Payload()))
+        # Whoever can write the metadata can write the manifest's checksum of it too.
+        manifest_path = tmp_path / "step-00000001/manifest.json"
+        manifest = json.loads(manifest_path.read_text())
+        manifest["checksums"][".metadata"] = checksums.digest(metadata)
+        manifest_path.write_text(json.dumps(manifest))
         with pytest.raises(WorkerError, match=r"may not contain pathlib\.Path\.touch") as e:
             checkpoint.load(store, 1, model, optimizer)
     assert e.value.exit_code == ExitCode.BAD_DATA
     assert not (tmp_path / "ran").exists()
+
+
+def test_the_manifest_has_a_checksum_of_every_shard_and_a_damaged_one_is_caught(
+    tmp_path: Path,
+) -> None:
+    store = open_store(str(tmp_path))
+    with one_rank_group():
+        model, optimizer = sharded_model(seed=0)
+        checkpoint.save(store, 1, model, optimizer, {"step": 1}, model.arch)
+        checkpoint.save(store, 2, model, optimizer, {"step": 2}, model.arch)
+        manifest = checkpoint.read_manifest(store, 2)
+        assert set(manifest["checksums"]) == set(manifest["files"])
+        assert {".metadata", "__0_0.distcp"} <= set(manifest["checksums"])
+        shard = tmp_path / "step-00000002/__0_0.distcp"
+        data = bytearray(shard.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        shard.write_bytes(bytes(data))
+        with pytest.raises(checkpoint.CorruptCheckpoint, match=r"__0_0\.distcp: sha256"):
+            checkpoint.load(store, 2, model, optimizer)
+        restored = checkpoint.restore_latest(store, model, optimizer)
+    assert restored is not None and restored.ref.step == 1
+    assert [(s.step, s.file) for s in restored.skipped] == [(2, "__0_0.distcp")]
+
+
+def test_an_object_missing_from_s3_is_a_damaged_checkpoint_not_a_storage_error(
+    tmp_path: Path,
+) -> None:
+    store = S3Store("bucket", "runs/b", "s3://bucket/runs/b", client=FolderS3(tmp_path / "s3"))
+    model = Transformer(fsdp_config().model.resolve())
+    optimizer = torch.optim.AdamW(param_groups(model, 0.1))
+    checkpoint.save(store, 1, model, optimizer, {"step": 1}, model.arch)
+    (tmp_path / "s3/bucket/runs/b/step-00000001" / checkpoint.MODEL_FILE).unlink()
+    with pytest.raises(checkpoint.CorruptCheckpoint) as e:
+        checkpoint.load(store, 1, model, optimizer)
+    assert e.value.exit_code == ExitCode.BAD_DATA
+    assert e.value.skipped.file == checkpoint.MODEL_FILE
+    assert "missing" in e.value.skipped.reason
