@@ -6,7 +6,8 @@ pass through the client's slow model classes. Each call is counted in
 `carina_operator_kube_requests_total`.
 
 Idempotence rules: a create that finds the object already there (409) is success (stable
-names make a duplicate worker impossible); a delete names the uid it means (a precondition),
+names make a duplicate worker impossible), and one the API server refuses as invalid (400,
+422) raises Refused, which no retry can fix; a delete names the uid it means (a precondition),
 so a stale view never deletes the next generation's pod of the same name; a status write
 carries the resourceVersion it was computed from, so a stale view never overwrites a newer
 status (409: read again, decide again).
@@ -34,6 +35,19 @@ MERGE_PATCH = "application/merge-patch+json"
 
 class Conflict(Exception):
     """The object changed since it was read (or a precondition failed): decide again."""
+
+
+class Refused(Exception):
+    """The API server refused an object as invalid (400, 422): sending it again cannot help."""
+
+
+def _status_message(exc: ApiException) -> str:
+    """The message of the Status the API server answered with, else the HTTP reason."""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or exc.reason or exc.status)
 
 
 def load_api_client(threads: int) -> client.ApiClient:
@@ -103,7 +117,11 @@ class Kube:
     # -- creates (409: already there, fine) --------------------------------------------------
 
     async def create(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
-        """Create a Pod, Service or ConfigMap; None when one of that name already exists."""
+        """Create a Pod, Service or ConfigMap; None when one of that name already exists.
+
+        Refused when the API server finds it invalid; other errors (403 quota, 5xx) raise
+        ApiException, and a later reconcile tries again.
+        """
         kind, ns = manifest["kind"], manifest["metadata"]["namespace"]
         fn = {
             "Pod": self.core.create_namespaced_pod,
@@ -115,6 +133,9 @@ class Kube:
         except ApiException as exc:
             if exc.status == 409:
                 return None
+            if exc.status in (400, 422):
+                name = manifest["metadata"].get("name")
+                raise Refused(f"{kind} {name}: {_status_message(exc)}") from None
             raise
 
     async def replace_configmap_data(self, manifest: dict[str, Any]) -> None:

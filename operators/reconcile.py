@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from carina.operators import metrics
 from carina.operators.cache import Cache, Key, PodRecord
-from carina.operators.kube import Conflict, Kube, merge_patch
+from carina.operators.kube import Conflict, Kube, Refused, merge_patch
 from carina.operators.settings import Settings
 from carina.operators.workqueue import WorkQueue
 from carina.platform.api import Phase, Progress, TrainingJob, TrainingJobStatus
@@ -139,13 +139,12 @@ class Reconciler:
             saved = newer_checkpoint(status.last_checkpoint, step, root, seen)
             status.last_checkpoint = saved or status.last_checkpoint
         action = next_action(job, status, workers, now)
+        if isinstance(action, CreateWorkers):
+            action = await self._create_gang(key, job, action)
         status = apply_action(job, status, action, now)
         log.debug("%s/%s: %s -> %s", *key, type(action).__name__, status.phase)
 
         if isinstance(action, CreateWorkers):
-            # One round trip: pods need not wait for their Service or ConfigMap (the kubelet
-            # waits for the volume; DNS is only asked for once the worker runs).
-            await asyncio.gather(self._ensure_shared(key, job), self._create_workers(job, action))
             await self._write_status(key, body, job, status, action)
         elif isinstance(action, RestartGang):
             await self._write_status(key, body, job, status, action)
@@ -153,7 +152,7 @@ class Reconciler:
             await self._delete_workers(
                 key, records, lambda r: superseded(r.worker, action.restart, replicas)
             )
-        elif isinstance(action, FailJob):
+        elif isinstance(action, FailJob):  # also a gang the API server refused
             await self._write_status(key, body, job, status, action)
             await self._delete_workers(key, records, lambda r: r.worker.active)
         elif isinstance(action, SuspendWorkers):
@@ -187,13 +186,39 @@ class Reconciler:
             await self.kube.replace_configmap_data(configmap)
         self._shared[key] = stamp
 
+    async def _create_gang(
+        self, key: Key, job: TrainingJob, action: CreateWorkers
+    ) -> CreateWorkers | FailJob:
+        """Create the workers, their Service and ConfigMap; FailJob if one is refused as invalid.
+
+        A refused object would be refused again however often it is sent: the job fails with
+        the API server's words instead of retrying forever. Other errors propagate (retried).
+        """
+        # One round trip: pods need not wait for their Service or ConfigMap (the kubelet
+        # waits for the volume; DNS is only asked for once the worker runs).
+        results = await asyncio.gather(
+            self._ensure_shared(key, job), self._create_workers(job, action), return_exceptions=True
+        )
+        refused = [r for r in results if isinstance(r, Refused)]
+        if refused:
+            return FailJob(Reason.WORKERS_REFUSED, f"the API server refused {refused[0]}")
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return action
+
     async def _create_workers(self, job: TrainingJob, action: CreateWorkers) -> None:
+        """Create the pods; the first error (Refused first) once every create has answered."""
         pods = [
             build_worker_pod(job, i, action.restart, self.settings.render) for i in action.indices
         ]
-        for created in await asyncio.gather(*(self.kube.create(p) for p in pods)):
-            if created is not None:
+        results = await asyncio.gather(*(self.kube.create(p) for p in pods), return_exceptions=True)
+        for created in results:
+            if isinstance(created, dict):
                 self.cache.put_pod(created)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise next((e for e in errors if isinstance(e, Refused)), errors[0])
 
     async def _delete_workers(
         self, key: Key, records: list[PodRecord], which: Callable[[PodRecord], bool]

@@ -8,14 +8,29 @@ server) and in a validator beside it (for local validation).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PlainValidator,
+    StrictBool,
+    StrictInt,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
+from carina.platform.labels import LabelValue, check_annotations, check_labels
+from carina.platform.quantity import POSITIVE_QUANTITY_PATTERN, QUANTITY_MAX_LENGTH
 from carina.workloads.config import (
     PERMANENT_EXIT_CODES,
+    PRINTABLE,
+    PRINTABLE_PATTERN,
     WORKLOAD_KINDS,
     CelRule,
     CheckpointUri,
@@ -25,6 +40,7 @@ from carina.workloads.config import (
     QuantizeConfig,
     Spec,
     WorkloadConfig,
+    no_control_characters,
 )
 from carina.workloads.contract import CONTRACT_ENV, DEFAULT_TERMINATION_LOG, SPEC_DIR
 from carina.workloads.storage import DEFAULT_PVC_MOUNT_ROOT, PVC_MOUNT_ROOT_ENV
@@ -42,9 +58,39 @@ SHORT_NAMES = ("tj",)
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 NAME_MAX_LENGTH = 50
 
+
+def _positive_quantity(value: object) -> int | str:
+    """A cpu or memory request: an integer of at least 1, or a quantity greater than zero."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    if (
+        isinstance(value, str)
+        and len(value) <= QUANTITY_MAX_LENGTH
+        and re.fullmatch(POSITIVE_QUANTITY_PATTERN, value)
+    ):
+        return value
+    shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+    raise ValueError(
+        f"must be a Kubernetes quantity greater than zero, such as 4, 500m or 16Gi (got {shown})"
+    )
+
+
 Quantity = Annotated[
     int | str,
-    Field(description="a Kubernetes quantity, e.g. 4, 500m, 16Gi"),
+    PlainValidator(_positive_quantity),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1},
+                {
+                    "type": "string",
+                    "maxLength": QUANTITY_MAX_LENGTH,
+                    "pattern": POSITIVE_QUANTITY_PATTERN,
+                },
+            ]
+        }
+    ),
+    Field(description="a Kubernetes quantity greater than zero, e.g. 4, 500m, 16Gi"),
 ]
 
 
@@ -58,6 +104,11 @@ class ClusterProfile(StrEnum):
 
 class Workload(Spec):
     """Exactly one member is set: the kind of work the job does."""
+
+    # The rule in the schema too, for clients and fuzzers that read the OpenAPI document.
+    model_config = Spec.model_config | {
+        "json_schema_extra": {"minProperties": 1, "maxProperties": 1}
+    }
 
     CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
         CelRule(
@@ -104,8 +155,10 @@ class Resources(Spec):
         ),
     )
 
-    gpus: int = Field(0, ge=0, le=16, description="GPUs per worker; the worker runs a rank on each")
-    ranks_per_worker: int | None = Field(
+    gpus: StrictInt = Field(
+        0, ge=0, le=16, description="GPUs per worker; the worker runs a rank on each"
+    )
+    ranks_per_worker: StrictInt | None = Field(
         None,
         ge=1,
         le=256,
@@ -128,17 +181,19 @@ class CheckpointSpec(Spec):
     uri: CheckpointUri | None = Field(
         None, description="where checkpoints go; defaults to the platform's storage"
     )
-    interval_steps: int = Field(100, ge=1, description="save every N optimizer steps")
-    keep: int = Field(3, ge=1, le=1000, description="newest checkpoints to keep")
+    interval_steps: StrictInt = Field(100, ge=1, description="save every N optimizer steps")
+    keep: StrictInt = Field(3, ge=1, le=1000, description="newest checkpoints to keep")
 
 
 class FailurePolicy(Spec):
     """When a failed worker restarts the gang and when the job gives up."""
 
-    max_restarts: int = Field(3, ge=0, le=1000)
-    backoff_seconds: int = Field(10, ge=0, le=3600, description="first restart delay; doubles")
-    max_backoff_seconds: int = Field(300, ge=0, le=86400)
-    permanent_exit_codes: list[Annotated[int, Field(ge=1, le=255)]] = Field(
+    max_restarts: StrictInt = Field(3, ge=0, le=1000)
+    backoff_seconds: StrictInt = Field(
+        10, ge=0, le=3600, description="first restart delay; doubles"
+    )
+    max_backoff_seconds: StrictInt = Field(300, ge=0, le=86400)
+    permanent_exit_codes: list[Annotated[StrictInt, Field(ge=1, le=255)]] = Field(
         default_factory=lambda: [int(c) for c in PERMANENT_EXIT_CODES],
         max_length=64,
         description="worker exit codes that fail the job at once",
@@ -214,7 +269,7 @@ class EnvSourceRef(Spec):
     """The Secret or ConfigMap whose keys become environment variables."""
 
     name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
-    optional: bool | None = None
+    optional: StrictBool | None = None
 
 
 class EnvFromSource(Spec):
@@ -296,9 +351,20 @@ class VolumeMount(Spec):
     )
 
     name: str = Field(max_length=63, pattern=NAME_PATTERN)
-    mount_path: str = Field(max_length=1024, pattern=r"^/")
-    read_only: bool | None = None
-    sub_path: str | None = Field(None, max_length=1024)
+    mount_path: Annotated[
+        str,
+        Field(max_length=1024, pattern=rf"^/{PRINTABLE}*$"),
+        BeforeValidator(no_control_characters),
+    ]
+    read_only: StrictBool | None = None
+    sub_path: (
+        Annotated[
+            str,
+            Field(max_length=1024, pattern=PRINTABLE_PATTERN),
+            BeforeValidator(no_control_characters),
+        ]
+        | None
+    ) = None
 
     @field_validator("mount_path")
     @classmethod
@@ -315,7 +381,7 @@ class Toleration(Spec):
     operator: Literal["Exists", "Equal"] | None = None
     value: str | None = Field(None, max_length=63)
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
+    toleration_seconds: StrictInt | None = None
 
 
 class PodAffinityTerms(Spec):
@@ -352,10 +418,20 @@ class WorkerTemplateMetadata(Spec):
         ),
     )
 
-    labels: dict[str, Annotated[str, Field(max_length=63)]] | None = Field(None, max_length=64)
+    labels: dict[str, LabelValue] | None = Field(None, max_length=64)
     annotations: dict[str, Annotated[str, Field(max_length=16384)]] | None = Field(
         None, max_length=64
     )
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _kubernetes_labels(cls, labels: Any) -> Any:
+        return check_labels(labels)
+
+    @field_validator("annotations", mode="before")
+    @classmethod
+    def _kubernetes_annotations(cls, annotations: Any) -> Any:
+        return check_annotations(annotations)
 
     @field_validator("labels")
     @classmethod
@@ -383,15 +459,18 @@ class WorkerTemplateSpec(Spec):
     volume_mounts: list[VolumeMount] | None = Field(
         None, max_length=32, json_schema_extra=_list_map("mountPath")
     )
-    node_selector: dict[str, Annotated[str, Field(max_length=63)]] | None = Field(
-        None, max_length=32
-    )
+    node_selector: dict[str, LabelValue] | None = Field(None, max_length=32)
     tolerations: list[Toleration] | None = Field(None, max_length=32)
     affinity: Affinity | None = None
     service_account_name: str | None = Field(None, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
     image_pull_secrets: list[LocalObjectReference] | None = Field(None, max_length=16)
     priority_class_name: str | None = Field(None, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+
+    @field_validator("node_selector", mode="before")
+    @classmethod
+    def _node_labels(cls, selector: Any) -> Any:
+        return check_labels(selector)
 
     @field_validator("env")
     @classmethod
@@ -439,17 +518,22 @@ class TrainingJobSpec(Spec):
     )
 
     workload: Workload
-    replicas: int = Field(1, ge=1, le=4096, description="worker count")
+    replicas: StrictInt = Field(1, ge=1, le=4096, description="worker count")
     resources: Resources = Field(default_factory=Resources)
-    image: str | None = Field(None, max_length=512, description="defaults to the operator's")
+    image: str | None = Field(
+        None,
+        max_length=512,
+        pattern=PRINTABLE_PATTERN,
+        description="defaults to the operator's",
+    )
     cluster: ClusterProfile = ClusterProfile.NONE
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     failure_policy: FailurePolicy = Field(default_factory=FailurePolicy)
-    suspend: bool = False
-    ttl_seconds_after_finished: int | None = Field(None, ge=0)
-    active_deadline_seconds: int | None = Field(None, ge=1)
+    suspend: StrictBool = False
+    ttl_seconds_after_finished: StrictInt | None = Field(None, ge=0)
+    active_deadline_seconds: StrictInt | None = Field(None, ge=1)
     queue: str | None = Field(None, max_length=63, pattern=NAME_PATTERN)
-    priority: int = Field(0, ge=-1000, le=1000)
+    priority: StrictInt = Field(0, ge=-1000, le=1000)
     template: WorkerTemplate | None = Field(
         None, description="labels, environment, volumes and placement added to every worker pod"
     )
@@ -547,12 +631,22 @@ class ObjectMeta(Spec):
 
     name: str = Field(max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)
     namespace: str | None = Field(None, max_length=63, pattern=NAME_PATTERN)
-    labels: dict[str, str] | None = None
+    labels: dict[str, LabelValue] | None = None
     annotations: dict[str, str] | None = None
     uid: str | None = None
     generation: int | None = None
     creation_timestamp: datetime | None = None
     resource_version: str | None = None
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _kubernetes_labels(cls, labels: Any) -> Any:
+        return check_labels(labels)
+
+    @field_validator("annotations", mode="before")
+    @classmethod
+    def _kubernetes_annotations(cls, annotations: Any) -> Any:
+        return check_annotations(annotations)
 
 
 class TrainingJob(Spec):

@@ -18,7 +18,8 @@ import typer
 from rich.console import Console
 
 from carina.platform import crd
-from carina.platform.manifests import ManifestError, load_documents, parse_manifest
+from carina.platform.manifest_files import load_documents
+from carina.platform.manifests import ManifestError, parse_manifest
 
 app = typer.Typer(
     name="carina",
@@ -102,9 +103,12 @@ def operator() -> None:
 
 
 def _report(exc: ManifestError) -> int:
-    err.print(f"{exc.source}: invalid", style="bold red", highlight=False)
+    # soft_wrap: a long path stays on one line, so `<file>: invalid` can be searched for.
+    err.print(
+        f"{exc.source}: invalid", style="bold red", highlight=False, markup=False, soft_wrap=True
+    )
     for error in exc.errors:
-        err.print(f"  {error}", highlight=False, markup=False)
+        err.print(f"  {error}", highlight=False, markup=False, soft_wrap=True)
     return 1
 
 

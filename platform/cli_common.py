@@ -1,20 +1,23 @@
 """What the `carina` commands that talk to a control plane share.
 
-The --server/--token/--namespace options, the client built from them, API errors printed as
-a line (with field paths) and an exit code, the missing-extra message, and deleting a job
-and waiting until it is gone (`carina run` replacing a finished job, `carina delete --wait`).
+The --server/--token/--namespace options, the client built from them, job names and
+namespaces checked before they go into a URL, API errors printed as a line (with field
+paths) and an exit code, the missing-extra message, and deleting a job and waiting until it
+is gone (`carina run` replacing a finished job, `carina delete --wait`).
 """
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from carina.platform.api import NAME_PATTERN
 from carina.platform.cli import _report, err
 from carina.platform.client import (
     DEFAULT_SERVER,
@@ -24,6 +27,23 @@ from carina.platform.client import (
     local_token,
 )
 from carina.platform.manifests import ManifestError
+
+NAMESPACE_MAX_LENGTH = 63  # a Kubernetes namespace: a DNS label
+
+
+def name_check(what: str, max_length: int) -> Callable[[str], str]:
+    """A typer callback refusing what the API's path rules refuse (exit 2, no request made)."""
+
+    def check(value: str) -> str:
+        if len(value) > max_length or not re.fullmatch(NAME_PATTERN, value):
+            raise typer.BadParameter(
+                f"{value!r} is not a {what}: lowercase letters, digits and '-', starting and"
+                f" ending with a letter or digit, at most {max_length} characters"
+            )
+        return value
+
+    return check
+
 
 ServerOpt = Annotated[
     str | None,
@@ -38,7 +58,14 @@ TokenOpt = Annotated[
     ),
 ]
 NamespaceOpt = Annotated[
-    str, typer.Option("--namespace", "-n", envvar="CARINA_NAMESPACE", help="namespace")
+    str,
+    typer.Option(
+        "--namespace",
+        "-n",
+        envvar="CARINA_NAMESPACE",
+        help="namespace",
+        callback=name_check("namespace", NAMESPACE_MAX_LENGTH),
+    ),
 ]
 FileArg = Annotated[Path, typer.Argument(help="TrainingJob manifest (YAML)")]
 

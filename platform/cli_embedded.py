@@ -26,7 +26,7 @@ from carina.platform.cli_common import (
     missing_extra,
 )
 from carina.platform.client import DEFAULT_SERVER, ApiError, CarinaClient
-from carina.platform.manifests import load_jobs
+from carina.platform.manifest_files import load_jobs
 
 if TYPE_CHECKING:
     from carina.platform.server.settings import Settings
@@ -48,18 +48,42 @@ def up(
     port: Annotated[int, typer.Option(help="port")] = 8080,
     state_dir: StateDirOpt = None,
 ) -> None:
-    """Serve the control plane with the embedded substrate (jobs run on this machine)."""
-    settings = _local_settings(state_dir)
-    from carina.platform.server.backends.local import ensure_local_token
-    from carina.platform.server.embedded import serve
+    """Serve the control plane with the embedded substrate (jobs run on this machine).
 
-    ensure_local_token(settings.resolved_tokens_file())
-    out.print(
-        f"Carina control plane on http://{host}:{port} (state: {settings.resolved_state_dir()};"
-        f" token: {settings.resolved_state_dir() / 'token'})",
-        highlight=False,
-    )
-    serve(settings, host, port)
+    One state folder, one server: a second `carina up` on the same folder is refused at once,
+    touching neither the store nor any worker.
+    """
+    settings = _local_settings(state_dir)
+    from carina.platform.local.state_lock import StateInUse, StateLock
+    from carina.platform.server.backends.local import TokenFileError, ensure_local_token
+    from carina.platform.server.embedded import listen, serve, url_of
+
+    state = settings.resolved_state_dir()
+    try:
+        lock = StateLock(state)
+    except StateInUse as exc:
+        raise _refused(str(exc)) from None
+    with lock:
+        try:
+            sock = listen(host, port)
+        except OSError as exc:
+            raise _refused(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        url = url_of(sock)
+        lock.record(url)
+        try:
+            ensure_local_token(settings.resolved_tokens_file())
+            out.print(
+                f"Carina control plane on {url} (state: {state}; token: {state / 'token'})",
+                highlight=False,
+            )
+            serve(settings, sock)
+        except TokenFileError as exc:
+            raise _refused(f"the tokens file is not valid: {exc}") from None
+
+
+def _refused(message: str) -> typer.Exit:
+    err.print(f"error: {message}", style="red", highlight=False, markup=False, soft_wrap=True)
+    return typer.Exit(1)
 
 
 def _local_settings(state_dir: Path | None) -> Settings:
@@ -102,11 +126,16 @@ def run(
         if remote:
             with client_for(server or None, token) as client:
                 raise typer.Exit(_run_and_follow(client, namespace, manifest, embedded=False))
+        from carina.platform.local.state_lock import StateInUse
         from carina.platform.server.backends.local import ensure_local_token
         from carina.platform.server.embedded import EmbeddedServer
 
+        try:
+            embedded_server = EmbeddedServer(settings)
+        except StateInUse as exc:
+            raise _refused(str(exc)) from None
         own_token = ensure_local_token(settings.resolved_tokens_file())
-        with EmbeddedServer(settings) as local:
+        with embedded_server as local:
             err.print(
                 f"embedded control plane on {local.url} (state: {settings.resolved_state_dir()})",
                 highlight=False,

@@ -15,6 +15,7 @@ import typer
 import yaml
 from rich.table import Table
 
+from carina.platform.api import NAME_MAX_LENGTH
 from carina.platform.cli import app, out
 from carina.platform.cli_common import (
     FileArg,
@@ -24,10 +25,14 @@ from carina.platform.cli_common import (
     api_errors,
     client_for,
     delete_and_wait,
+    name_check,
 )
-from carina.platform.manifests import load_jobs
+from carina.platform.manifest_files import load_jobs
 
-NameArg = Annotated[str, typer.Argument(help="TrainingJob name")]
+NameArg = Annotated[
+    str,
+    typer.Argument(help="TrainingJob name", callback=name_check("job name", NAME_MAX_LENGTH)),
+]
 
 
 @app.command()

@@ -5,12 +5,28 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 if TYPE_CHECKING:
     import httpx
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 API = "/api/v1/namespaces/{namespace}/trainingjobs"
+
+
+def jobs_path(namespace: str, name: str | None = None, *rest: str) -> str:
+    """The URL path of a namespace's jobs, or of one job (and below): each segment quoted.
+
+    A name is one path segment whatever it contains: `x/../victim` cannot reach `victim`.
+    """
+    segments = [namespace] + ([name] if name is not None else [])
+    for segment in segments:
+        if segment in ("", ".", ".."):
+            raise ValueError(f"{segment!r} is not a name")
+    path = API.format(namespace=quote(namespace, safe=""))
+    if name is not None:
+        path += "/" + quote(name, safe="")
+    return "/".join([path, *rest])
 
 
 class ApiError(Exception):
@@ -91,17 +107,17 @@ class CarinaClient:
             return False
 
     def create(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
-        return self._call("POST", API.format(namespace=namespace), json=manifest).json()
+        return self._call("POST", jobs_path(namespace), json=manifest).json()
 
     def get(self, namespace: str, name: str) -> dict[str, Any]:
-        return self._call("GET", f"{API.format(namespace=namespace)}/{name}").json()
+        return self._call("GET", jobs_path(namespace, name)).json()
 
     def list_jobs(self, namespace: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         cont = ""
         while True:
             page = self._call(
-                "GET", API.format(namespace=namespace), params={"limit": 500, "continue": cont}
+                "GET", jobs_path(namespace), params={"limit": 500, "continue": cont}
             ).json()
             items += page["items"]
             cont = (page.get("metadata") or {}).get("continue") or ""
@@ -109,17 +125,17 @@ class CarinaClient:
                 return items
 
     def delete(self, namespace: str, name: str) -> dict[str, Any]:
-        return self._call("DELETE", f"{API.format(namespace=namespace)}/{name}").json()
+        return self._call("DELETE", jobs_path(namespace, name)).json()
 
     def suspend(self, namespace: str, name: str, suspend: bool = True) -> dict[str, Any]:
         verb = "suspend" if suspend else "resume"
-        return self._call("POST", f"{API.format(namespace=namespace)}/{name}/{verb}").json()
+        return self._call("POST", jobs_path(namespace, name, verb)).json()
 
     def metrics(self, namespace: str, name: str) -> dict[str, Any]:
-        return self._call("GET", f"{API.format(namespace=namespace)}/{name}/metrics").json()
+        return self._call("GET", jobs_path(namespace, name, "metrics")).json()
 
     def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        return self._call("GET", f"{API.format(namespace=namespace)}/{name}/events").json()["items"]
+        return self._call("GET", jobs_path(namespace, name, "events")).json()["items"]
 
     def logs(
         self,
@@ -129,6 +145,6 @@ class CarinaClient:
         tail: int = 100,
         restart: int | None = None,
     ) -> str:
-        path = f"{API.format(namespace=namespace)}/{name}/workers/{worker}/log"
+        path = jobs_path(namespace, name, "workers", str(int(worker)), "log")
         params = {"tail": tail} if restart is None else {"tail": tail, "restart": restart}
         return self._call("GET", path, params=params).text

@@ -2,8 +2,9 @@
 
 The models are the source of truth; this module turns their JSON Schema into a
 *structural* OpenAPI v3 schema the API server accepts: `$ref`s inlined, `anyOf` with
-null folded into an optional field, int-or-string quantities marked as such, defaults
-kept (objects built by a default factory get that object as default, so nested defaults
+null folded into an optional field, int-or-string quantities marked as such (with the
+bounds of both members: a quantity's pattern, an integer's minimum), defaults kept
+(objects built by a default factory get that object as default, so nested defaults
 apply), every model's `CEL_RULES` attached as `x-kubernetes-validations`, `x-kubernetes-*`
 keywords a field declares (list types) kept, and free-form objects (`dict[str, Any]`, a
 Kubernetes object passed through as written) marked to preserve unknown fields.
@@ -31,6 +32,7 @@ _KEEP = {
     "pattern",
     "minItems",
     "maxItems",
+    "minProperties",
     "maxProperties",
     "format",
     "default",
@@ -94,7 +96,11 @@ class _Converter:
             options = [o for o in any_of if o.get("type") != "null"]
             types = sorted(o.get("type", "") for o in options)
             if types == ["integer", "string"]:
+                # Each member's bounds apply to values of its type only (a string's pattern,
+                # an integer's minimum), so they sit side by side.
                 out = {"x-kubernetes-int-or-string": True}
+                for option in options:
+                    out |= {k: v for k, v in option.items() if k in _KEEP and k != "type"}
             elif len(options) == 1:
                 out = self.convert(options[0])
             else:

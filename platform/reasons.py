@@ -36,6 +36,8 @@ class Reason(StrEnum):
     NODE_FAILURE = "NodeFailure"  # the worker's node went NotReady or disappeared
     EVICTED = "Evicted"  # the kubelet or an API eviction removed the worker
     PREEMPTED = "Preempted"  # the worker saved a checkpoint on SIGTERM and stopped
+    # a worker's resume passed over a damaged checkpoint (an event, not a condition)
+    CHECKPOINT_CORRUPT = "CheckpointCorrupt"
     # suspension
     SUSPENDED = "Suspended"
     RESUMED = "Resumed"
@@ -45,6 +47,9 @@ class Reason(StrEnum):
     MAX_RESTARTS_EXCEEDED = "MaxRestartsExceeded"
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     INVALID_SPEC = "InvalidSpec"
+    # the API server refused a worker pod (or the gang's Service or ConfigMap) as invalid:
+    # a template value it checks and the CRD cannot, such as a label key or a volume source
+    WORKERS_REFUSED = "WorkersRefused"
 
 
 # Restart reasons, grouped by the RestartCounts field they increment.

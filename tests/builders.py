@@ -20,6 +20,16 @@ class JobBuilder(dict[str, Any]):
     def with_replicas(self, replicas: Any) -> JobBuilder:
         return self.with_spec(replicas=replicas)
 
+    def with_labels(self, labels: dict[str, str]) -> JobBuilder:
+        job = self._copy()
+        job["metadata"]["labels"] = labels
+        return job
+
+    def with_annotations(self, annotations: dict[str, str]) -> JobBuilder:
+        job = self._copy()
+        job["metadata"]["annotations"] = annotations
+        return job
+
     def with_spec(self, **fields: Any) -> JobBuilder:
         job = self._copy()
         job["spec"].update(fields)
@@ -107,5 +117,54 @@ BAD_MANIFESTS: dict[str, tuple[JobBuilder, str]] = {
     "gpu-profile-without-gpus": (
         make_job().with_spec(cluster="vela", resources={"gpus": 0}),
         "spec",
+    ),
+    # Quantities are Kubernetes' and greater than zero: one bad job must not stop the others.
+    "cpu-not-a-quantity": (make_job().with_spec(resources={"cpu": "abc"}), "spec.resources.cpu"),
+    "cpu-zero": (make_job().with_spec(resources={"cpu": 0}), "spec.resources.cpu"),
+    "memory-negative": (
+        make_job().with_spec(resources={"memory": "-1Gi"}),
+        "spec.resources.memory",
+    ),
+    "memory-empty": (make_job().with_spec(resources={"memory": ""}), "spec.resources.memory"),
+    # Scalars have their JSON type.
+    "replicas-a-boolean": (make_job().with_replicas(True), "spec.replicas"),
+    "replicas-a-string": (make_job().with_replicas("2"), "spec.replicas"),
+    "suspend-a-string": (make_job().with_spec(suspend="yes"), "spec.suspend"),
+    # URIs and paths hold no control character.
+    "nul-in-checkpoint-uri": (
+        make_job().with_spec(checkpoint={"uri": "s3://ckpts/run\x00x"}),
+        "spec.checkpoint.uri",
+    ),
+    "newline-in-data-path": (
+        make_job().with_pretrain(data={"source": "files", "paths": ["/data/a\nb"]}),
+        "spec.workload.pretrain.data.paths",
+    ),
+    "control-character-in-mount-path": (
+        make_job().with_spec(
+            template={
+                "spec": {
+                    "volumes": [{"name": "x", "emptyDir": {}}],
+                    "volumeMounts": [{"name": "x", "mountPath": "/data\x1b[2J"}],
+                }
+            }
+        ),
+        "spec.template.spec.volumeMounts",
+    ),
+    # Labels and annotations as Kubernetes checks them.
+    "label-key-with-a-space": (make_job().with_labels({"team a": "x"}), "metadata.labels"),
+    "label-key-with-two-slashes": (make_job().with_labels({"a/b/c": "x"}), "metadata.labels"),
+    "label-value-with-a-space": (make_job().with_labels({"team": "a b"}), "metadata.labels"),
+    "label-value-too-long": (make_job().with_labels({"team": "x" * 64}), "metadata.labels"),
+    "annotations-over-256KiB": (
+        make_job().with_annotations({"notes": "x" * (256 * 1024)}),
+        "metadata.annotations",
+    ),
+    "template-label-value-with-a-space": (
+        make_job().with_spec(template={"metadata": {"labels": {"team": "a b"}}}),
+        "spec.template.metadata.labels",
+    ),
+    "node-selector-value-with-a-space": (
+        make_job().with_spec(template={"spec": {"nodeSelector": {"zone": "a b"}}}),
+        "spec.template.spec.nodeSelector",
     ),
 }

@@ -49,7 +49,11 @@ class CarinaUp:
     """One `carina up` process over a state folder (restartable)."""
 
     def __init__(
-        self, state_dir: Path, worker_command: Sequence[str], env: dict[str, str] | None = None
+        self,
+        state_dir: Path,
+        worker_command: Sequence[str],
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.port = _free_port()
@@ -62,22 +66,26 @@ class CarinaUp:
             **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = state_dir / "carina-up.log"
+        self.log = log or state_dir / "carina-up.log"
+
+    def command(self, port: int | None = None) -> list[str]:
+        """The `carina up` command line for this state folder (on `port`, default its own)."""
+        return [
+            sys.executable,
+            "-m",
+            "carina.platform",
+            "up",
+            "--port",
+            str(self.port if port is None else port),
+            "--state-dir",
+            str(self.state_dir),
+        ]
 
     def start(self) -> CarinaUp:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "carina.platform",
-                    "up",
-                    "--port",
-                    str(self.port),
-                    "--state-dir",
-                    str(self.state_dir),
-                ],
+                self.command(),
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -10,35 +10,10 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
-_FACTORS = {
-    None: 1.0,
-    "m": 1e-3,
-    "k": 1e3,
-    "Ki": 2**10,
-    "M": 1e6,
-    "Mi": 2**20,
-    "G": 1e9,
-    "Gi": 2**30,
-    "T": 1e12,
-    "Ti": 2**40,
-}
-
-
-def parse_quantity(value: int | float | str) -> float:
-    """A Kubernetes quantity (`2`, `500m`, `16Gi`) as a number; ValueError if malformed."""
-    if isinstance(value, int | float):
-        return float(value)
-    match = _QUANTITY.match(value.strip())
-    if not match:
-        raise ValueError(f"not a quantity: {value!r}")
-    return float(match.group(1)) * _FACTORS[match.group(2)]
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,10 @@ exit code in a file. The wrapper and the worker form their own session, so they 
 process start time, so a recycled pid is never mistaken for a worker) and still learns their
 exit code from the file. The wrapper defers SIGTERM until the worker has exited; SIGTERM goes
 to the entry process, which relays it to every rank; each saves a checkpoint and exits 75.
+
+On a full disk the wrapper cannot write the file; the exit code of a worker this process
+started is then the one its Popen reaped (128+N for signal N, as a shell says it). Only a
+worker with neither, one that died with an earlier `carina up`, reads as a lost node.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ from carina.platform.planning.render import spec_document, worker_context
 # `trap : TERM INT` gives the shell a handler (children get the default back on exec) and
 # makes it wait for the worker before running it; `$?` is then the worker's exit status.
 _WRAPPER = 'trap : TERM INT HUP; "$@"; code=$?; echo $code > "$CARINA_EXIT_FILE"; exit $code'
+
+# Exit codes of reaped children whose exit file could not be read, by that file's path:
+# what `read_exit_code` answers when the wrapper could not write it (a full disk).
+_REAPED: dict[Path, int] = {}
 
 
 @dataclass(frozen=True)
@@ -145,7 +153,7 @@ class Launcher:
     ):
         self.command = [sys.executable, *SUPERVISOR, *(rank_command or ())]
         self.base_env = dict(os.environ if base_env is None else base_env)
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._children: dict[int, tuple[subprocess.Popen[bytes], Path]] = {}
 
     def prepare(self, job: TrainingJob, paths: RunPaths) -> None:
         """Write the run folder's spec file (idempotent)."""
@@ -162,6 +170,7 @@ class Launcher:
         paths.attempt(restart).mkdir(parents=True, exist_ok=True)
         for stale in (paths.exit_file(restart, index), paths.termination_log(restart, index)):
             stale.unlink(missing_ok=True)
+        _REAPED.pop(paths.exit_file(restart, index), None)
         log_path = paths.log(index)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
@@ -176,7 +185,7 @@ class Launcher:
                 start_new_session=True,
                 cwd=paths.root,
             )
-        self._children[proc.pid] = proc
+        self._children[proc.pid] = (proc, paths.exit_file(restart, index))
         return WorkerRow(
             uid=uid,
             index=index,
@@ -190,9 +199,7 @@ class Launcher:
 
     def alive(self, worker: WorkerRow) -> bool:
         """Whether the worker's process (the very one we started) still runs."""
-        child = self._children.get(worker.pid)
-        if child is not None and child.poll() is not None:
-            del self._children[worker.pid]
+        if worker.pid in self._children and self._collect(worker.pid):
             return False
         return process_start_time(worker.pid) == worker.pid_start and worker.pid_start != ""
 
@@ -215,9 +222,19 @@ class Launcher:
 
     def reap(self) -> None:
         """Collect exited children so none stays a zombie."""
-        for pid, child in list(self._children.items()):
-            if child.poll() is not None:
-                del self._children[pid]
+        for pid in list(self._children):
+            self._collect(pid)
+
+    def _collect(self, pid: int) -> bool:
+        """Reap the child if it has exited, keeping its code in case its exit file is missing."""
+        proc, exit_file = self._children[pid]
+        code = proc.poll()
+        if code is None:
+            return False
+        del self._children[pid]
+        if read_exit_code(exit_file) is None:
+            _REAPED[exit_file] = 128 - code if code < 0 else code
+        return True
 
 
 def _children(pid: int) -> list[int]:
@@ -243,11 +260,13 @@ def process_start_time(pid: int) -> str | None:
 
 
 def read_exit_code(path: Path) -> int | None:
-    """The exit code the wrapper recorded, or None."""
+    """The exit code the wrapper recorded, else the one this process reaped, else None."""
     try:
-        return int(path.read_text().strip())
+        code = int(path.read_text().strip())
     except (OSError, ValueError):
-        return None
+        return _REAPED.get(path)
+    _REAPED.pop(path, None)
+    return code
 
 
 def read_json(path: Path) -> dict[str, object] | None:

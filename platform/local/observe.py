@@ -10,10 +10,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from carina.platform.api import TrainingJob
-from carina.platform.local.capacity import Demand, parse_quantity
+from carina.platform.local.capacity import Demand
 from carina.platform.local.launcher import RunPaths, read_exit_code
 from carina.platform.local.store import WorkerRow
 from carina.platform.planning.observed import ObservedWorker
+from carina.platform.quantity import parse_quantity
 
 
 def observe(worker: WorkerRow, alive: bool, paths: RunPaths) -> ObservedWorker:
@@ -66,13 +67,20 @@ def observe(worker: WorkerRow, alive: bool, paths: RunPaths) -> ObservedWorker:
 
 
 def demand(job: TrainingJob, key: str, running: bool) -> Demand:
-    """What a job's whole gang asks of this machine."""
+    """What a job's whole gang asks of this machine; ValueError naming a field it cannot count."""
     r = job.spec.resources
     n = job.spec.replicas
     return Demand(
         key=key,
-        cpus=n * parse_quantity(r.cpu),
-        memory_bytes=n * parse_quantity(r.memory),
+        cpus=n * _quantity(r.cpu, "spec.resources.cpu"),
+        memory_bytes=n * _quantity(r.memory, "spec.resources.memory"),
         gpus=n * r.gpus,
         running=running,
     )
+
+
+def _quantity(value: int | str, path: str) -> float:
+    try:
+        return parse_quantity(value)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None

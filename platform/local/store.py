@@ -4,10 +4,15 @@ A job is stored as three JSON texts: metadata and spec (written by the API) and 
 (written by the substrate), so neither writer can overwrite the other's change. Reads
 assemble the object from the stored texts without parsing them, which keeps `get` and
 `list` cheap (see docs/benchmarks.md).
+
+A write that fails for want of disk space raises StorageFull and marks the store full
+(`full`); reads go on working. `check_writable` says whether the folder has room again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import sqlite3
 import threading
@@ -69,6 +74,21 @@ CREATE TABLE IF NOT EXISTS samples (
 
 class Conflict(Exception):
     """The job already exists (create) or changed underneath (update)."""
+
+
+class StorageFull(Exception):
+    """A write failed because the disk (or quota) holding the state folder has no room."""
+
+
+def storage_full(exc: BaseException) -> bool:
+    """Whether an error means "no space left": SQLITE_FULL, ENOSPC or EDQUOT."""
+    if isinstance(exc, sqlite3.Error):
+        return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_FULL
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+# What `check_writable` writes and removes: more than a transaction of a few rows needs.
+_PROBE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -140,6 +160,7 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._db().executescript(SCHEMA)
+        self.full: str | None = None  # why the last write failed while the disk is full
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -153,13 +174,40 @@ class Store:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         db = self._db()
-        db.execute("BEGIN IMMEDIATE")
         try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            finally:
+                # A failed COMMIT (SQLITE_FULL) may leave the transaction open, or SQLite may
+                # have rolled it back already: end it either way, or the connection stays
+                # stuck in it after the disk has room again.
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+        except (sqlite3.Error, OSError) as exc:
+            if storage_full(exc):
+                self.full = f"{exc} (writing {self.path})"
+                raise StorageFull(self.full) from exc
             raise
-        db.execute("COMMIT")
+        self.full = None
+
+    def check_writable(self) -> None:
+        """Raise StorageFull while the store is full and its folder still has no room."""
+        if self.full is None:
+            return
+        probe = self.path.with_name(".write-probe")
+        try:
+            with probe.open("wb") as f:
+                f.write(bytes(_PROBE_BYTES))
+        except OSError as exc:
+            if storage_full(exc):
+                raise StorageFull(self.full) from None
+            raise
+        finally:
+            probe.unlink(missing_ok=True)
+        self.full = None
 
     # ------------------------------------------------------------ jobs
 

@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from carina.platform.api import (
     FINISHED_PHASES,
     CheckpointStatus,
@@ -28,7 +30,7 @@ from carina.platform.api import (
     TrainingJob,
     TrainingJobStatus,
 )
-from carina.platform.local.capacity import Capacity, admit, assign_gpus, parse_quantity
+from carina.platform.local.capacity import Capacity, admit, assign_gpus
 from carina.platform.local.launcher import (
     Launcher,
     RunPaths,
@@ -39,6 +41,7 @@ from carina.platform.local.launcher import (
 )
 from carina.platform.local.observe import demand, observe
 from carina.platform.local.store import JobRow, Sample, Store, WorkerRow
+from carina.platform.manifests import field_errors
 from carina.platform.planning.actions import (
     Action,
     CreateWorkers,
@@ -52,7 +55,9 @@ from carina.platform.planning.actions import (
 from carina.platform.planning.failure_policy import next_action
 from carina.platform.planning.observed import ObservedWorker
 from carina.platform.planning.status import apply_action, derive_status, set_condition
+from carina.platform.quantity import parse_quantity
 from carina.platform.reasons import ConditionType, Reason
+from carina.workloads.contract import ProgressDocument
 
 log = logging.getLogger("carina.local")
 
@@ -66,8 +71,16 @@ _WARNING_REASONS = frozenset(
         Reason.MAX_RESTARTS_EXCEEDED,
         Reason.DEADLINE_EXCEEDED,
         Reason.UNSCHEDULABLE,
+        Reason.INVALID_SPEC,
     }
 )
+
+
+def spec_problems(error: ValueError) -> str:
+    """What is wrong with a spec, by field path (`spec.resources.cpu: must be ...`)."""
+    if isinstance(error, ValidationError):
+        return "; ".join(str(e) for e in field_errors(error))
+    return str(error)
 
 
 @dataclass(frozen=True)
@@ -132,6 +145,10 @@ class Substrate:
     def reconcile_all(self, now: datetime | None = None) -> None:
         """One pass over every job, in admission order.
 
+        What goes wrong with one job stays with it: a stored spec the models refuse fails that
+        job (InvalidSpec, naming the field), and any other error is logged and tried again
+        next pass, while the other jobs go on.
+
         A job with no live worker whose spec, deletion and admission are as they were when
         its last pass decided "nothing to do (until T)" is skipped: with a thousand stored
         jobs a pass costs what the few active ones cost.
@@ -147,12 +164,16 @@ class Substrate:
         jobs = self.store.jobs_in_admission_order()
         holding = self.store.uids_with_workers()
         demands = []
+        invalid: dict[str, str] = {}  # uid -> what is wrong with its spec
         for row in jobs:
             if row.deleting or row.phase in FINISHED_PHASES:
                 continue
-            job = self._parse(row)
-            if not job.spec.suspend:
-                demands.append(demand(job, row.uid, row.uid in holding))
+            try:
+                job = self._parse(row)
+                if not job.spec.suspend:
+                    demands.append(demand(job, row.uid, row.uid in holding))
+            except ValueError as exc:  # pydantic's ValidationError is one too
+                invalid[row.uid] = spec_problems(exc)
         admission = admit(demands, self.config.capacity)
         for row in jobs:
             admitted = row.uid in admission.admitted
@@ -167,7 +188,10 @@ class Substrate:
                 continue
             self._quiet.pop(row.uid, None)
             try:
-                rest = self.reconcile(row, now, admitted, waiting, never)
+                if row.uid in invalid:
+                    rest: Wait | None = self._fail_invalid(row, invalid[row.uid], now)
+                else:
+                    rest = self.reconcile(row, now, admitted, waiting, never)
             except Exception:
                 log.exception("reconcile of %s/%s failed", row.namespace, row.name)
                 continue
@@ -197,7 +221,6 @@ class Substrate:
         A gang larger than the whole machine is not queued behind anyone: it stays Pending,
         with the reason saying what it asks and what the machine has.
         """
-        job = self._parse(row)
         paths = run_paths(self.config.state_dir, row.namespace, row.name, row.uid)
         if row.deleting:
             self._stop_workers(row.uid)
@@ -205,6 +228,10 @@ class Substrate:
                 self.store.remove_job(row.uid)
                 self._parsed.pop(row.uid, None)
             return None
+        try:
+            job = self._parse(row)
+        except ValueError as exc:
+            return self._fail_invalid(row, spec_problems(exc), now)
         workers = self._observe(row.uid, paths)
 
         previous = (
@@ -246,6 +273,30 @@ class Substrate:
         if isinstance(action, Nothing):
             return Wait(None)
         return action if isinstance(action, Wait) else None
+
+    def _fail_invalid(self, row: JobRow, problems: str, now: datetime) -> Wait:
+        """Fail a job whose stored spec the models refuse, and stop its workers.
+
+        Only an older version, or a hand-edited database, stores such a spec: the API refuses
+        it. A job that had already finished keeps its status.
+        """
+        paths = run_paths(self.config.state_dir, row.namespace, row.name, row.uid)
+        self._observe(row.uid, paths)  # forgets exited workers, SIGKILLs after the grace
+        self._stop_workers(row.uid)
+        try:
+            previous = TrainingJobStatus.model_validate(json.loads(row.status))
+        except ValueError:
+            previous = None
+        if previous is not None and previous.phase in FINISHED_PHASES:
+            return Wait(None)
+        status = previous.model_copy(deep=True) if previous else TrainingJobStatus()
+        status.phase = Phase.FAILED
+        status.completion_time = status.completion_time or now
+        status.restart_not_before = None
+        message = f"the stored spec is invalid: {problems}"[:4096]
+        set_condition(status, ConditionType.FAILED, True, Reason.INVALID_SPEC, message, now)
+        self._write(row, status, previous, now)
+        return Wait(None)
 
     def _observe(self, uid: str, paths: RunPaths) -> list[ObservedWorker]:
         """Observed workers; a stopped worker that has exited is gone (as a deleted pod)."""
@@ -377,6 +428,7 @@ class Substrate:
         except ValueError:
             return
         status.progress = progress
+        self._warn_skipped(uid, data, status, now)
         ckpt = data.get("lastCheckpoint")
         if isinstance(ckpt, dict) and "step" in ckpt and "uri" in ckpt:
             step = int(ckpt["step"])
@@ -388,6 +440,28 @@ class Substrate:
             self.store.add_sample(
                 uid, Sample(progress.step, when, progress.loss, progress.tokens_per_second)
             )
+
+    def _warn_skipped(
+        self, uid: str, data: dict[str, Any], status: TrainingJobStatus, now: datetime
+    ) -> None:
+        """A Warning for each damaged checkpoint a worker passed over, once; status stops
+        naming one as the last checkpoint (the worker's own lastCheckpoint replaces it)."""
+        doc = ProgressDocument.from_json(data)
+        if doc is None or not doc.skipped_checkpoints:
+            return
+        said = {e.message for e in self.store.events(uid) if e.reason == Reason.CHECKPOINT_CORRUPT}
+        for skipped in doc.skipped_checkpoints:
+            message = (
+                f"checkpoint at step {skipped.get('step')} is damaged and was passed over for an"
+                f" older one: {skipped.get('file')}: {skipped.get('reason')} ({skipped.get('uri')})"
+            )
+            if message not in said:
+                self.store.add_event(
+                    uid, now.timestamp(), "Warning", Reason.CHECKPOINT_CORRUPT, message
+                )
+            last = status.last_checkpoint
+            if last is not None and last.uri == skipped.get("uri"):
+                status.last_checkpoint = None
 
     def _write(
         self,

@@ -6,6 +6,8 @@ Run it with `carina up` (local backend, embedded substrate) or, in a cluster,
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -16,7 +18,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from carina.platform.manifests import field_path
 from carina.platform.server.backends.base import Backend
 from carina.platform.server.routers import health, trainingjobs
 from carina.platform.server.routers.errors import field_errors
@@ -61,6 +65,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(405, _method_not_allowed)
+    app.add_middleware(BodyDepthLimit, limit=MAX_BODY_DEPTH)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)
     return app
@@ -111,3 +116,87 @@ async def _method_not_allowed(request: Request, _: Exception) -> JSONResponse:
         status_code=status.HTTP_405_METHOD_NOT_ALLOWED,
         headers={"Allow": ", ".join(sorted(methods))},
     )
+
+
+# A TrainingJob nests about 12 deep (a template's node affinity down to a term's values).
+MAX_BODY_DEPTH = 32
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+class BodyDepthLimit:
+    """Refuse a JSON body nested deeper than `limit` with 422, naming where it goes too deep.
+
+    Free-form values (extra metadata, a template's Kubernetes objects) are kept as written,
+    and one nested hundreds deep could not be written back out (pydantic stops at 255).
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        path = too_deep(body, self.limit)
+        if path is not None:
+            rule = f"nested deeper than {self.limit} levels"
+            response = JSONResponse(
+                {
+                    "detail": {
+                        "reason": "Invalid",
+                        "message": f"{path}: {rule}",
+                        "errors": [{"path": path, "rule": rule}],
+                    }
+                },
+                status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            )
+            await response(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def too_deep(body: bytes, limit: int) -> str | None:
+    """The path to where a JSON body nests deeper than `limit`, or None (also when not JSON)."""
+    # Brackets outside strings, counted without parsing: the common case costs one pass.
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for bracket in brackets:
+        depth += 1 if bracket in b"[{" else -1
+        deepest = max(deepest, depth)
+    if deepest <= limit:
+        return None
+    try:
+        document = json.loads(body)
+    except RecursionError:
+        return "(root)"
+    except ValueError:
+        return None  # not JSON: the route answers that
+    stack: list[tuple[Any, tuple[int | str, ...]]] = [(document, ())]
+    while stack:
+        node, loc = stack.pop()
+        if len(loc) >= limit:
+            return field_path(loc)
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        stack.extend((v, (*loc, k)) for k, v in items if isinstance(v, dict | list))
+    return None

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from carina.platform.local.paths import DEFAULT_LOCAL_ROOTS, LocalRoot
 
 DEFAULT_STATE_DIR = Path("~/.carina")
 
@@ -36,12 +38,27 @@ class Settings(BaseSettings):
     stop_grace_seconds: float = Field(
         60.0, gt=0, description="SIGTERM to SIGKILL; a worker saves its checkpoint meanwhile"
     )
+    local_roots: list[LocalRoot] = Field(
+        default_factory=lambda: list(DEFAULT_LOCAL_ROOTS),
+        description="JSON list of the folders jobs may name besides their namespace's run"
+        ' folders: each "PATH" (every namespace) or {"path": PATH, "namespaces": [...]};'
+        " {namespace} in a PATH stands for the job's namespace. Default:"
+        ' ["/tmp/carina/{namespace}"]; [] leaves each namespace its run folders alone',
+    )
     # -- kubernetes backend
     kubeconfig: Path | None = Field(None, description="default: in-cluster, then KUBECONFIG")
     # -- both
     prometheus_url: str | None = Field(None, description="series from PromQL when set")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="request bodies above: 413")
     max_log_lines: int = Field(5000, ge=1)
+
+    @field_validator("local_roots", mode="before")
+    @classmethod
+    def _root_paths(cls, value: Any) -> Any:
+        """A bare path is a root for every namespace."""
+        if isinstance(value, list):
+            return [{"path": v} if isinstance(v, str) else v for v in value]
+        return value
 
     def resolved_state_dir(self) -> Path:
         return self.state_dir.expanduser().resolve()

@@ -25,7 +25,7 @@ FINETUNE_STEPS = 6
 
 def shrink(jobs: list[dict[str, Any]], root: Path) -> list[dict[str, Any]]:
     """The example's jobs at test size, with their URIs moved under `root`."""
-    text = yaml.safe_dump_all(jobs).replace("/tmp/carina-pipeline-ssr", str(root))
+    text = yaml.safe_dump_all(jobs).replace("/tmp/carina/default/pipeline-ssr", str(root))
     text = text.replace("step-00000600", f"step-{PRETRAIN_STEPS:08d}")
     text = text.replace("step-00000120", f"step-{FINETUNE_STEPS:08d}")
     pretrain, finetune, evaluate = yaml.safe_load_all(text)
@@ -56,7 +56,10 @@ def shrink(jobs: list[dict[str, Any]], root: Path) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[CarinaUp]:
-    up = CarinaUp(tmp_path / "state", REAL_WORKER, env={"OMP_NUM_THREADS": "1"}).start()
+    # The jobs hand checkpoints over in a folder of the test's: a root the namespace may use.
+    roots = json.dumps([str(tmp_path / "ckpt")])
+    env = {"OMP_NUM_THREADS": "1", "CARINA_LOCAL_ROOTS": roots}
+    up = CarinaUp(tmp_path / "state", REAL_WORKER, env=env).start()
     try:
         yield up
     finally:

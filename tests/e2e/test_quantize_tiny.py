@@ -69,7 +69,8 @@ def carina_run(manifest: dict[str, Any], tmp_path: Path) -> subprocess.Completed
         capture_output=True,
         text=True,
         timeout=600,
-        env={**env, "CARINA_SERVER": ""},
+        # The pretrained base lives in the test's folder: a root the namespace may use.
+        env={**env, "CARINA_SERVER": "", "CARINA_LOCAL_ROOTS": json.dumps([str(tmp_path.parent)])},
         cwd=tmp_path,
     )
 

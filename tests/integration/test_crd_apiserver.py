@@ -172,3 +172,30 @@ def test_api_server_keeps_template_kubernetes_objects_as_written(
     )
     assert stored["spec"]["template"] == template
     assert TrainingJob.parse(stored).to_wire()["spec"]["template"] == template
+
+
+# Quantities at the edges of Kubernetes' grammar: the API server and the models must agree.
+QUANTITIES: list[int | str] = [
+    1, 0, -1, "1", "+1", "0", "0.0", "-1Gi", "", "abc", "500m", ".5", "1.", "1e3", "1E", "1Ei",
+    "1e-3", "100n", "16Gi", "1Gb", "1e", "1K", "0.5Mi",
+]  # fmt: skip
+
+
+def test_api_server_and_models_agree_on_every_quantity(
+    k8s_cluster: TestCluster, namespace: str
+) -> None:
+    disagree = []
+    for i, value in enumerate(QUANTITIES):
+        manifest = make_job(f"q{i}").with_spec(resources={"cpu": value, "memory": value})
+        try:
+            parse_manifest(manifest)
+            local = True
+        except ManifestError:
+            local = False
+        result = create(k8s_cluster, namespace, manifest, check=False)
+        server = result.returncode == 0
+        if local != server:
+            disagree.append((value, local, result.stderr))
+        if not server:
+            assert "spec.resources.cpu" in result.stderr, result.stderr
+    assert not disagree

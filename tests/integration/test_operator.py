@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -598,3 +599,56 @@ def test_two_workers_of_four_gpus_are_ranks_0_to_3_and_4_to_7_of_world_8(
         assert ctx.world_size == 8 and ctx.local_world_size == 4
         ranks.append([ctx.for_rank(i).rank for i in range(ctx.local_world_size)])
     assert ranks == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+
+def _refused_creates(op: OperatorProcess) -> float:
+    line = next(
+        (
+            line
+            for line in op.metrics().splitlines()
+            if line.startswith("carina_operator_kube_requests_total{")
+            and 'verb="create"' in line
+            and 'resource="pods"' in line
+            and 'code="422"' in line
+        ),
+        None,
+    )
+    return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+
+def test_a_worker_pod_the_api_server_refuses_fails_the_job_instead_of_retrying(
+    k8s_cluster, namespace, operator
+):
+    # The CRD keeps an env var's valueFrom as written; the API server checks it in the pod.
+    env = [{"name": "WHERE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.nowhere"}}}]
+    apply(k8s_cluster, cpu_job("llm", namespace, replicas=2, template={"spec": {"env": env}}))
+    status = wait_phase(k8s_cluster, namespace, "llm", "Failed", operator)
+    failed = condition(status, "Failed")
+    assert failed["reason"] == "WorkersRefused"
+    assert "llm-worker-" in failed["message"] and "fieldPath" in failed["message"]
+    assert not pods(k8s_cluster, namespace, "llm")
+    refused = _refused_creates(operator)
+    assert refused == 2  # one try per worker, then no more
+    time.sleep(3)
+    assert _refused_creates(operator) == refused
+    reasons = [
+        e["reason"]
+        for e in k8s_cluster.get_json("events", "-n", namespace)["items"]
+        if e["involvedObject"].get("name") == "llm"
+    ]
+    assert "WorkersRefused" in reasons
+
+
+def test_a_template_label_key_kubernetes_refuses_fails_the_job_as_invalid(
+    k8s_cluster, namespace, operator
+):
+    # The CRD cannot check a map's keys, so the API server stores the job; the operator's
+    # models refuse it before any pod is sent.
+    template = {"metadata": {"labels": {"team a": "x"}}}
+    apply(k8s_cluster, cpu_job("llm", namespace, template=template))
+    status = wait_phase(k8s_cluster, namespace, "llm", "Failed", operator)
+    failed = condition(status, "Failed")
+    assert failed["reason"] == "InvalidSpec"
+    assert "spec.template.metadata.labels" in failed["message"]
+    assert "team a" in failed["message"]
+    assert not pods(k8s_cluster, namespace, "llm")

@@ -171,6 +171,24 @@ BAD_TEMPLATES: dict[str, tuple[dict, str]] = {
         with_template({"command": ["sleep", "infinity"]}),
         "spec.template.spec.command",
     ),
+    # Kubernetes' rules the CRD cannot state (a map's keys, a total size): the pod would be
+    # refused, so `carina validate`, the REST API and the operator refuse the job first.
+    "label-key-with-a-space": (
+        with_template(metadata={"labels": {"team a": "x"}}),
+        "spec.template.metadata.labels",
+    ),
+    "annotation-key-with-a-colon": (
+        with_template(metadata={"annotations": {"a:b": "x"}}),
+        "spec.template.metadata.annotations",
+    ),
+    "annotations-over-256KiB": (
+        with_template(metadata={"annotations": {f"k{i}": "x" * 16384 for i in range(17)}}),
+        "spec.template.metadata.annotations",
+    ),
+    "node-selector-key-with-two-slashes": (
+        with_template({"nodeSelector": {"a/b/c": "x"}}),
+        "spec.template.spec.nodeSelector",
+    ),
 }
 
 
@@ -188,3 +206,105 @@ def test_env_from_without_a_prefix_and_unreserved_prefixes_are_accepted() -> Non
         if prefix is not None:
             source["prefix"] = prefix
         parse_manifest(with_template({"envFrom": [source]}))
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        {"team": "research"},
+        {"example.com/team": "a.b_c-d"},
+        {"app.kubernetes.io/name": ""},
+        {"A9": "Z"},
+        {"x" * 63: "y" * 63},
+        {"a" * 253 + "/b": "c"},
+    ],
+)
+def test_labels_kubernetes_accepts_are_accepted(labels: dict[str, str]) -> None:
+    manifest = make_job().with_labels(labels).with_spec(template={"metadata": {"labels": labels}})
+    job = parse_manifest(manifest)
+    assert job.metadata.labels == labels
+
+
+@pytest.mark.parametrize(
+    ("key", "rule"),
+    [
+        ("-team", "name part"),
+        ("team-", "name part"),
+        ("x" * 64, "name part"),
+        ("/team", "prefix part must be non-empty"),
+        ("Example.com/team", "prefix part"),
+        ("a" * 254 + "/b", "prefix part"),
+        ("a/b/c", "at most one '/'"),
+        ("example.com/", "name part must be non-empty"),
+    ],
+)
+def test_label_keys_kubernetes_refuses_are_refused_with_its_rule(key: str, rule: str) -> None:
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(make_job().with_labels({key: "x"}))
+    [error] = info.value.errors
+    assert error.path == "metadata.labels" and rule in error.rule
+
+
+def test_annotation_keys_may_have_capitals_as_kubernetes_allows() -> None:
+    job = parse_manifest(make_job().with_annotations({"Example.COM/Owner": "me"}))
+    assert job.metadata.annotations == {"Example.COM/Owner": "me"}
+
+
+@pytest.mark.parametrize(
+    "uri", ["s3://ckpts/run\x00", "/ckpts/\nforged log line", "pvc://claim/\x7f", "file:///c\u0085"]
+)
+def test_uris_with_control_characters_are_refused_naming_the_character(uri: str) -> None:
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(make_job().with_spec(checkpoint={"uri": uri}))
+    [error] = info.value.errors
+    assert error.path == "spec.checkpoint.uri"
+    assert "must not contain control characters" in error.rule
+
+
+def test_uris_and_paths_with_unicode_and_spaces_are_accepted() -> None:
+    job = parse_manifest(
+        make_job()
+        .with_spec(checkpoint={"uri": "s3://ckpts/run 1/é"})
+        .with_pretrain(data={"source": "files", "paths": ["/data/corpus #1/*.txt"]})
+    )
+    assert job.spec.checkpoint.uri == "s3://ckpts/run 1/é"
+
+
+@pytest.mark.parametrize(
+    ("spec", "path"),
+    [
+        ({"replicas": 2.0}, "spec.replicas"),
+        ({"priority": "5"}, "spec.priority"),
+        ({"failurePolicy": {"maxRestarts": False}}, "spec.failurePolicy.maxRestarts"),
+        (
+            {"failurePolicy": {"permanentExitCodes": [True]}},
+            "spec.failurePolicy.permanentExitCodes",
+        ),
+        ({"resources": {"gpus": "1"}}, "spec.resources.gpus"),
+    ],
+)
+def test_integers_are_integers_not_booleans_strings_or_floats(spec: dict, path: str) -> None:
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(make_job().with_spec(**spec))
+    assert any(e.path.startswith(path) for e in info.value.errors), info.value.errors
+
+
+@pytest.mark.parametrize(
+    ("pretrain", "path"),
+    [
+        ({"steps": True}, "spec.workload.pretrain.steps"),
+        ({"optimizer": {"lr": "0.001"}}, "spec.workload.pretrain.optimizer.lr"),
+        ({"optimizer": {"lr": True}}, "spec.workload.pretrain.optimizer.lr"),
+        ({"compile": "yes"}, "spec.workload.pretrain.compile"),
+    ],
+)
+def test_workload_numbers_and_switches_have_their_json_types(pretrain: dict, path: str) -> None:
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(make_job().with_pretrain(**pretrain))
+    assert any(e.path.startswith(path) for e in info.value.errors), info.value.errors
+
+
+def test_yaml_integers_and_integral_floats_where_floats_go_are_accepted() -> None:
+    job = parse_manifest(make_job().with_pretrain(steps=30, optimizer={"lr": 1, "betas": [1, 0.9]}))
+    config = job.spec.workload.pretrain
+    assert config is not None and config.steps == 30 and config.optimizer.lr == 1.0

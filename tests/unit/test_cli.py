@@ -101,3 +101,91 @@ def test_logs_refuses_a_negative_restart_before_calling_any_server() -> None:
     )
     assert result.exit_code == 2
     assert "--restart" in result.output and "Traceback" not in result.output
+
+
+HOSTILE_FILES = {
+    "binary": bytes(range(256)),
+    "utf-16": "apiVersion: carina.dev/v1alpha1\n".encode("utf-16"),
+    "latin-1": "metadata: {name: café}\n".encode("latin-1"),
+    "empty": b"",
+    "deep": b"[" * 20000 + b"]" * 20000,
+    "huge-integer": b"spec: {replicas: " + b"9" * 5000 + b"}\n",
+    "billion-laughs": (
+        "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+        + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9))
+    ).encode(),
+}
+
+
+@pytest.mark.parametrize("command", ["validate", "submit"])
+@pytest.mark.parametrize("case", sorted(HOSTILE_FILES))
+def test_hostile_manifest_files_are_refused_with_a_reason(
+    tmp_path: Path, command: str, case: str
+) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_bytes(HOSTILE_FILES[case])
+    server = ["--server", "http://127.0.0.1:9"] if command == "submit" else []
+    result = runner.invoke(app, [command, str(path), *server])
+    assert result.exit_code == 1, result.output
+    assert f"{path}: invalid" in result.stderr
+    assert isinstance(result.exception, SystemExit)  # an exit code, not a crash
+    assert "Traceback" not in result.output
+    assert "no Carina control plane" not in result.output  # refused before any request
+
+
+def test_validate_says_an_empty_file_holds_no_manifest(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert "no manifest" in result.stderr
+
+
+def test_validate_stops_reading_an_endless_file() -> None:
+    result = runner.invoke(app, ["validate", "/dev/zero"])
+    assert result.exit_code == 1
+    assert "larger than 1 MiB" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["delete", "x/../victim"],
+        ["get", ""],
+        ["get", "Upper"],
+        ["get", "a" * 51],
+        ["suspend", "job?x=1"],
+        ["logs", "job#frag"],
+        ["get", "job", "--namespace", "team/../other"],
+        ["list", "--namespace", ""],
+    ],
+    ids=["dot-dot", "empty", "upper", "too-long", "query", "fragment", "namespace", "no-ns"],
+)
+def test_names_and_namespaces_are_checked_before_any_request(args: list[str]) -> None:
+    result = runner.invoke(app, [*args, "--server", "http://127.0.0.1:9", "--token", "t"])
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.replace("│", " ").split())  # unwrap the error box
+    assert "lowercase letters, digits and '-'" in said
+    assert "no Carina control plane" not in result.output
+    assert "Traceback" not in result.output
+
+
+def test_the_client_sends_a_name_as_one_quoted_path_segment() -> None:
+    import httpx
+
+    from carina.platform.client import CarinaClient, jobs_path
+
+    seen: list[bytes] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.raw_path)
+        return httpx.Response(404, json={"detail": {"reason": "NotFound", "message": "no"}})
+
+    client = CarinaClient("http://carina.test")
+    client.http = httpx.Client(base_url="http://carina.test", transport=httpx.MockTransport(answer))
+    with pytest.raises(Exception, match="404"):
+        client.delete("default", "x/../victim")
+    assert seen == [b"/api/v1/namespaces/default/trainingjobs/x%2F..%2Fvictim"]
+    for bad in ("", ".", ".."):
+        with pytest.raises(ValueError):
+            jobs_path("default", bad)

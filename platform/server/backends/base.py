@@ -48,6 +48,10 @@ class Unavailable(BackendError):
     """Something the backend depends on (API server, Prometheus) did not answer."""
 
 
+class StorageFull(Unavailable):
+    """The disk holding the backend's state has no room: writes fail until it has."""
+
+
 class Backend(Protocol):
     """One substrate's view of TrainingJobs, plus how it knows callers."""
 
@@ -57,7 +61,9 @@ class Backend(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def ready(self) -> bool: ...
+    async def ready(self) -> bool:
+        """Whether requests can be served; may raise a BackendError that says why not."""
+        ...
 
     async def authenticate(self, token: str) -> Principal | None: ...
 

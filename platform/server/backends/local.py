@@ -16,85 +16,183 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from carina.platform.api import TrainingJob
-from carina.platform.local.capacity import Capacity, parse_quantity, visible_gpus
+from carina.platform.api import NAME_PATTERN, TrainingJob
+from carina.platform.local.capacity import Capacity, visible_gpus
 from carina.platform.local.launcher import Launcher, run_paths
+from carina.platform.local.paths import LocalFolders, refused_paths
 from carina.platform.local.store import Conflict, JobRow, Store
+from carina.platform.local.store import StorageFull as StoreFull
 from carina.platform.local.substrate import Substrate, SubstrateConfig
-from carina.platform.server.backends.base import AlreadyExists, NotFound, Principal
+from carina.platform.manifests import field_errors
+from carina.platform.quantity import parse_quantity
+from carina.platform.server.backends.base import (
+    AlreadyExists,
+    Invalid,
+    NotFound,
+    Principal,
+    StorageFull,
+    Unavailable,
+)
 from carina.platform.server.metrics_source import PrometheusSource
 from carina.platform.server.schemas import EventList, EventOut, MetricSeries, Point
 from carina.platform.server.settings import Settings
 
 TOKEN_FILE_NAME = "token"  # the local user's own token, next to the tokens file
+_NAMESPACE_OR_ALL = rf"^(\*|{NAME_PATTERN[1:-1]})$"
+
+log = logging.getLogger("carina.server")
+
+
+class TokenFileError(ValueError):
+    """The tokens file is not as the module docstring shows; the message says where and why."""
+
+
+class TokenEntry(BaseModel):
+    """One token: its name, the token (or its SHA-256) and the namespaces it may use."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=253)
+    token: str | None = Field(None, min_length=1, description="quote it if it looks like a number")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    namespaces: list[Annotated[str, Field(pattern=_NAMESPACE_OR_ALL)]] = Field(
+        default_factory=list, description='namespace names, or "*" for every namespace'
+    )
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _a_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            # YAML reads `namespaces: default` as a string, which would grant d, e, f ...
+            raise ValueError(f"must be a list of namespace names, e.g. [{value}], not a string")
+        return value
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> TokenEntry:
+        if (self.token is None) == (self.sha256 is None):
+            raise ValueError("set exactly one of token, sha256")
+        return self
+
+    def digest(self) -> str:
+        """The token's SHA-256, as lowercase hex."""
+        return (self.sha256 or hashlib.sha256((self.token or "").encode()).hexdigest()).lower()
+
+
+class TokensDoc(BaseModel):
+    """The tokens file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tokens: list[TokenEntry] = Field(default_factory=list)
+
+
+def read_tokens(path: Path) -> TokensDoc:
+    """The tokens file, checked; TokenFileError naming the file, the field and the rule."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise TokenFileError(f"{path}: cannot be read as YAML: {exc}") from None
+    if doc is None:
+        return TokensDoc()
+    if not isinstance(doc, dict):
+        raise TokenFileError(f"{path}: must be a mapping with a `tokens` list")
+    try:
+        return TokensDoc.model_validate(doc)
+    except ValidationError as exc:
+        problems = "; ".join(str(e) for e in field_errors(exc))
+        raise TokenFileError(f"{path}: {problems}") from None
 
 
 class TokenFile:
-    """token -> (name, namespaces), read from YAML; reloaded when the file changes."""
+    """token -> (name, namespaces), read from YAML; reloaded when the file changes.
+
+    A file that is not valid stops the server from starting (TokenFileError). One that turns
+    invalid while the server runs refuses every request with 503 until it is fixed (the log
+    says why), rather than keep honouring tokens someone may have meant to revoke.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._mtime = -1.0
         self._by_digest: dict[str, tuple[str, frozenset[str] | None]] = {}
+        self._problem: str | None = None
+        self._reload()
+        if self._problem is not None:
+            raise TokenFileError(self._problem)
 
     def lookup(self, token: str) -> Principal | None:
-        self._reload()
+        """Who holds `token`; Unavailable while the tokens file is invalid."""
+        if self._reload() and self._problem is not None:
+            log.error("%s; every request is refused until it is fixed", self._problem)
+        if self._problem is not None:
+            raise Unavailable("the server's tokens file is invalid; the server's log says why")
         digest = hashlib.sha256(token.encode()).hexdigest()
         for known, (name, namespaces) in self._by_digest.items():
             if hmac.compare_digest(known, digest):
                 return Principal(name=name, token=token, namespaces=namespaces)
         return None
 
-    def _reload(self) -> None:
+    def _reload(self) -> bool:
+        """Read the file again if it changed; whether it did."""
         try:
             mtime = self.path.stat().st_mtime
         except OSError:
-            self._by_digest = {}
-            return
+            self._by_digest, self._problem = {}, None
+            return False
         if mtime == self._mtime:
-            return
-        doc = yaml.safe_load(self.path.read_text()) or {}
-        entries: dict[str, tuple[str, frozenset[str] | None]] = {}
-        for i, entry in enumerate(doc.get("tokens") or []):
-            digest = entry.get("sha256") or hashlib.sha256(str(entry["token"]).encode()).hexdigest()
-            spaces = [str(n) for n in entry.get("namespaces") or []]
-            entries[str(digest)] = (
-                str(entry.get("name", f"token-{i}")),
-                None if "*" in spaces else frozenset(spaces),
+            return False
+        self._mtime = mtime
+        try:
+            doc = read_tokens(self.path)
+        except TokenFileError as exc:
+            self._by_digest, self._problem = {}, str(exc)
+            return True
+        self._by_digest = {
+            entry.digest(): (
+                entry.name or f"token-{i}",
+                None if "*" in entry.namespaces else frozenset(entry.namespaces),
             )
-        self._by_digest, self._mtime = entries, mtime
+            for i, entry in enumerate(doc.tokens)
+        }
+        self._problem = None
+        return True
 
 
 def ensure_local_token(tokens_file: Path) -> str:
-    """The local user's token (all namespaces), created with the tokens file if absent."""
+    """The local user's token (all namespaces), created with the tokens file if absent.
+
+    TokenFileError when the tokens file it would add the token to is not valid.
+    """
     own = tokens_file.parent / TOKEN_FILE_NAME
     if own.exists():
         return own.read_text().strip()
+    doc = read_tokens(tokens_file) if tokens_file.exists() else TokensDoc()
     token = secrets.token_urlsafe(32)
     tokens_file.parent.mkdir(parents=True, exist_ok=True)
-    doc: dict[str, Any] = {"tokens": []}
-    if tokens_file.exists():
-        doc = yaml.safe_load(tokens_file.read_text()) or {"tokens": []}
-    doc.setdefault("tokens", []).append(
-        {
-            "name": os.environ.get("USER", "local"),
-            "sha256": hashlib.sha256(token.encode()).hexdigest(),
-            "namespaces": ["*"],
-        }
+    doc.tokens.append(
+        TokenEntry(
+            name=os.environ.get("USER", "local"),
+            sha256=hashlib.sha256(token.encode()).hexdigest(),
+            namespaces=["*"],
+        )
     )
-    _write_private(tokens_file, yaml.safe_dump(doc))
+    _write_private(tokens_file, yaml.safe_dump(doc.model_dump(exclude_none=True), sort_keys=False))
     _write_private(own, token + "\n")
     return token
 
@@ -116,6 +214,35 @@ def machine_capacity(settings: Settings) -> Capacity:
     cpus = settings.cpus() if settings.run_workers else 0.0
     gpus = settings.capacity_gpus if settings.capacity_gpus is not None else visible_gpus()
     return Capacity(cpus=cpus, memory_bytes=memory, gpus=gpus)
+
+
+# What the server writes into metadata: a created job's are its own, never the caller's.
+SERVER_METADATA = (
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "selfLink",
+    "managedFields",
+)
+
+
+def created_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """A new job's metadata as the caller may write it; Invalid (422) for finalizers.
+
+    Fields the server owns are dropped, as the Kubernetes API server ignores a
+    deletionTimestamp (and the others) on create: a job is never born deleting. Finalizers
+    are refused rather than dropped: nothing on the embedded platform would ever remove one,
+    so a job stored with one would claim a cleanup that no one performs.
+    """
+    if metadata.get("finalizers"):
+        raise Invalid(
+            "metadata.finalizers: the embedded platform runs no controller that removes finalizers",
+            [("metadata.finalizers", "must be unset on the embedded platform")],
+        )
+    return {k: v for k, v in metadata.items() if k not in SERVER_METADATA and k != "finalizers"}
 
 
 class LocalBackend:
@@ -141,6 +268,9 @@ class LocalBackend:
         self.prometheus = (
             PrometheusSource(settings.prometheus_url) if settings.prometheus_url else None
         )
+        self.local_folders = LocalFolders.for_workers(
+            self.state_dir, tuple(settings.local_roots), self.substrate.launcher.base_env
+        )
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -152,17 +282,42 @@ class LocalBackend:
         self._thread.start()
 
     async def stop(self) -> None:
+        """Stop the substrate and its workers; nothing when it never started.
+
+        A server that stops before it started (it could not listen) has adopted no worker:
+        the workers it would stop belong to the `carina up` that runs them.
+        """
+        if self._thread is None:
+            return
         await asyncio.to_thread(self.substrate.shutdown, self.settings.run_workers)
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 10)
+        await asyncio.to_thread(self._thread.join, 10)
 
     async def ready(self) -> bool:
-        """The store answers, and the substrate runs (when it is meant to)."""
+        """The store answers and has room to write, and the substrate runs (when meant to).
+
+        A full disk raises StorageFull (503 with that reason) until the folder has room again.
+        """
         try:
             self.store.list_jobs("kube-system", limit=1)
         except Exception:
             return False
+        with self._storage():
+            try:
+                await asyncio.to_thread(self.store.check_writable)
+            except OSError:
+                return False
         return not self.settings.run_workers or bool(self._thread and self._thread.is_alive())
+
+    @contextmanager
+    def _storage(self) -> Iterator[None]:
+        """A write the disk had no room for becomes StorageFull, saying where and what to do."""
+        try:
+            yield
+        except StoreFull as exc:
+            raise StorageFull(
+                f"no room to write on the disk of {self.state_dir} ({exc}); jobs are kept"
+                " as they were, and writes work again once the disk has room"
+            ) from None
 
     # ------------------------------------------------------------ who is calling
 
@@ -177,10 +332,15 @@ class LocalBackend:
     # ------------------------------------------------------------ jobs
 
     async def create(self, namespace: str, job: TrainingJob) -> str:
+        refused = refused_paths(job, namespace, self.local_folders)
+        if refused:
+            raise Invalid("; ".join(f"{path}: {why}" for path, why in refused), refused)
         manifest = job.model_dump(mode="json", by_alias=True, exclude_none=True)
         manifest.pop("status", None)  # status is the platform's to write
+        manifest["metadata"] = created_metadata(manifest["metadata"])
         try:
-            row = self.store.create_job(namespace, manifest, time.time())
+            with self._storage():
+                row = self.store.create_job(namespace, manifest, time.time())
         except Conflict as exc:
             raise AlreadyExists(str(exc)) from None
         self.substrate.wake()
@@ -201,16 +361,18 @@ class LocalBackend:
         )
 
     async def delete(self, namespace: str, name: str) -> str:
-        row = self.store.mark_deleting(namespace, name, time.time())
-        if row is None:
-            raise NotFound(f"trainingjob {namespace}/{name} not found")
-        if not self.settings.run_workers:
-            self.store.remove_job(row.uid)  # no substrate to stop workers: nothing runs
+        with self._storage():
+            row = self.store.mark_deleting(namespace, name, time.time())
+            if row is None:
+                raise NotFound(f"trainingjob {namespace}/{name} not found")
+            if not self.settings.run_workers:
+                self.store.remove_job(row.uid)  # no substrate to stop workers: nothing runs
         self.substrate.wake()
         return row.object_json()
 
     async def set_suspend(self, namespace: str, name: str, suspend: bool) -> str:
-        row = self.store.update_spec(namespace, name, {"suspend": suspend})
+        with self._storage():
+            row = self.store.update_spec(namespace, name, {"suspend": suspend})
         if row is None:
             raise NotFound(f"trainingjob {namespace}/{name} not found")
         self.substrate.wake()

@@ -14,6 +14,7 @@ from carina.platform.server.backends.base import (
     BackendError,
     Invalid,
     NotFound,
+    StorageFull,
     Unavailable,
 )
 from carina.platform.server.schemas import ErrorResponse
@@ -23,6 +24,7 @@ _STATUS: dict[type[BackendError], tuple[int, str]] = {
     AlreadyExists: (status.HTTP_409_CONFLICT, "AlreadyExists"),
     Invalid: (status.HTTP_422_UNPROCESSABLE_CONTENT, "Invalid"),
     Unavailable: (status.HTTP_503_SERVICE_UNAVAILABLE, "Unavailable"),
+    StorageFull: (status.HTTP_503_SERVICE_UNAVAILABLE, "StorageFull"),
 }
 
 # Declared on every route of the API so the OpenAPI document names each error body.
@@ -36,7 +38,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (409, "a job of that name exists"),
         (413, "request body too large"),
         (422, "the request breaks a rule: field paths and rules"),
-        (503, "a dependency of the backend did not answer"),
+        (503, "a dependency of the backend did not answer, or its storage is full"),
     )
 }
 

@@ -1,11 +1,13 @@
-"""Health and telemetry: /healthz (alive), /readyz (backend reachable), /metrics."""
+"""Health and telemetry: /healthz (alive), /readyz (backend ready, or why not), /metrics."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from carina.platform.server.backends.base import Unavailable
 from carina.platform.server.deps import BackendDep, CurrentPrincipal
+from carina.platform.server.routers.errors import http_errors
 from carina.platform.server.schemas import ErrorResponse, Health
 from carina.platform.server.telemetry import REGISTRY
 
@@ -21,14 +23,16 @@ async def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Health,
-    responses={503: {"model": Health, "description": "backend not ready"}},
+    responses={
+        503: {"model": ErrorResponse, "description": "backend not ready, and the reason why"}
+    },
 )
-async def readyz(backend: BackendDep, response: Response) -> Health:
-    """The backend can serve requests (no token needed)."""
-    if await backend.ready():
-        return Health(status="ok")
-    response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    return Health(status="unavailable")
+async def readyz(backend: BackendDep) -> Health:
+    """The backend can serve requests (no token needed); 503 says why not (e.g. StorageFull)."""
+    with http_errors():
+        if await backend.ready():
+            return Health(status="ok")
+        raise Unavailable("the backend is not ready")
 
 
 @router.get(

@@ -9,7 +9,6 @@ from carina.platform.local.capacity import (
     Demand,
     admit,
     assign_gpus,
-    parse_quantity,
     visible_gpus,
 )
 
@@ -18,20 +17,6 @@ MACHINE = Capacity(cpus=4, memory_bytes=16 * 2**30)
 
 def job(key: str, cpus: float, running: bool = False, gpus: int = 0) -> Demand:
     return Demand(key=key, cpus=cpus, memory_bytes=2**30, gpus=gpus, running=running)
-
-
-@pytest.mark.parametrize(
-    ("text", "value"),
-    [(2, 2.0), ("2", 2.0), ("500m", 0.5), ("2Gi", 2 * 2**30), ("1.5", 1.5), ("3k", 3000.0)],
-)
-def test_quantities_parse_as_kubernetes_writes_them(text: int | str, value: float) -> None:
-    assert parse_quantity(text) == value
-
-
-@pytest.mark.parametrize("text", ["", "2 cpus", "-1", "1e3", "Gi"])
-def test_malformed_quantities_are_refused(text: str) -> None:
-    with pytest.raises(ValueError):
-        parse_quantity(text)
 
 
 def test_jobs_that_fit_together_are_all_admitted() -> None:
