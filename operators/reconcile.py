@@ -23,8 +23,8 @@ from carina.operators.kube import Conflict, Kube, Refused, merge_patch
 from carina.operators.settings import Settings
 from carina.operators.workqueue import WorkQueue
 from carina.platform.api import Phase, Progress, TrainingJob, TrainingJobStatus
+from carina.platform.manifests import field_errors
 from carina.platform.planning.actions import (
-    Action,
     CreateWorkers,
     DeleteJob,
     FailJob,
@@ -32,7 +32,8 @@ from carina.platform.planning.actions import (
     SuspendWorkers,
     Wait,
 )
-from carina.platform.planning.failure_policy import kept, next_action, superseded
+from carina.platform.planning.engine import ADMITTED, Plan, plan, plan_invalid
+from carina.platform.planning.failure_policy import kept, superseded
 from carina.platform.planning.progress import newer_checkpoint
 from carina.platform.planning.render import (
     build_configmap,
@@ -40,8 +41,8 @@ from carina.platform.planning.render import (
     build_worker_pod,
     checkpoint_uri,
 )
-from carina.platform.planning.status import apply_action, derive_status, get_condition
-from carina.platform.reasons import ConditionType, Reason
+from carina.platform.planning.status import get_condition
+from carina.platform.reasons import ConditionType
 
 log = logging.getLogger(__name__)
 
@@ -129,40 +130,37 @@ class Reconciler:
         now = self.clock()
         records = self.cache.records(key)
         workers = [r.worker for r in records]
-        previous = job.status
-        status = derive_status(job, workers, previous, now)
-        if status.phase == Phase.RUNNING and key in self.progress:
-            status.progress = self.progress[key]
+        progress = self.progress.get(key)
+        checkpoint = None
         if key in self.checkpoints:
             step, seen = self.checkpoints[key]
             root = checkpoint_uri(job, self.settings.render)
-            saved = newer_checkpoint(status.last_checkpoint, step, root, seen)
-            status.last_checkpoint = saved or status.last_checkpoint
-        action = next_action(job, status, workers, now)
-        if isinstance(action, CreateWorkers):
-            action = await self._create_gang(key, job, action)
-        status = apply_action(job, status, action, now)
+            checkpoint = newer_checkpoint(
+                job.status.last_checkpoint if job.status else None, step, root, seen
+            )
+        running = job.status is not None and job.status.phase == Phase.RUNNING
+        decided = plan(job, workers, now, ADMITTED, progress if running else None, checkpoint)
+        if isinstance(decided.action, CreateWorkers):
+            refused = await self._create_gang(key, job, decided.action)
+            if refused is not None:
+                decided = plan(job, workers, now, ADMITTED, None, checkpoint, refused=refused)
+        action, status = decided.action, decided.status
         log.debug("%s/%s: %s -> %s", *key, type(action).__name__, status.phase)
 
-        if isinstance(action, CreateWorkers):
-            await self._write_status(key, body, job, status, action)
-        elif isinstance(action, RestartGang):
-            await self._write_status(key, body, job, status, action)
+        if isinstance(action, DeleteJob):
+            meta = body["metadata"]
+            await self.kube.delete_job(meta["namespace"], meta["name"], meta["uid"])
+        else:
+            await self._write_status(key, body, job, decided)
+        if isinstance(action, RestartGang):
             replicas = job.spec.replicas
             await self._delete_workers(
                 key, records, lambda r: superseded(r.worker, action.restart, replicas)
             )
         elif isinstance(action, FailJob):  # also a gang the API server refused
-            await self._write_status(key, body, job, status, action)
             await self._delete_workers(key, records, lambda r: r.worker.active)
         elif isinstance(action, SuspendWorkers):
-            await self._write_status(key, body, job, status, action)
             await self._delete_workers(key, records, lambda r: not kept(r.worker, status.restarts))
-        elif isinstance(action, DeleteJob):
-            meta = body["metadata"]
-            await self.kube.delete_job(meta["namespace"], meta["name"], meta["uid"])
-        else:
-            await self._write_status(key, body, job, status, action)
 
         self.cache.prune(key, status.restarts)
         if isinstance(action, Wait) and action.until is not None:
@@ -186,13 +184,13 @@ class Reconciler:
             await self.kube.replace_configmap_data(configmap)
         self._shared[key] = stamp
 
-    async def _create_gang(
-        self, key: Key, job: TrainingJob, action: CreateWorkers
-    ) -> CreateWorkers | FailJob:
-        """Create the workers, their Service and ConfigMap; FailJob if one is refused as invalid.
+    async def _create_gang(self, key: Key, job: TrainingJob, action: CreateWorkers) -> str | None:
+        """Create the workers, their Service and ConfigMap; what the API server said if it
+        refused one as invalid (None when all went well).
 
-        A refused object would be refused again however often it is sent: the job fails with
-        the API server's words instead of retrying forever. Other errors propagate (retried).
+        A refused object would be refused again however often it is sent: the engine fails
+        the job with the API server's words instead of retrying forever. Other errors
+        propagate (retried).
         """
         # One round trip: pods need not wait for their Service or ConfigMap (the kubelet
         # waits for the volume; DNS is only asked for once the worker runs).
@@ -201,11 +199,11 @@ class Reconciler:
         )
         refused = [r for r in results if isinstance(r, Refused)]
         if refused:
-            return FailJob(Reason.WORKERS_REFUSED, f"the API server refused {refused[0]}")
+            return f"the API server refused {refused[0]}"
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        return action
+        return None
 
     async def _create_workers(self, job: TrainingJob, action: CreateWorkers) -> None:
         """Create the pods; the first error (Refused first) once every create has answered."""
@@ -233,19 +231,19 @@ class Reconciler:
                 self.cache.put_pod(pod)
 
     async def _write_status(
-        self,
-        key: Key,
-        body: dict[str, Any],
-        job: TrainingJob,
-        status: TrainingJobStatus,
-        action: Action,
+        self, key: Key, body: dict[str, Any], job: TrainingJob, decided: Plan
     ) -> None:
+        """Write the plan's status when it changed, then post its events."""
         old_raw = body.get("status") or {}
         previous = job.status
-        new = status.to_wire()
+        new = decided.status.to_wire()
         if previous is not None and previous.to_wire() == new:
             return
-        if previous is not None and _only_counts_changed(previous.to_wire(), new):
+        if (
+            previous is not None
+            and not decided.events
+            and _only_counts_changed(previous.to_wire(), new)
+        ):
             # Workers of a gang start one by one: write their counts at most every
             # status_min_interval seconds; phases, reasons and restarts go out at once.
             wait = self._last_write.get(key, -1e9) + self.settings.status_min_interval
@@ -261,32 +259,30 @@ class Reconciler:
             meta["namespace"], meta["name"], meta["resourceVersion"], patch
         )
         self.cache.put_job(updated)
-        self._observe(key, body, job, previous, status, action)
+        for event in decided.events:
+            self._event(body, event.type, event.reason, event.message)
+        self._count(key, job, previous, decided)
 
     async def _invalid(self, key: Key, body: dict[str, Any], exc: ValidationError) -> None:
         """A stored object the models refuse (the CRD normally prevents this): fail it once."""
-        if (body.get("status") or {}).get("phase") == Phase.FAILED:
+        try:
+            previous = TrainingJobStatus.model_validate(body.get("status") or {})
+        except ValidationError:
+            previous = None
+        problems = "; ".join(str(e) for e in field_errors(exc))
+        decided = plan_invalid(previous, problems, self.clock())
+        if not decided.events:
             return
-        now = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
-        message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())[
-            :4096
-        ]
-        cond = {
-            "type": ConditionType.FAILED.value,
-            "status": "True",
-            "reason": Reason.INVALID_SPEC.value,
-            "message": message,
-            "lastTransitionTime": now,
-        }
         meta = body["metadata"]
         updated = await self.kube.patch_job_status(
             meta["namespace"],
             meta["name"],
             meta["resourceVersion"],
-            {"phase": Phase.FAILED.value, "conditions": [cond], "completionTime": now},
+            merge_patch(body.get("status") or {}, decided.status.to_wire()) or {},
         )
         self.cache.put_job(updated)
-        self._event(body, "Warning", Reason.INVALID_SPEC, message)
+        for event in decided.events:
+            self._event(body, event.type, event.reason, event.message)
 
     # -- what people and Prometheus see -------------------------------------------------------
 
@@ -295,49 +291,23 @@ class Reconciler:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _observe(
-        self,
-        key: Key,
-        body: dict[str, Any],
-        job: TrainingJob,
-        previous: TrainingJobStatus | None,
-        status: TrainingJobStatus,
-        action: Action,
+    def _count(
+        self, key: Key, job: TrainingJob, previous: TrainingJobStatus | None, decided: Plan
     ) -> None:
+        """The operator's metrics for a written status: jobs by phase, restarts, time to run."""
         ns, name = key
+        status, action = decided.status, decided.action
         self._set_phase(key, status.phase)
-        before = previous.phase if previous else None
         if isinstance(action, RestartGang) and status.restarts > (
             previous.restarts if previous else 0
         ):
             metrics.job_restarts.labels(ns, name, action.reason).inc()
-            self._event(
-                body,
-                "Warning",
-                action.reason,
-                f"restart {status.restarts}: {action.message}".rstrip(": "),
-            )
-        if status.phase == before:
-            return
-        if status.phase == Phase.RUNNING:
-            first = previous is None or get_condition(previous, ConditionType.RUNNING) is None
-            if first and job.metadata.creation_timestamp is not None:
-                elapsed = (self.clock() - job.metadata.creation_timestamp).total_seconds()
-                metrics.job_start.labels(ns).observe(max(elapsed, 0.0))
-            self._event(
-                body,
-                "Normal",
-                Reason.WORKERS_RUNNING,
-                f"{job.spec.replicas}/{job.spec.replicas} workers running",
-            )
-        elif status.phase == Phase.FAILED and isinstance(action, FailJob):
-            self._event(body, "Warning", action.reason, action.message)
-        elif status.phase == Phase.SUCCEEDED:
-            self._event(body, "Normal", Reason.SUCCEEDED, "all workers succeeded")
-        elif status.phase == Phase.SUSPENDED:
-            self._event(body, "Normal", Reason.SUSPENDED, "workers stopped (spec.suspend)")
-        elif before == Phase.SUSPENDED:
-            self._event(body, "Normal", Reason.RESUMED, "resumed")
+        first_run = status.phase == Phase.RUNNING and (
+            previous is None or get_condition(previous, ConditionType.RUNNING) is None
+        )
+        if first_run and job.metadata.creation_timestamp is not None:
+            elapsed = (self.clock() - job.metadata.creation_timestamp).total_seconds()
+            metrics.job_start.labels(ns).observe(max(elapsed, 0.0))
 
     def _set_phase(self, key: Key, phase: str) -> None:
         new = (key[0], str(phase))

@@ -1,20 +1,16 @@
 """Local workers and jobs in the words planning uses: pure functions, no effects.
 
-`observe` reads a worker process's exit file and termination log into an ObservedWorker (as
-the operator reads a pod); `demand` says what a job's whole gang asks of this machine, for the
-capacity queue.
+`observe` reads a worker process's exit file and termination log into an ObservedWorker, as
+the operator reads a pod.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from carina.platform.api import TrainingJob
-from carina.platform.local.capacity import Demand
 from carina.platform.local.launcher import RunPaths, read_exit_code
 from carina.platform.local.store import WorkerRow
 from carina.platform.planning.observed import ObservedWorker
-from carina.platform.quantity import parse_quantity
 
 
 def observe(worker: WorkerRow, alive: bool, paths: RunPaths) -> ObservedWorker:
@@ -64,23 +60,3 @@ def observe(worker: WorkerRow, alive: bool, paths: RunPaths) -> ObservedWorker:
         finished_at=finished,
         deleting=worker.stopping,
     )
-
-
-def demand(job: TrainingJob, key: str, running: bool) -> Demand:
-    """What a job's whole gang asks of this machine; ValueError naming a field it cannot count."""
-    r = job.spec.resources
-    n = job.spec.replicas
-    return Demand(
-        key=key,
-        cpus=n * _quantity(r.cpu, "spec.resources.cpu"),
-        memory_bytes=n * _quantity(r.memory, "spec.resources.memory"),
-        gpus=n * r.gpus,
-        running=running,
-    )
-
-
-def _quantity(value: int | str, path: str) -> float:
-    try:
-        return parse_quantity(value)
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None

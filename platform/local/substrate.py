@@ -1,9 +1,9 @@
 """The embedded substrate's loop: observe workers, plan with the shared functions, apply.
 
-Each pass reads every job once, observes its worker processes, calls the same planning
-functions the operator calls (`derive_status`, `next_action`, `apply_action`), performs the
-action's effects idempotently and writes status once. Only the capacity queue and the
-progress file are local concerns. Because everything it needs is in SQLite and the run
+Each pass reads every job once, observes its worker processes, asks the lifecycle engine the
+operator asks (`planning.engine.plan`) for the status, the action and the events, performs the
+action's effects idempotently, posts the events and writes status once. Only the capacity
+count and the progress file are local concerns. Because everything it needs is in SQLite and the run
 folders, a restarted `carina up` simply carries on: live workers are adopted by pid,
 workers that died with the machine show up as failures and restart from the checkpoint.
 """
@@ -25,12 +25,11 @@ from pydantic import ValidationError
 from carina.platform.api import (
     FINISHED_PHASES,
     CheckpointStatus,
-    Phase,
     Progress,
     TrainingJob,
     TrainingJobStatus,
 )
-from carina.platform.local.capacity import Capacity, admit, assign_gpus
+from carina.platform.local.capacity import assign_gpus
 from carina.platform.local.launcher import (
     Launcher,
     RunPaths,
@@ -39,7 +38,7 @@ from carina.platform.local.launcher import (
     run_paths,
     worker_env,
 )
-from carina.platform.local.observe import demand, observe
+from carina.platform.local.observe import observe
 from carina.platform.local.store import JobRow, Sample, Store, WorkerRow
 from carina.platform.manifests import field_errors
 from carina.platform.planning.actions import (
@@ -52,28 +51,14 @@ from carina.platform.planning.actions import (
     SuspendWorkers,
     Wait,
 )
-from carina.platform.planning.failure_policy import next_action
+from carina.platform.planning.admission import Capacity, admit, gang_demand, job_admission
+from carina.platform.planning.engine import ADMITTED, JobAdmission, Plan, plan, plan_invalid
 from carina.platform.planning.observed import ObservedWorker
-from carina.platform.planning.status import apply_action, derive_status, set_condition
 from carina.platform.quantity import parse_quantity
-from carina.platform.reasons import ConditionType, Reason
+from carina.platform.reasons import Reason
 from carina.workloads.contract import ProgressDocument
 
 log = logging.getLogger("carina.local")
-
-_WARNING_REASONS = frozenset(
-    {
-        Reason.WORKER_FAILED,
-        Reason.NODE_FAILURE,
-        Reason.EVICTED,
-        Reason.PREEMPTED,
-        Reason.PERMANENT_EXIT_CODE,
-        Reason.MAX_RESTARTS_EXCEEDED,
-        Reason.DEADLINE_EXCEEDED,
-        Reason.UNSCHEDULABLE,
-        Reason.INVALID_SPEC,
-    }
-)
 
 
 def spec_problems(error: ValueError) -> str:
@@ -171,15 +156,13 @@ class Substrate:
             try:
                 job = self._parse(row)
                 if not job.spec.suspend:
-                    demands.append(demand(job, row.uid, row.uid in holding))
+                    demands.append(gang_demand(job, row.uid, row.uid in holding))
             except ValueError as exc:  # pydantic's ValidationError is one too
                 invalid[row.uid] = spec_problems(exc)
         admission = admit(demands, self.config.capacity)
         for row in jobs:
-            admitted = row.uid in admission.admitted
-            waiting = admission.waiting.get(row.uid, "")
-            never = row.uid in admission.never_fits
-            key = (row.metadata, row.spec, row.deleting, admitted, waiting)
+            admitted = job_admission(admission, row.uid, "the machine has room for every worker")
+            key = (row.metadata, row.spec, row.deleting, admitted)
             live = row.uid in holding and any(
                 self.launcher.alive(w) for w in self.store.workers(row.uid)
             )
@@ -191,7 +174,7 @@ class Substrate:
                 if row.uid in invalid:
                     rest: Wait | None = self._fail_invalid(row, invalid[row.uid], now)
                 else:
-                    rest = self.reconcile(row, now, admitted, waiting, never)
+                    rest = self.reconcile(row, now, admitted)
             except Exception:
                 log.exception("reconcile of %s/%s failed", row.namespace, row.name)
                 continue
@@ -214,13 +197,9 @@ class Substrate:
     # ------------------------------------------------------------ one job
 
     def reconcile(
-        self, row: JobRow, now: datetime, admitted: bool, waiting: str, never_fits: bool = False
+        self, row: JobRow, now: datetime, admission: JobAdmission = ADMITTED
     ) -> Wait | None:
-        """Observe, plan, apply, write status once; a Wait when there is nothing to do.
-
-        A gang larger than the whole machine is not queued behind anyone: it stays Pending,
-        with the reason saying what it asks and what the machine has.
-        """
+        """Observe, plan, apply, write status once; a Wait when there is nothing to do."""
         paths = run_paths(self.config.state_dir, row.namespace, row.name, row.uid)
         if row.deleting:
             self._stop_workers(row.uid)
@@ -237,39 +216,21 @@ class Substrate:
         previous = (
             TrainingJobStatus.model_validate(json.loads(row.status)) if row.status != "{}" else None
         )
-        status = derive_status(job, workers, previous, now)
-        self._merge_progress(row.uid, status, paths, now)
-        action = next_action(job, status, workers, now)
-        if isinstance(action, CreateWorkers) and not admitted:
-            status.phase = Phase.PENDING if never_fits else Phase.QUEUED
-            set_condition(
-                status,
-                ConditionType.ADMITTED,
-                False,
-                Reason.UNSCHEDULABLE,
-                waiting or "waiting for capacity",
-                now,
-                job.metadata.generation,
-            )
-            self._write(row, status, previous, now)
-            return Wait(None)
-        if isinstance(action, CreateWorkers) and status.phase == Phase.QUEUED:
-            status.phase = Phase.PENDING
-        if isinstance(action, CreateWorkers):
-            set_condition(
-                status,
-                ConditionType.ADMITTED,
-                True,
-                Reason.CREATED,
-                "the machine has room for every worker",
-                now,
-                job.metadata.generation,
-            )
-        status = apply_action(job, status, action, now)
+        progress, checkpoint, damaged = self._read_progress(row.uid, paths, now)
+        decided = plan(
+            job.model_copy(update={"status": previous}),
+            workers,
+            now,
+            admission,
+            progress,
+            checkpoint,
+            damaged,
+        )
+        action = decided.action
         self._apply(action, job, row, workers, paths, now)
         if isinstance(action, DeleteJob):
             return None
-        self._write(row, status, previous, now)
+        self._write(row, decided, previous, now)
         if isinstance(action, Nothing):
             return Wait(None)
         return action if isinstance(action, Wait) else None
@@ -287,15 +248,7 @@ class Substrate:
             previous = TrainingJobStatus.model_validate(json.loads(row.status))
         except ValueError:
             previous = None
-        if previous is not None and previous.phase in FINISHED_PHASES:
-            return Wait(None)
-        status = previous.model_copy(deep=True) if previous else TrainingJobStatus()
-        status.phase = Phase.FAILED
-        status.completion_time = status.completion_time or now
-        status.restart_not_before = None
-        message = f"the stored spec is invalid: {problems}"[:4096]
-        set_condition(status, ConditionType.FAILED, True, Reason.INVALID_SPEC, message, now)
-        self._write(row, status, previous, now)
+        self._write(row, plan_invalid(previous, problems, now), previous, now)
         return Wait(None)
 
     def _observe(self, uid: str, paths: RunPaths) -> list[ObservedWorker]:
@@ -342,13 +295,6 @@ class Substrate:
         t = now.timestamp()
         if isinstance(action, CreateWorkers):
             self._create(job, row, action, paths)
-            self.store.add_event(
-                row.uid,
-                t,
-                "Normal",
-                Reason.CREATED,
-                f"started workers {list(action.indices)} (restart {action.restart})",
-            )
         elif isinstance(action, RestartGang):
             old = {w.index for w in workers if w.restart < action.restart and not w.deleting}
             if old:
@@ -410,13 +356,17 @@ class Substrate:
             assigned[str(index)] = ids
         return assigned
 
-    def _merge_progress(
-        self, uid: str, status: TrainingJobStatus, paths: RunPaths, now: datetime
-    ) -> None:
-        """Rank 0's progress file into status.progress, lastCheckpoint and the sample store."""
+    def _read_progress(
+        self, uid: str, paths: RunPaths, now: datetime
+    ) -> tuple[Progress | None, CheckpointStatus | None, frozenset[str]]:
+        """Rank 0's progress file: progress, the newest checkpoint, and damaged checkpoints.
+
+        Each step also goes to the sample store, and each damaged checkpoint a worker passed
+        over raises one Warning event.
+        """
         data = read_json(paths.progress)
         if not data:
-            return
+            return None, None, frozenset()
         try:
             progress = Progress.model_validate(
                 {
@@ -426,29 +376,25 @@ class Substrate:
                 }
             )
         except ValueError:
-            return
-        status.progress = progress
-        self._warn_skipped(uid, data, status, now)
+            return None, None, frozenset()
+        damaged = self._warn_skipped(uid, data, now)
+        checkpoint = None
         ckpt = data.get("lastCheckpoint")
         if isinstance(ckpt, dict) and "step" in ckpt and "uri" in ckpt:
-            step = int(ckpt["step"])
-            if status.last_checkpoint is None or step > status.last_checkpoint.step:
-                status.last_checkpoint = CheckpointStatus(step=step, uri=str(ckpt["uri"]), time=now)
+            checkpoint = CheckpointStatus(step=int(ckpt["step"]), uri=str(ckpt["uri"]), time=now)
         previous = self.store.last_sample_step(uid)
         if progress.step and progress.step != previous:
             when = progress.updated_at.timestamp() if progress.updated_at else now.timestamp()
             self.store.add_sample(
                 uid, Sample(progress.step, when, progress.loss, progress.tokens_per_second)
             )
+        return progress, checkpoint, damaged
 
-    def _warn_skipped(
-        self, uid: str, data: dict[str, Any], status: TrainingJobStatus, now: datetime
-    ) -> None:
-        """A Warning for each damaged checkpoint a worker passed over, once; status stops
-        naming one as the last checkpoint (the worker's own lastCheckpoint replaces it)."""
+    def _warn_skipped(self, uid: str, data: dict[str, Any], now: datetime) -> frozenset[str]:
+        """A Warning for each damaged checkpoint a worker passed over, once; their URIs."""
         doc = ProgressDocument.from_json(data)
         if doc is None or not doc.skipped_checkpoints:
-            return
+            return frozenset()
         said = {e.message for e in self.store.events(uid) if e.reason == Reason.CHECKPOINT_CORRUPT}
         for skipped in doc.skipped_checkpoints:
             message = (
@@ -459,30 +405,20 @@ class Substrate:
                 self.store.add_event(
                     uid, now.timestamp(), "Warning", Reason.CHECKPOINT_CORRUPT, message
                 )
-            last = status.last_checkpoint
-            if last is not None and last.uri == skipped.get("uri"):
-                status.last_checkpoint = None
+        return frozenset(str(s.get("uri")) for s in doc.skipped_checkpoints)
 
     def _write(
         self,
         row: JobRow,
-        status: TrainingJobStatus,
+        decided: Plan,
         previous: TrainingJobStatus | None,
         now: datetime,
     ) -> None:
-        """Write status (when it changed) and an event for each condition that changed."""
-        if previous is not None and status == previous:
+        """Post the plan's events and write its status, when it changed."""
+        status = decided.status
+        if previous is not None and status == previous and not decided.events:
             return
-        before = {c.type: (c.status, c.reason) for c in (previous.conditions if previous else [])}
-        for c in status.conditions:
-            if before.get(c.type) != (c.status, c.reason):
-                warning = c.reason in _WARNING_REASONS and c.status == "True"
-                self.store.add_event(
-                    row.uid,
-                    now.timestamp(),
-                    "Warning" if warning else "Normal",
-                    c.reason,
-                    f"{c.type}={c.status}: {c.message}".rstrip(": "),
-                )
+        for event in decided.events:
+            self.store.add_event(row.uid, now.timestamp(), event.type, event.reason, event.message)
         wire: dict[str, Any] = status.model_dump(mode="json", by_alias=True, exclude_none=True)
         self.store.write_status(row.uid, wire)

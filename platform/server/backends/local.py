@@ -33,13 +33,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from carina.platform.api import NAME_PATTERN, TrainingJob
-from carina.platform.local.capacity import Capacity, visible_gpus
+from carina.platform.local.capacity import visible_gpus
 from carina.platform.local.launcher import Launcher, run_paths
 from carina.platform.local.paths import LocalFolders, refused_paths
 from carina.platform.local.store import Conflict, JobRow, Store
 from carina.platform.local.store import StorageFull as StoreFull
 from carina.platform.local.substrate import Substrate, SubstrateConfig
 from carina.platform.manifests import field_errors
+from carina.platform.planning.admission import Capacity
 from carina.platform.quantity import parse_quantity
 from carina.platform.server.backends.base import (
     AlreadyExists,

@@ -12,10 +12,10 @@ import pytest
 from builders import make_job
 
 from carina.platform.local import substrate as substrate_module
-from carina.platform.local.capacity import Capacity
 from carina.platform.local.launcher import Launcher, RunPaths
 from carina.platform.local.store import Store, WorkerRow
 from carina.platform.local.substrate import Substrate, SubstrateConfig
+from carina.platform.planning.admission import Capacity
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -138,14 +138,14 @@ def test_a_job_whose_demand_cannot_be_counted_fails_alone(
 ) -> None:
     odd = stored(store, "odd")
     good = stored(store, "good")
-    count = substrate_module.demand
+    count = substrate_module.gang_demand
 
     def demand(job: Any, key: str, running: bool) -> Any:
         if key == odd:
             raise ValueError("spec.resources.memory: not a quantity: '1Gb'")
         return count(job, key, running)
 
-    monkeypatch.setattr(substrate_module, "demand", demand)
+    monkeypatch.setattr(substrate_module, "gang_demand", demand)
     substrate.reconcile_all(NOW)
     assert failed(store, "odd")["reason"] == "InvalidSpec"
     assert "spec.resources.memory" in failed(store, "odd")["message"]

@@ -1,16 +1,8 @@
-"""The capacity queue: whole gangs, in priority-then-age order, no overtaking a bigger job."""
+"""Admission: whole gangs, in priority-then-age order, no overtaking a bigger job."""
 
 from __future__ import annotations
 
-import pytest
-
-from carina.platform.local.capacity import (
-    Capacity,
-    Demand,
-    admit,
-    assign_gpus,
-    visible_gpus,
-)
+from carina.platform.planning.admission import Capacity, Demand, admit
 
 MACHINE = Capacity(cpus=4, memory_bytes=16 * 2**30)
 
@@ -49,14 +41,3 @@ def test_a_job_bigger_than_the_machine_says_so_and_does_not_block_others() -> No
     assert "1 GPUs" in result.waiting["gpu"]
     assert result.admitted == {"ok"}
     assert result.never_fits == {"huge", "gpu"}
-
-
-def test_each_worker_gets_gpus_no_other_job_holds() -> None:
-    assert assign_gpus(8, held=[0, 1, 2], per_worker=2, workers=2) == [[3, 4], [5, 6]]
-    assert assign_gpus(4, held=[], per_worker=4, workers=1) == [[0, 1, 2, 3]]
-    assert assign_gpus(4, held=[1], per_worker=2, workers=2) == []
-
-
-def test_visible_gpus_is_zero_without_nvidia_smi(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PATH", "/nonexistent")
-    assert visible_gpus() == 0
