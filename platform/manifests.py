@@ -11,11 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from carina.platform.api import TrainingJob
-
-_RULE_WORDS = {
-    "extra_forbidden": "unknown field",
-    "missing": "required field is missing",
-}
+from carina.workloads.config import describe_errors
 
 
 @dataclass(frozen=True)
@@ -38,23 +34,9 @@ class ManifestError(ValueError):
         super().__init__(f"{source}: " + "; ".join(str(e) for e in errors))
 
 
-def field_path(loc: tuple[int | str, ...]) -> str:
-    """`spec.template.spec.env[0].name`: the path as the API server writes it."""
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "(root)"
-
-
 def field_errors(error: ValidationError) -> list[FieldError]:
     """Pydantic's errors as field paths in the manifest's own (camelCase) names."""
-    out = []
-    for item in error.errors():
-        path = field_path(item["loc"])
-        rule = _RULE_WORDS.get(item["type"], item["msg"])
-        rule = rule.removeprefix("Value error, ")
-        out.append(FieldError(path, rule))
-    return out
+    return [FieldError(path, rule) for path, rule in describe_errors(error.errors())]
 
 
 def parse_manifest(manifest: Any, source: str = "<manifest>") -> TrainingJob:

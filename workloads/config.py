@@ -13,9 +13,10 @@ and mirrored by a pydantic validator (enforced locally by `carina validate`).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -34,6 +35,33 @@ from carina.workloads.contract import PERMANENT_EXIT_CODES as PERMANENT_EXIT_COD
 from carina.workloads.contract import ExitCode as ExitCode
 
 SCHEMA_VERSION = 1
+
+
+# Validation errors as a person reads them, the one formatter every component uses (`carina
+# validate`, the REST API, the operator, a worker reading its spec): a field path as the API
+# server writes it (`spec.template.spec.env[0].name`) and the rule in words.
+_RULE_WORDS = {"extra_forbidden": "unknown field", "missing": "required field is missing"}
+
+
+def error_path(loc: Sequence[int | str]) -> str:
+    """`spec.template.spec.env[0].name` from a pydantic error location."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(root)"
+
+
+def error_rule(error: Mapping[str, Any]) -> str:
+    """The broken rule of one pydantic error, in the words the API uses."""
+    rule = _RULE_WORDS.get(str(error.get("type", "")), str(error.get("msg", "invalid")))
+    return rule.removeprefix("Value error, ")
+
+
+def describe_errors(
+    errors: Iterable[Mapping[str, Any]], prefix: Sequence[int | str] = ()
+) -> list[tuple[str, str]]:
+    """(field path, rule) for each pydantic error, the path under `prefix`."""
+    return [(error_path((*prefix, *e.get("loc", ()))), error_rule(e)) for e in errors]
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from carina.workloads.config import (
     FinetuneConfig,
     PretrainConfig,
     QuantizeConfig,
+    describe_errors,
 )
 from carina.workloads.contract import ContractError, WorkerContext
 from carina.workloads.errors import WorkerError
@@ -49,11 +50,7 @@ RUNNERS: dict[str, str] = {
 
 def format_validation_error(err: ValidationError, prefix: str = "config") -> str:
     """`config.model.nHeads: Input should be ...; ...` (the field path a user can fix)."""
-    parts = []
-    for e in err.errors():
-        path = ".".join([prefix, *(str(p) for p in e["loc"])])
-        parts.append(f"{path}: {e['msg']}")
-    return "; ".join(parts)
+    return "; ".join(f"{p}: {r}" for p, r in describe_errors(err.errors(), (prefix,)))
 
 
 def load_spec(path: str | None) -> tuple[str, BaseModel]:

@@ -20,12 +20,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from carina.platform.manifests import field_path
 from carina.platform.server.backends.base import Backend
 from carina.platform.server.routers import health, trainingjobs
 from carina.platform.server.routers.errors import field_errors
 from carina.platform.server.settings import Settings
 from carina.platform.server.telemetry import BodySizeLimit, RequestMetrics
+from carina.workloads.config import error_path
 
 
 def make_backend(settings: Settings) -> Backend:
@@ -196,7 +196,7 @@ def too_deep(body: bytes, limit: int) -> str | None:
     while stack:
         node, loc = stack.pop()
         if len(loc) >= limit:
-            return field_path(loc)
+            return error_path(loc)
         items = node.items() if isinstance(node, dict) else enumerate(node)
         stack.extend((v, (*loc, k)) for k, v in items if isinstance(v, dict | list))
     return None

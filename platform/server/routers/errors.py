@@ -18,6 +18,7 @@ from carina.platform.server.backends.base import (
     Unavailable,
 )
 from carina.platform.server.schemas import ErrorResponse
+from carina.workloads.config import describe_errors
 
 _STATUS: dict[type[BackendError], tuple[int, str]] = {
     NotFound: (status.HTTP_404_NOT_FOUND, "NotFound"),
@@ -56,17 +57,13 @@ def http_errors() -> Iterator[None]:
         ) from None
 
 
-# The same words `carina validate` uses (carina.platform.manifests) for the same rules.
-_RULE_WORDS = {"extra_forbidden": "unknown field", "missing": "required field is missing"}
-
-
 def field_errors(errors: Sequence[Any]) -> list[FieldError]:
     """FastAPI's validation errors as manifest paths: the body's fields need no `body.`."""
     out = []
     for item in errors:
-        loc = [str(part) for part in item.get("loc", ())]
-        if loc[:1] == ["body"]:
+        loc = tuple(item.get("loc", ()))
+        if loc[:1] == ("body",):
             loc = loc[1:]
-        rule = _RULE_WORDS.get(item.get("type", ""), str(item.get("msg", "invalid")))
-        out.append(FieldError(".".join(loc) or "(root)", rule.removeprefix("Value error, ")))
+        [(path, rule)] = describe_errors([{**item, "loc": loc}])
+        out.append(FieldError(path, rule))
     return out
