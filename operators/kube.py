@@ -22,11 +22,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from carina.operators import metrics
 from carina.platform.api import GROUP, PLURAL, VERSION
+from carina.platform.cluster import api_client
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +52,9 @@ def _status_message(exc: ApiException) -> str:
 
 
 def load_api_client(threads: int) -> client.ApiClient:
-    """An ApiClient from KUBECONFIG (or ~/.kube/config), else the in-cluster service account."""
-    configuration = client.Configuration()
-    try:
-        config.load_kube_config(client_configuration=configuration)
-    except config.ConfigException:
-        config.load_incluster_config(client_configuration=configuration)
-    configuration.connection_pool_maxsize = threads
-    return client.ApiClient(configuration)
+    """An ApiClient by kubectl's precedence (`carina.platform.cluster`), `threads` connections."""
+    api: client.ApiClient = api_client(pool_size=threads)
+    return api
 
 
 def merge_patch(old: Any, new: Any) -> Any:

@@ -46,7 +46,9 @@ class Settings(BaseSettings):
         ' ["/tmp/carina/{namespace}"]; [] leaves each namespace its run folders alone',
     )
     # -- kubernetes backend
-    kubeconfig: Path | None = Field(None, description="default: in-cluster, then KUBECONFIG")
+    kubeconfig: Path | None = Field(
+        None, description="default: KUBECONFIG or ~/.kube/config, then in-cluster (kubectl's order)"
+    )
     # -- both
     prometheus_url: str | None = Field(None, description="series from PromQL when set")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="request bodies above: 413")

@@ -61,16 +61,11 @@ class KubernetesBackend:
         await asyncio.to_thread(self._connect)
 
     def _connect(self) -> None:
-        from kubernetes import client, config
+        from kubernetes import client
 
-        if self.settings.kubeconfig is not None:
-            api = config.new_client_from_config(config_file=str(self.settings.kubeconfig))
-        else:
-            try:
-                config.load_incluster_config()
-            except config.ConfigException:
-                config.load_kube_config()
-            api = client.ApiClient()
+        from carina.platform.cluster import api_client
+
+        api = api_client(self.settings.kubeconfig)
         self._api = api
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
