@@ -32,13 +32,13 @@ from carina.workloads.config import (
     PRINTABLE,
     PRINTABLE_PATTERN,
     WORKLOAD_KINDS,
+    ApiModel,
     CelRule,
     CheckpointUri,
     EvaluateConfig,
     FinetuneConfig,
     PretrainConfig,
     QuantizeConfig,
-    Spec,
     WorkloadConfig,
     no_control_characters,
 )
@@ -102,11 +102,11 @@ class ClusterProfile(StrEnum):
     NONE = "none"  # plain nodes, CPU or GPU, no fabric setup
 
 
-class Workload(Spec):
+class Workload(ApiModel):
     """Exactly one member is set: the kind of work the job does."""
 
     # The rule in the schema too, for clients and fuzzers that read the OpenAPI document.
-    model_config = Spec.model_config | {
+    model_config = ApiModel.model_config | {
         "json_schema_extra": {"minProperties": 1, "maxProperties": 1}
     }
 
@@ -144,7 +144,7 @@ class Workload(Spec):
         return value
 
 
-class Resources(Spec):
+class Resources(ApiModel):
     """What one worker asks of its node."""
 
     CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
@@ -175,7 +175,7 @@ class Resources(Spec):
         return self
 
 
-class CheckpointSpec(Spec):
+class CheckpointSpec(ApiModel):
     """Where and how often workers save checkpoints."""
 
     uri: CheckpointUri | None = Field(
@@ -185,7 +185,7 @@ class CheckpointSpec(Spec):
     keep: StrictInt = Field(3, ge=1, le=1000, description="newest checkpoints to keep")
 
 
-class FailurePolicy(Spec):
+class FailurePolicy(ApiModel):
     """When a failed worker restarts the gang and when the job gives up."""
 
     max_restarts: StrictInt = Field(3, ge=0, le=1000)
@@ -240,7 +240,7 @@ def _unique(items: list[Any] | None, key: str, what: str) -> None:
         seen.add(value)
 
 
-class EnvVar(Spec):
+class EnvVar(ApiModel):
     """An environment variable of the worker container (Kubernetes' EnvVar)."""
 
     CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
@@ -265,14 +265,14 @@ class EnvVar(Spec):
         return name
 
 
-class EnvSourceRef(Spec):
+class EnvSourceRef(ApiModel):
     """The Secret or ConfigMap whose keys become environment variables."""
 
     name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
     optional: StrictBool | None = None
 
 
-class EnvFromSource(Spec):
+class EnvFromSource(ApiModel):
     """Every key of a Secret or ConfigMap as an environment variable (Kubernetes' EnvFromSource)."""
 
     # The keys are not known at admission, so only the prefix is checked. A key that names a
@@ -311,12 +311,12 @@ class EnvFromSource(Spec):
         return prefix
 
 
-class Volume(Spec):
+class Volume(ApiModel):
     """A pod volume: a name and one Kubernetes volume source (persistentVolumeClaim, secret ...)."""
 
     # The source passes to the pod as written; the API server checks it when the pod is created.
 
-    model_config = Spec.model_config | {"extra": "allow"}
+    model_config = ApiModel.model_config | {"extra": "allow"}
 
     CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
         CelRule(
@@ -338,7 +338,7 @@ class Volume(Spec):
         return name
 
 
-class VolumeMount(Spec):
+class VolumeMount(ApiModel):
     """Where the worker container sees a volume of the template (Kubernetes' VolumeMount)."""
 
     CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
@@ -374,7 +374,7 @@ class VolumeMount(Spec):
         return path
 
 
-class Toleration(Spec):
+class Toleration(ApiModel):
     """A taint the workers tolerate, besides the profile's (Kubernetes' Toleration)."""
 
     key: str | None = Field(None, max_length=316)
@@ -384,7 +384,7 @@ class Toleration(Spec):
     toleration_seconds: StrictInt | None = None
 
 
-class PodAffinityTerms(Spec):
+class PodAffinityTerms(ApiModel):
     """Kubernetes' PodAffinity or PodAntiAffinity; the terms are passed as written."""
 
     required_during_scheduling_ignored_during_execution: list[KubernetesObject] | None = Field(
@@ -395,7 +395,7 @@ class PodAffinityTerms(Spec):
     )
 
 
-class Affinity(Spec):
+class Affinity(ApiModel):
     """Kubernetes' Affinity; pod affinity terms join the profile's (gang colocation)."""
 
     node_affinity: KubernetesObject | None = Field(None, description="Kubernetes' NodeAffinity")
@@ -403,11 +403,11 @@ class Affinity(Spec):
     pod_anti_affinity: PodAffinityTerms | None = None
 
 
-class LocalObjectReference(Spec):
+class LocalObjectReference(ApiModel):
     name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
 
 
-class WorkerTemplateMetadata(Spec):
+class WorkerTemplateMetadata(ApiModel):
     """Labels and annotations every worker pod carries."""
 
     CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
@@ -441,7 +441,7 @@ class WorkerTemplateMetadata(Spec):
         return labels
 
 
-class WorkerTemplateSpec(Spec):
+class WorkerTemplateSpec(ApiModel):
     """The pod and worker-container fields a user sets, in Kubernetes' names and shapes."""
 
     CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
@@ -496,7 +496,7 @@ class WorkerTemplateSpec(Spec):
         return mounts
 
 
-class WorkerTemplate(Spec):
+class WorkerTemplate(ApiModel):
     """What a user adds to every worker pod, in the shape of Kubernetes' PodTemplateSpec."""
 
     # The rest of the pod is the worker contract's and the cluster profile's (render.py);
@@ -506,7 +506,7 @@ class WorkerTemplate(Spec):
     spec: WorkerTemplateSpec | None = None
 
 
-class TrainingJobSpec(Spec):
+class TrainingJobSpec(ApiModel):
     """What a user asks for."""
 
     CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
@@ -562,7 +562,7 @@ class Phase(StrEnum):
 FINISHED_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})
 
 
-class Condition(Spec):
+class Condition(ApiModel):
     """A Kubernetes-style condition; reasons come from `carina.platform.reasons`."""
 
     type: str = Field(max_length=316)
@@ -573,14 +573,14 @@ class Condition(Spec):
     observed_generation: int | None = Field(None, ge=0)
 
 
-class WorkerCounts(Spec):
+class WorkerCounts(ApiModel):
     total: int = 0
     ready: int = 0
     succeeded: int = 0
     failed: int = 0
 
 
-class Progress(Spec):
+class Progress(ApiModel):
     step: int = 0
     total_steps: int = 0
     loss: float | None = None
@@ -588,13 +588,13 @@ class Progress(Spec):
     updated_at: datetime | None = None
 
 
-class CheckpointStatus(Spec):
+class CheckpointStatus(ApiModel):
     step: int
     uri: str
     time: datetime | None = None
 
 
-class RestartCounts(Spec):
+class RestartCounts(ApiModel):
     """Restarts by whose fault they were: the user's code, or the infrastructure."""
 
     application: int = 0
@@ -602,7 +602,7 @@ class RestartCounts(Spec):
     preemption: int = 0
 
 
-class TrainingJobStatus(Spec):
+class TrainingJobStatus(ApiModel):
     """What the platform observed; written only by the platform."""
 
     phase: Phase = Phase.PENDING
@@ -624,10 +624,10 @@ class TrainingJobStatus(Spec):
 # ---------------------------------------------------------------- the object
 
 
-class ObjectMeta(Spec):
+class ObjectMeta(ApiModel):
     """The parts of Kubernetes object metadata Carina reads; the rest passes through."""
 
-    model_config = Spec.model_config | {"extra": "allow"}
+    model_config = ApiModel.model_config | {"extra": "allow"}
 
     name: str = Field(max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)
     namespace: str | None = Field(None, max_length=63, pattern=NAME_PATTERN)
@@ -649,7 +649,7 @@ class ObjectMeta(Spec):
         return check_annotations(annotations)
 
 
-class TrainingJob(Spec):
+class TrainingJob(ApiModel):
     """A TrainingJob manifest as a user writes it (status optional)."""
 
     api_version: Literal["carina.dev/v1alpha1"] = "carina.dev/v1alpha1"

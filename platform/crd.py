@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel
 
 from carina.platform import api
-from carina.workloads.config import Spec
+from carina.workloads.config import ApiModel
 
 # Keywords of JSON Schema that structural OpenAPI v3 schemas keep as they are.
 _KEEP = {
@@ -52,9 +52,9 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
 ]
 
 
-def _models_by_title(model: type[BaseModel], found: dict[str, type[Spec]]) -> None:
-    """Collect every Spec model reachable from `model`, keyed by its JSON Schema title."""
-    if issubclass(model, Spec):
+def _models_by_title(model: type[BaseModel], found: dict[str, type[ApiModel]]) -> None:
+    """Collect every ApiModel model reachable from `model`, keyed by its JSON Schema title."""
+    if issubclass(model, ApiModel):
         found[model.__name__] = model
     for field in model.model_fields.values():
         for arg in _type_args(field.annotation):
@@ -78,7 +78,7 @@ def _kubernetes_keywords(node: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Converter:
-    def __init__(self, defs: dict[str, Any], models: dict[str, type[Spec]]):
+    def __init__(self, defs: dict[str, Any], models: dict[str, type[ApiModel]]):
         self.defs = defs
         self.models = models
 
@@ -149,14 +149,14 @@ class _Converter:
             out["items"] = self.convert(items or {})
         return out
 
-    def _add_factory_defaults(self, model: type[Spec], props: dict[str, Any]) -> None:
+    def _add_factory_defaults(self, model: type[ApiModel], props: dict[str, Any]) -> None:
         """Objects built by a default factory default to that object in the CRD too."""
         for name, field in model.model_fields.items():
             alias = field.alias or name
             if field.default_factory is None or alias not in props:
                 continue
             value = field.default_factory()
-            if isinstance(value, Spec):
+            if isinstance(value, ApiModel):
                 props[alias]["default"] = value.to_wire()
             elif isinstance(value, list):
                 props[alias]["default"] = value
@@ -164,7 +164,7 @@ class _Converter:
 
 def openapi_schema() -> dict[str, Any]:
     """The structural OpenAPI v3 schema of a TrainingJob (spec and status)."""
-    models: dict[str, type[Spec]] = {}
+    models: dict[str, type[ApiModel]] = {}
     _models_by_title(api.TrainingJob, models)
     converter = _Converter({}, models)
     parts = {}

@@ -73,7 +73,7 @@ class CelRule:
     field_path: str | None = None
 
 
-class Spec(BaseModel):
+class ApiModel(BaseModel):
     """Base of every API model: camelCase aliases, unknown fields refused.
 
     Numbers and switches are declared StrictInt, StrictFloat (which takes an integer) and
@@ -197,7 +197,7 @@ PRESETS: dict[str, dict[str, int | float | bool]] = {
 }
 
 
-class MoeSpec(Spec):
+class MoeSpec(ApiModel):
     """Dense-trained mixture of experts (DS-MoE): every expert runs in training."""
 
     experts: StrictInt = Field(4, ge=2, le=64, description="experts per MoE layer")
@@ -207,7 +207,7 @@ class MoeSpec(Spec):
     )
 
 
-class ModelSpec(Spec):
+class ModelSpec(ApiModel):
     """A preset and the overrides a user applies on top of it."""
 
     CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
@@ -288,7 +288,7 @@ class DataSource(StrEnum):
     SYNTHETIC = "synthetic"  # generated on the fly (tests, benchmarks)
 
 
-class DataSpec(Spec):
+class DataSpec(ApiModel):
     """Where the training text comes from and how it is tokenized."""
 
     CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
@@ -319,7 +319,7 @@ class DataSpec(Spec):
         return self
 
 
-class OptimizerSpec(Spec):
+class OptimizerSpec(ApiModel):
     """AdamW; under µP the hidden matrices' learning rate is divided by the width multiplier."""
 
     lr: StrictFloat = Field(3e-3, gt=0, le=10.0, description="peak learning rate")
@@ -336,7 +336,7 @@ class ScheduleKind(StrEnum):
     POWER = "power"
 
 
-class ScheduleSpec(Spec):
+class ScheduleSpec(ApiModel):
     """Learning-rate schedule. `power` follows the Power scheduler: lr = min(lrMax, β·a·n^b)."""
 
     kind: ScheduleKind = ScheduleKind.WSD
@@ -364,7 +364,7 @@ class Parallelism(StrEnum):
 # ---------------------------------------------------------------- workloads
 
 
-class PretrainConfig(Spec):
+class PretrainConfig(ApiModel):
     """Pretrain a decoder LM from scratch (or continue from `init`)."""
 
     CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
@@ -419,7 +419,7 @@ class JudgeKind(StrEnum):
     HTTP = "http"
 
 
-class JudgeSpec(Spec):
+class JudgeSpec(ApiModel):
     """Decides whether the base model's own answer is acceptable given the gold answer."""
 
     CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
@@ -454,7 +454,7 @@ class JudgeSpec(Spec):
         return self
 
 
-class TaskDataSpec(Spec):
+class TaskDataSpec(ApiModel):
     """A task's data: generated (no download) or a JSONL file in its usual layout."""
 
     generator: Literal["grounded-qa", "code-choice", "python-stdlib"] | None = Field(
@@ -466,7 +466,7 @@ class TaskDataSpec(Spec):
     seed: StrictInt = Field(0, ge=0)
 
 
-class FinetuneConfig(Spec):
+class FinetuneConfig(ApiModel):
     """Supervised fine-tuning of a base checkpoint: plain SFT or Selective Self-Rehearsal."""
 
     base: CheckpointUri = Field(description="checkpoint to start from")
@@ -491,7 +491,7 @@ class QuantizeMethod(StrEnum):
     QAT_KURTOSIS = "qat-kurtosis"  # QAT plus kurtosis regularization of layer outputs
 
 
-class QuantizeConfig(Spec):
+class QuantizeConfig(ApiModel):
     """W4A4: quantization-aware training with activation regularization, then weight PTQ."""
 
     base: CheckpointUri = Field(description="checkpoint to quantize")
@@ -522,7 +522,7 @@ class QuantizeConfig(Spec):
     )
 
 
-class EvalTask(Spec):
+class EvalTask(ApiModel):
     """One task of an evaluation suite."""
 
     name: str = Field(max_length=128, pattern=r"^[a-z0-9][a-z0-9_.\-]*$")
@@ -533,7 +533,7 @@ class EvalTask(Spec):
     )
 
 
-class EvaluateConfig(Spec):
+class EvaluateConfig(ApiModel):
     """Evaluate a checkpoint on a suite, optionally against a baseline checkpoint."""
 
     base: CheckpointUri = Field(description="checkpoint to evaluate")
