@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -119,7 +119,37 @@ class CarinaUp:
                 self.proc.kill()
         for pid in worker_pids(self.state_dir):
             with contextlib.suppress(OSError):
-                os.killpg(pid, signal.SIGKILL)
+                os.killpg(os.getpgid(pid), signal.SIGKILL)  # its wrapper, entry process, ranks
+
+
+@contextlib.contextmanager
+def running(
+    state_dir: Path, worker_command: Sequence[str], env: dict[str, str] | None = None
+) -> Iterator[CarinaUp]:
+    """A started `carina up` for the length of the block, stopped (workers too) after it."""
+    up = CarinaUp(state_dir, worker_command, env=env).start()
+    try:
+        yield up
+    finally:
+        up.stop()
+
+
+def log_events(log: str, name: str | None = None) -> list[dict[str, Any]]:
+    """Rank 0's JSON event lines in a worker log (`[rank 0] ` tags allowed), of one kind."""
+    import json
+
+    found = []
+    for line in log.splitlines():
+        line = line.removeprefix("[rank 0] ")
+        if not line.startswith("{"):
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if name is None or event.get("event") == name:
+            found.append(event)
+    return found
 
 
 def _environ(pid: int) -> dict[str, str]:
@@ -133,7 +163,10 @@ def _environ(pid: int) -> dict[str, str]:
 
 
 def worker_pids(state_dir: Path, job: str | None = None, rank: int | None = None) -> list[int]:
-    """Worker processes (not their wrappers) started for jobs under `state_dir`."""
+    """The ranks (training processes) of workers started for jobs under `state_dir`.
+
+    Not their wrappers nor their entry processes: a rank is the process with a RANK.
+    """
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -150,7 +183,7 @@ def worker_pids(state_dir: Path, job: str | None = None, rank: int | None = None
             continue
         if job is not None and env.get("CARINA_JOB") != job:
             continue
-        if rank is not None and env.get("RANK") != str(rank):
+        if "RANK" not in env or (rank is not None and env["RANK"] != str(rank)):
             continue
         found.append(pid)
     return found

@@ -7,7 +7,6 @@ passes it over for the older intact one, the job succeeds, and its events say wh
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from collections.abc import Iterator
@@ -16,7 +15,15 @@ from pathlib import Path
 import pytest
 import torch
 from builders import make_job
-from embedded_platform import REAL_WORKER, CarinaUp, wait_for_phase, wait_for_step, worker_pids
+from embedded_platform import (
+    REAL_WORKER,
+    CarinaUp,
+    log_events,
+    running,
+    wait_for_phase,
+    wait_for_step,
+    worker_pids,
+)
 
 from carina.workloads import checkpoint
 from carina.workloads.config import ModelSpec
@@ -31,25 +38,8 @@ STEPS = 60
 
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[CarinaUp]:
-    up = CarinaUp(tmp_path / "state", REAL_WORKER, env={"OMP_NUM_THREADS": "1"}).start()
-    try:
+    with running(tmp_path / "state", REAL_WORKER, env={"OMP_NUM_THREADS": "1"}) as up:
         yield up
-    finally:
-        up.stop()
-
-
-def log_events(log: str, name: str) -> list[dict]:
-    """The worker's JSON log lines of one event."""
-    found = []
-    for line in log.splitlines():
-        if line.startswith("{"):
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("event") == name:
-                found.append(event)
-    return found
 
 
 def test_a_damaged_newest_checkpoint_is_passed_over_and_the_job_succeeds(

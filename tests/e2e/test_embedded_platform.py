@@ -5,7 +5,6 @@ Sized for two CPU cores: the tiny preset, sequences of 64 tokens, a few hundred 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,7 +16,15 @@ from pathlib import Path
 import pytest
 import yaml
 from builders import make_job
-from embedded_platform import REAL_WORKER, CarinaUp, wait_for_phase, wait_for_step, worker_pids
+from embedded_platform import (
+    REAL_WORKER,
+    CarinaUp,
+    log_events,
+    running,
+    wait_for_phase,
+    wait_for_step,
+    worker_pids,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 NS = "default"
@@ -36,26 +43,14 @@ def tiny_job(name: str, steps: int, replicas: int = 2):
 
 
 def steps_logged(log: str) -> Counter[int]:
-    """How often each step appears in a worker's JSON log lines (rank 0 logs them)."""
-    seen: Counter[int] = Counter()
-    for line in log.splitlines():
-        if line.startswith("{"):
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("event") == "step":
-                seen[int(event["step"])] += 1
-    return seen
+    """How often each step appears in rank 0's JSON log lines."""
+    return Counter(int(e["step"]) for e in log_events(log, "step"))
 
 
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[CarinaUp]:
-    up = CarinaUp(tmp_path / "state", REAL_WORKER).start()
-    try:
+    with running(tmp_path / "state", REAL_WORKER) as up:
         yield up
-    finally:
-        up.stop()
 
 
 def test_carina_run_trains_a_tiny_model_to_succeeded(tmp_path: Path) -> None:

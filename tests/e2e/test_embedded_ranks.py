@@ -6,7 +6,6 @@ per GPU on a GPU machine), relays SIGTERM and exits with the first failing rank'
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from collections.abc import Iterator
@@ -18,6 +17,8 @@ from embedded_platform import (
     REAL_WORKER,
     STANDIN_WORKER,
     CarinaUp,
+    log_events,
+    running,
     wait_for_phase,
     wait_for_step,
     worker_pids,
@@ -27,26 +28,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 NS = "default"
 
 
-def events_of(log: str) -> list[dict]:
-    """Global rank 0's JSON event lines (tagged `[rank 0]` in a worker of several ranks)."""
-    out = []
-    for line in log.splitlines():
-        line = line.removeprefix("[rank 0] ")
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-    return out
-
-
 @pytest.fixture
 def real(tmp_path: Path) -> Iterator[CarinaUp]:
-    up = CarinaUp(tmp_path / "state", REAL_WORKER, env={"CARINA_CAPACITY_CPUS": "4"}).start()
-    try:
+    with running(tmp_path / "state", REAL_WORKER, env={"CARINA_CAPACITY_CPUS": "4"}) as up:
         yield up
-    finally:
-        up.stop()
 
 
 def test_two_workers_of_two_ranks_train_as_world_size_4_and_survive_a_killed_rank(
@@ -73,7 +58,7 @@ def test_two_workers_of_two_ranks_train_as_world_size_4_and_survive_a_killed_ran
     assert done["status"]["phase"] == "Succeeded", done["status"]
     assert done["status"]["restarts"] == 1
     assert done["status"]["restartsByReason"]["application"] == 1
-    events = events_of(client.logs(NS, "ranks", worker=0, tail=100_000))
+    events = log_events(client.logs(NS, "ranks", worker=0, tail=100_000))
     starts = [e for e in events if e.get("event") == "start"]
     assert [s["worldSize"] for s in starts] == [4, 4]
     resumed = [e for e in events if e.get("event") == "resumed"]

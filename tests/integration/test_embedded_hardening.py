@@ -26,6 +26,7 @@ from builders import make_job
 from embedded_platform import (
     STANDIN_WORKER,
     CarinaUp,
+    running,
     wait_for,
     wait_for_phase,
     wait_for_step,
@@ -51,16 +52,12 @@ def standin_job(name: str, steps: int, replicas: int = 2, max_restarts: int = 3)
 
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[CarinaUp]:
-    up = CarinaUp(
+    with running(
         tmp_path / "state",
         STANDIN_WORKER,
         env={"STANDIN_STEP_SECONDS": "0.05", "CARINA_CAPACITY_CPUS": "4"},
-    )
-    up.start()
-    try:
+    ) as up:
         yield up
-    finally:
-        up.stop()
 
 
 def free_port() -> int:

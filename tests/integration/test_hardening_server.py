@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from builders import make_job
-from embedded_platform import STANDIN_WORKER, CarinaUp, wait_for_phase
+from embedded_platform import STANDIN_WORKER, CarinaUp, running, wait_for_phase
 
 from carina.platform.client import ApiError
 from carina.platform.local.store import Store
@@ -24,16 +24,12 @@ NS = "default"
 
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[CarinaUp]:
-    up = CarinaUp(
+    with running(
         tmp_path / "state",
         STANDIN_WORKER,
         env={"STANDIN_STEP_SECONDS": "0.02", "CARINA_CAPACITY_CPUS": "4"},
-    )
-    up.start()
-    try:
+    ) as up:
         yield up
-    finally:
-        up.stop()
 
 
 def store_directly(platform: CarinaUp, name: str, **spec: Any) -> None:

@@ -23,6 +23,7 @@ from builders import make_job
 from embedded_platform import (
     STANDIN_WORKER,
     CarinaUp,
+    running,
     wait_for,
     wait_for_phase,
     wait_for_step,
@@ -49,16 +50,12 @@ def standin_job(name: str, steps: int = 60, replicas: int = 2, interval: int = 1
 
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[CarinaUp]:
-    up = CarinaUp(
+    with running(
         tmp_path / "state",
         STANDIN_WORKER,
         env={"STANDIN_STEP_SECONDS": "0.05", "CARINA_CAPACITY_CPUS": "4"},
-    )
-    up.start()
-    try:
+    ) as up:
         yield up
-    finally:
-        up.stop()
 
 
 def test_a_submitted_job_runs_to_succeeded_with_series_events_and_logs(platform: CarinaUp) -> None:
