@@ -4,10 +4,11 @@
 
 Both loops train the same `Transformer` on the same packed windows with the same AdamW
 parameter groups, gradient accumulation, clipping and per-step LR. The Carina side runs the
-whole worker (`run_pretrain`: sampler, schedule, telemetry, progress, JSON logs, preemption
-check) without checkpoints. Tokens/s is measured between logged steps after a warmup, both
-loops sync on the loss at the same steps, and the runs alternate (A B A B ...) so machine
-load hits both alike; the figure is the median over repeats.
+whole worker (`run_pretrain` in the run loop every workload shares: sampler, schedule,
+telemetry, progress, JSON logs, preemption check) without checkpoints. Tokens/s is measured
+between logged steps after a warmup, both loops sync on the loss at the same steps, and the
+runs alternate (A B A B ...) so machine load hits both alike; the figure is the median over
+repeats.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from carina.workloads.config import PretrainConfig
 from carina.workloads.data import build_corpus
 from carina.workloads.distributed import PreemptionFlag
 from carina.workloads.model import Transformer, param_groups
+from carina.workloads.runtime.loop import StepRecord
 from carina.workloads.schedules import learning_rate
-from carina.workloads.train import StepRecord, run_pretrain
+from carina.workloads.train import run_pretrain
 from carina.workloads.worker import WorkerContext
 
 WARMUP = 10  # steps excluded from timing (allocator and kernel warm-up)

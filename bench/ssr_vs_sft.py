@@ -8,17 +8,21 @@ From one tiny byte-level base pretrained on the Python standard library plus QA 
 unanswerable questions (gold: canonical forms and "unanswerable") by SFT and by SSR (rule
 judge), for several seeds. Measured: the target task (refusal F1, answer accuracy) and the
 held-out suite the base learned in pretraining (code-choice accuracy on held-out stdlib files,
-stdlib perplexity), as the relative drop against the base. Prints a Markdown table; `--out`
-also writes the figures as JSON. About 10 minutes on 2 idle CPU cores. Results and how to read
+stdlib perplexity), as the relative drop against the base. Each fine-tuning run is the
+worker's own (`Finetuner` in the shared run loop, on the CPU, without checkpoints): the dataset
+it builds, its steps and its losses. Prints a Markdown table; `--out` also writes the figures
+as JSON. About 10 minutes on 2 idle CPU cores. Results and how to read
 them: docs/benchmarks.md, "Fine-tuning: SSR vs SFT".
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import contextlib
+import io
 import json
 import random
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,25 +30,27 @@ from typing import Any
 
 import torch
 
+from carina.workloads import checkpoint
 from carina.workloads.config import (
     DataSource,
     DataSpec,
     EvalTask,
+    FinetuneConfig,
     ModelSpec,
     OptimizerSpec,
-    ScheduleKind,
-    ScheduleSpec,
     TaskDataSpec,
 )
+from carina.workloads.contract import WorkerContext
 from carina.workloads.data import ByteTokenizer, load_documents, split_documents
+from carina.workloads.distributed import Dist, PreemptionFlag
 from carina.workloads.evaluate import metrics
 from carina.workloads.evaluate.harness import TaskResult, run_task
 from carina.workloads.finetune import ssr
-from carina.workloads.finetune.generation import generate_answers
-from carina.workloads.finetune.masking import Pair
-from carina.workloads.finetune.trainer import PairBatches, finetune, make_optimizer
-from carina.workloads.judges.rule import RuleJudge
+from carina.workloads.finetune.run import Finetuner
+from carina.workloads.finetune.trainer import make_optimizer
 from carina.workloads.model import Transformer
+from carina.workloads.runtime.loop import StepRecord
+from carina.workloads.storage import open_store
 from carina.workloads.tasks import code_choice, grounded_qa
 
 
@@ -67,9 +73,10 @@ FULL = Scale(3_000_000, 6000, 1500, 16, 512, 200, 200, 500, 3)
 QUICK = Scale(400_000, 600, 60, 8, 32, 10, 24, 24, 2)
 SEQ_LEN = 256
 MODEL = ModelSpec(preset="tiny", max_seq_len=SEQ_LEN)
-FT_OPTIMIZER = OptimizerSpec(lr=1e-3, weight_decay=0.0)
-FT_SCHEDULE = ScheduleSpec(kind=ScheduleKind.COSINE, warmup_steps=5)
+FT_OPTIMIZER = {"lr": 1e-3, "weightDecay": 0.0}
+FT_SCHEDULE = {"kind": "cosine", "warmupSteps": 5}
 FT_BATCH = 16
+CPU = Dist(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 MAX_NEW_TOKENS = 24  # " unanswerable" is 13 bytes; answers are shorter
 
 
@@ -138,34 +145,52 @@ def evaluate(model: Transformer, tasks: list[tuple[EvalTask, Any]]) -> list[Task
     return [run_task(model, task, data, 32, MAX_NEW_TOKENS) for task, data in tasks]
 
 
-def run_mode(
-    base: Transformer, mode: str, seed: int, scale: Scale, tasks: list[tuple[EvalTask, Any]]
-) -> dict[str, Any]:
-    """Fine-tune a copy of the base by `mode` with `seed`; its records and its results."""
-    examples = grounded_qa.generate(scale.train_examples, seed=seed)
-    t0 = time.perf_counter()
-    if mode == "sft":
-        records = ssr.sft_records(examples)
-    else:
-        prompts = [grounded_qa.qa_prompt(ex) for ex in examples]
-        answers = generate_answers(base, ByteTokenizer(), prompts, MAX_NEW_TOKENS)
-        records = ssr.build_records(
-            examples, answers, ssr.judge_answers(RuleJudge(), examples, answers)
-        )
-    model = copy.deepcopy(base)
-    torch.manual_seed(seed)
-    pairs = [Pair(r.prompt, ssr.training_response(r)) for r in records]
-    batches = PairBatches(ByteTokenizer(), pairs, SEQ_LEN, seed)
-    losses = finetune(
-        model,
-        batches,
-        make_optimizer(model, FT_OPTIMIZER),
-        FT_OPTIMIZER,
-        FT_SCHEDULE,
-        scale.finetune_steps,
-        FT_BATCH,
-        FT_BATCH,
+def save_base(base: Transformer, folder: str) -> str:
+    """The base as a checkpoint (what a fine-tuning job starts from); its URI."""
+    uri = f"file://{folder}/base"
+    optimizer = make_optimizer(base, OptimizerSpec())
+    checkpoint.save(open_store(uri), 1, base, optimizer, {}, base.arch)
+    return uri
+
+
+def finetune_config(base_uri: str, mode: str, seed: int, scale: Scale) -> FinetuneConfig:
+    """The fine-tuning job of one run: grounded QA with `seed`, the rule judge for SSR."""
+    return FinetuneConfig.model_validate(
+        {
+            "base": base_uri,
+            "mode": mode,
+            "judge": {"kind": "rule"},
+            "data": {"generator": "grounded-qa", "examples": scale.train_examples, "seed": seed},
+            "optimizer": FT_OPTIMIZER,
+            "schedule": FT_SCHEDULE,
+            "steps": scale.finetune_steps,
+            "batchSize": FT_BATCH,
+            "microBatchSize": FT_BATCH,
+            "maxNewTokens": MAX_NEW_TOKENS,
+            "seed": seed,
+            "precision": "fp32",
+        }
     )
+
+
+def run_mode(
+    base_uri: str, mode: str, seed: int, scale: Scale, tasks: list[tuple[EvalTask, Any]]
+) -> dict[str, Any]:
+    """Fine-tune the base by `mode` with `seed` as the worker does; its records and results."""
+    t0 = time.perf_counter()
+    losses: list[float] = []
+
+    def on_step(rec: StepRecord, preempt: PreemptionFlag) -> None:
+        losses.append(rec.loss)
+
+    cfg = finetune_config(base_uri, mode, seed, scale)
+    with contextlib.redirect_stdout(io.StringIO()):  # the worker's JSON event lines
+        tuner = Finetuner(cfg, WorkerContext(), CPU, PreemptionFlag())
+        try:
+            tuner.run(on_step)
+        finally:
+            tuner.close()
+    records, model = tuner.records, tuner.raw
     results = evaluate(model, tasks)
     log(
         f"{mode} seed {seed}: acceptance {ssr.acceptance_rate(records):.2f}, "
@@ -259,9 +284,11 @@ def main() -> None:
     base_results = evaluate(base, tasks)
     log("base: " + ", ".join(f"{r.name} {r.score:.4g} {r.metrics}" for r in base_results))
     runs: dict[str, list[dict[str, Any]]] = {"sft": [], "ssr": []}
-    for seed in range(1, seeds + 1):
-        for mode in ("sft", "ssr"):
-            runs[mode].append(run_mode(base, mode, seed, scale, tasks))
+    with tempfile.TemporaryDirectory() as folder:
+        base_uri = save_base(base, folder)
+        for seed in range(1, seeds + 1):
+            for mode in ("sft", "ssr"):
+                runs[mode].append(run_mode(base_uri, mode, seed, scale, tasks))
     summary = summarize(base_results, runs)
     table = markdown(base_results, summary, seeds)
     print(table)

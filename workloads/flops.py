@@ -4,12 +4,15 @@ Training FLOPs per token = 6·N + 12·L·d·T, where N counts the parameters tha
 matmul (everything but the token embedding lookup; the output head counts even when tied),
 L layers, d = n_heads·d_head, T the sequence length. The second term is attention's QKᵀ and
 AV products (forward + backward, without a causal-mask discount). DS-MoE trains densely, so
-every expert counts. MFU = achieved model FLOPs per second / the accelerator's peak.
+every expert counts. A batch of sequences of different lengths (fine-tuning pairs) costs the
+sum over its sequences of n·(6·N + 12·L·d·n). MFU = achieved model FLOPs per second / the
+accelerator's peak; where the peak is not known (CPUs, unlisted GPUs) MFU is unknown, not 0.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import torch
 
@@ -30,6 +33,11 @@ def flops_per_token(matmul_params: int, arch: Architecture, seq_len: int) -> flo
     return 6.0 * matmul_params + 12.0 * arch.n_layers * arch.n_heads * arch.d_head * seq_len
 
 
+def sequence_flops(matmul_params: int, arch: Architecture, lengths: Iterable[int]) -> float:
+    """Training FLOPs of sequences of these lengths (padding excluded): Σ n·(6·N + 12·L·d·n)."""
+    return sum(n * flops_per_token(matmul_params, arch, n) for n in lengths)
+
+
 def peak_flops(device: torch.device) -> float | None:
     """Peak FLOP/s of one device: CARINA_PEAK_FLOPS if set, else by GPU name; None on CPU."""
     if os.environ.get("CARINA_PEAK_FLOPS"):
@@ -43,8 +51,10 @@ def peak_flops(device: torch.device) -> float | None:
     return None
 
 
-def mfu(tokens_per_second: float, flops_token: float, peak: float | None, devices: int) -> float:
-    """Model FLOPs utilization (0 when the peak is unknown)."""
+def mfu(
+    tokens_per_second: float, flops_token: float, peak: float | None, devices: int
+) -> float | None:
+    """Model FLOPs utilization, 0-1; None when the peak is unknown."""
     if not peak:
-        return 0.0
+        return None
     return tokens_per_second * flops_token / (peak * devices)

@@ -1,4 +1,4 @@
-"""The pretraining loop: `run_pretrain(config, context)` -> ExitCode.
+"""The `pretrain` workload: `run_pretrain(config, context)` -> ExitCode.
 
 Launch (see worker.py for the whole environment):
 
@@ -6,9 +6,10 @@ Launch (see worker.py for the whole environment):
         torchrun --nproc-per-node 2 -m carina.workloads
 
 Each optimizer step draws `batchSize` sequences in `batchSize / microBatchSize` micro-batches
-(gradient accumulation), each split evenly across ranks. The loop resumes from the newest
-intact checkpoint under CARINA_CHECKPOINT_URI, saves every CARINA_CHECKPOINT_INTERVAL steps
-and at the end, and on SIGTERM saves at the next step boundary and exits PREEMPTED (75).
+(gradient accumulation), each split evenly across ranks. The run loop every workload shares
+(`runtime/loop.py`) resumes from the newest intact checkpoint under CARINA_CHECKPOINT_URI,
+saves every CARINA_CHECKPOINT_INTERVAL steps and at the end, and on SIGTERM saves at the next
+step boundary and exits PREEMPTED (75).
 
 Grace period: torchrun 2.15 forwards SIGTERM to its workers and SIGKILLs them 30 s later
 (`--shutdown-timeout`, env TORCH_ELASTIC_SHUTDOWN_TIMEOUT, default 30; launcher/api.py), so a
@@ -20,46 +21,23 @@ process per rank with the torchrun variables set, as the embedded substrate does
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from carina.workloads import checkpoint, distributed
-from carina.workloads.config import ExitCode, Precision, PretrainConfig
+from carina.workloads.config import ExitCode, PretrainConfig
+from carina.workloads.contract import WorkerContext
 from carina.workloads.data import Corpus, ShardedSampler, build_corpus
 from carina.workloads.distributed import Dist, PreemptionFlag
 from carina.workloads.errors import WorkerError
-from carina.workloads.flops import flops_per_token, mfu, peak_flops
+from carina.workloads.flops import flops_per_token
 from carina.workloads.model import Transformer, param_groups
+from carina.workloads.runtime.loop import RunLoop, StepCallback, StepReport, Workload, run_workload
+from carina.workloads.runtime.loop import StepRecord as StepRecord  # what `on_step` receives
+from carina.workloads.runtime.precision import autocast_dtype
 from carina.workloads.schedules import learning_rate
-from carina.workloads.storage import open_store
-from carina.workloads.telemetry import Telemetry, log_event, write_termination_message
-from carina.workloads.worker import WorkerContext
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    """What a logged optimizer step produced (`on_step` runs every `logEvery` steps)."""
-
-    step: int  # steps completed, 1-based
-    loss: float  # mean over the global batch
-    lr: float
-    tokens_per_second: float  # all ranks, since the previous logged step
-
-
-StepCallback = Callable[[StepRecord, PreemptionFlag], None]
-
-
-def autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
-    """bf16 under `auto` on GPUs and under `bf16` anywhere; None means plain fp32."""
-    p = Precision(precision)
-    if p == Precision.BF16 or (p == Precision.AUTO and device.type == "cuda"):
-        return torch.bfloat16
-    return None
 
 
 def check_world_size(cfg: PretrainConfig, world_size: int) -> None:
@@ -72,14 +50,14 @@ def check_world_size(cfg: PretrainConfig, world_size: int) -> None:
         )
 
 
-class Trainer:
+class Trainer(Workload):
     """State of one pretraining run on one rank."""
 
     def __init__(
         self, cfg: PretrainConfig, ctx: WorkerContext, d: Dist, preempt: PreemptionFlag
     ) -> None:
         check_world_size(cfg, d.world_size)
-        self.cfg, self.ctx, self.d, self.preempt = cfg, ctx, d, preempt
+        self.cfg, self.ctx, self.d = cfg, ctx, d
         if d.device.type == "cpu":
             # Adam's second moments decay into denormals, which x86 computes 10-100x slower.
             torch.set_flush_denormal(True)
@@ -95,13 +73,13 @@ class Trainer:
             raise WorkerError(
                 ExitCode.BAD_CONFIG, "config.model.vocabSize is below the tokenizer's"
             )
+        self.loop = RunLoop(self, ctx, d, preempt, cfg.steps, cfg.log_every)
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         model = Transformer(self.arch).to(d.device)
         self.flops_token = flops_per_token(
             model.num_params(exclude_embedding=True), self.arch, cfg.seq_len
         )
-        self.peak = peak_flops(d.device)
-        self.raw = model
+        self.raw: Transformer = model
         self.model = distributed.wrap(model, cfg.parallelism, d)
         if cfg.compile:
             self.raw.compile()
@@ -116,35 +94,13 @@ class Trainer:
         self.amp = autocast_dtype(cfg.precision, d.device)
         self.sampler = ShardedSampler(len(self.corpus.train), cfg.seed, d.rank, d.world_size)
         self.step = 0
-        self.saved_step: int | None = None
-        self.store = open_store(ctx.checkpoint_uri) if ctx.checkpoint_uri else None
-        self.telemetry = Telemetry(
-            ctx.job, ctx.namespace, d.rank, cfg.steps, ctx.metrics_port, ctx.progress_file
-        )
-        self._restore()
+        if self.loop.resume() is None and cfg.init:
+            ref = checkpoint.load_uri(cfg.init, self.raw)
+            self.loop.log("initialized", uri=cfg.init, step=ref.step)
 
     # ------------------------------------------------------------ state
 
-    def _restore(self) -> None:
-        """Resume from the newest intact checkpoint, or start from `init` weights."""
-        on_skip = self.telemetry.on_checkpoint_skipped
-        restored = (
-            checkpoint.restore_latest(self.store, self.raw, self.optimizer, on_skip)
-            if self.store
-            else None
-        )
-        if restored is not None:
-            trainer = restored.manifest["trainer"]
-            self.step = self.saved_step = int(trainer["step"])
-            self.sampler.load_state_dict(trainer["data"])
-            self.telemetry.on_resume(restored.ref)
-            uri = restored.ref.uri
-            self._log("resumed", step=self.step, uri=uri, restart=self.ctx.restart)
-        elif self.cfg.init:
-            ref = checkpoint.load_uri(self.cfg.init, self.raw)
-            self._log("initialized", uri=self.cfg.init, step=ref.step)
-
-    def trainer_state(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         """What the checkpoint needs beyond weights and optimizer to continue exactly."""
         return {
             "step": self.step,
@@ -154,41 +110,29 @@ class Trainer:
             "seed": self.cfg.seed,
         }
 
-    def save(self) -> checkpoint.CheckpointRef | None:
-        """Save collectively (every rank calls this); None without a checkpoint URI."""
-        if self.store is None:
-            return None
-        if self.saved_step == self.step:  # nothing changed since the last save
-            return checkpoint.ref_at(self.store, self.step)
-        t0 = time.perf_counter()
-        ref = checkpoint.save(
-            self.store,
-            self.step,
-            self.raw,
-            self.optimizer,
-            self.trainer_state(),
-            self.arch,
-            keep=self.ctx.checkpoint_keep,
-        )
-        seconds = time.perf_counter() - t0
-        self.saved_step = self.step
-        self.telemetry.on_checkpoint(ref, seconds)
-        self._log("checkpoint", step=ref.step, uri=ref.uri, seconds=round(seconds, 3))
-        return ref
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.sampler.load_state_dict(state["data"])
 
     # ------------------------------------------------------------ steps
-
-    def _log(self, event: str, **fields: Any) -> None:
-        if self.d.is_main:
-            log_event(event, **fields)
 
     def _autocast(self) -> Any:
         if self.amp is None:
             return nullcontext()
         return torch.autocast(self.d.device.type, dtype=self.amp)
 
-    def train_step(self) -> tuple[torch.Tensor, float]:
-        """One optimizer step; returns this rank's mean micro-batch loss and the base LR."""
+    def start(self) -> None:
+        self.loop.log(
+            "start",
+            step=self.step,
+            totalSteps=self.cfg.steps,
+            worldSize=self.d.world_size,
+            params=self.raw.num_params(),
+            device=str(self.d.device),
+        )
+
+    def train_step(self) -> StepReport:
+        """One optimizer step on `batchSize` sequences in `batchSize / microBatchSize` parts."""
         cfg = self.cfg
         accum = cfg.batch_size // cfg.micro_batch_size
         lr = learning_rate(
@@ -211,7 +155,17 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return total / accum, lr
+        tokens = cfg.batch_size * cfg.seq_len
+        return StepReport(total / accum, lr, tokens, tokens * self.flops_token)
+
+    def after_step(self) -> None:
+        """The held-out loss every `evalEvery` steps and at the last."""
+        every = self.cfg.eval_every
+        if every and (self.step % every == 0 or self.step == self.cfg.steps):
+            eval_loss = self.evaluate()
+            if eval_loss is not None:
+                self.telemetry.on_eval(eval_loss)
+                self.loop.log("eval", step=self.step, loss=round(eval_loss, 5))
 
     @torch.no_grad()
     def evaluate(self) -> float | None:
@@ -232,84 +186,10 @@ class Trainer:
         self.raw.train()
         return float(distributed.mean(torch.stack(losses).mean(), self.d).item())
 
-    # ------------------------------------------------------------ the loop
-
-    def run(self, on_step: StepCallback | None = None) -> ExitCode:
-        """Train to `steps`; the exit code says how the run ended."""
-        cfg, ctx = self.cfg, self.ctx
-        tokens_per_step = cfg.batch_size * cfg.seq_len
-        self._log(
-            "start",
-            step=self.step,
-            totalSteps=cfg.steps,
-            worldSize=self.d.world_size,
-            params=self.raw.num_params(),
-            device=str(self.d.device),
-        )
-        last_time, last_step = time.perf_counter(), self.step
-        while self.step < cfg.steps:
-            if distributed.any_rank(self.preempt.requested, self.d):
-                return self._preempted()
-            loss_t, lr = self.train_step()
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                loss = float(distributed.mean(loss_t, self.d).item())
-                now = time.perf_counter()
-                tps = (self.step - last_step) * tokens_per_step / max(now - last_time, 1e-9)
-                last_time, last_step = now, self.step
-                util = mfu(tps, self.flops_token, self.peak, self.d.world_size)
-                self.telemetry.on_step(
-                    self.step, loss, lr, tokens_per_step, tps, util, write_progress=self.d.is_main
-                )
-                self._log(
-                    "step",
-                    step=self.step,
-                    loss=round(loss, 5),
-                    lr=lr,
-                    tokensPerSecond=round(tps, 1),
-                    mfu=round(util, 4),
-                )
-                if on_step is not None:
-                    on_step(StepRecord(self.step, loss, lr, tps), self.preempt)
-            else:
-                self.telemetry.tokens_c.inc(tokens_per_step)
-            if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
-                eval_loss = self.evaluate()
-                if eval_loss is not None:
-                    self.telemetry.on_eval(eval_loss)
-                    self._log("eval", step=self.step, loss=round(eval_loss, 5))
-            interval = ctx.checkpoint_interval
-            if interval and self.step % interval == 0 and self.step < cfg.steps:
-                self.save()
-        self.save()
-        self._log("done", step=self.step)
-        return ExitCode.SUCCEEDED
-
-    def _preempted(self) -> ExitCode:
-        """Save collectively, acknowledge through the termination message, exit 75."""
-        self._log("preempted", step=self.step)
-        ref = self.save()
-        if ref is not None and self.d.is_main:
-            write_termination_message(ref, self.ctx.termination_log)
-        return ExitCode.PREEMPTED
-
-    def close(self) -> None:
-        """Stop the metrics server."""
-        self.telemetry.close()
-
 
 def run_pretrain(
     cfg: PretrainConfig, ctx: WorkerContext, on_step: StepCallback | None = None
 ) -> ExitCode:
     """Run (or resume) a pretraining job; the worker contract's entry point for `pretrain`."""
     check_world_size(cfg, ctx.world_size)
-    preempt = PreemptionFlag().install()
-    d = distributed.setup(ctx.rank, ctx.world_size, ctx.local_rank)
-    trainer: Trainer | None = None
-    try:
-        trainer = Trainer(cfg, ctx, d, preempt)
-        return trainer.run(on_step)
-    finally:
-        if trainer is not None:
-            trainer.close()
-        preempt.uninstall()
-        distributed.teardown()
+    return run_workload(ctx, lambda d, preempt: Trainer(cfg, ctx, d, preempt), on_step)

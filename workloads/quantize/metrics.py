@@ -9,8 +9,8 @@ from __future__ import annotations
 from prometheus_client import Gauge
 
 from carina.workloads import metric_names as names
+from carina.workloads.contract import WorkerContext
 from carina.workloads.telemetry import Telemetry
-from carina.workloads.worker import WorkerContext
 
 
 class QuantizeMetrics:

@@ -59,7 +59,7 @@ def test_sft_run_trains_on_gold_and_a_rerun_resumes_without_retraining(tmp_path,
 
 
 def test_preemption_saves_and_exits_75(tmp_path, base_uri, monkeypatch):
-    import carina.workloads.finetune.run as run
+    import carina.workloads.runtime.loop as loop
 
     cfg = FinetuneConfig.model_validate(
         json.loads(Path(spec(tmp_path, base_uri, "sft")).read_text())["config"]
@@ -67,14 +67,35 @@ def test_preemption_saves_and_exits_75(tmp_path, base_uri, monkeypatch):
     log = tmp_path / "termination-log"
     ctx = WorkerContext(checkpoint_uri=f"file://{tmp_path}/pre", termination_log=str(log))
 
-    class RequestedFlag(run.PreemptionFlag):
+    class RequestedFlag(loop.PreemptionFlag):
         def install(self):
             self.requested = True
             return self
 
-    monkeypatch.setattr(run, "PreemptionFlag", RequestedFlag)
+    monkeypatch.setattr(loop, "PreemptionFlag", RequestedFlag)
     assert run_finetune(cfg, ctx) == ExitCode.PREEMPTED
     assert json.loads(log.read_text())["checkpoint"]["step"] == 0
+
+
+def test_steps_report_mfu_from_the_flops_of_every_token_the_model_reads(
+    tmp_path, base_uri, make_model, capsys, monkeypatch
+):
+    from carina.workloads.runtime.loop import StepRecord
+
+    monkeypatch.setenv("CARINA_PEAK_FLOPS", "1")  # MFU then reads as model FLOPs per second
+    cfg = FinetuneConfig.model_validate(
+        json.loads(Path(spec(tmp_path, base_uri, "sft")).read_text())["config"]
+    )
+    records: list[StepRecord] = []
+    assert run_finetune(cfg, WorkerContext(), lambda rec, _: records.append(rec)) == 0
+    steps = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    steps = [e for e in steps if e["event"] == "step"]
+    assert [e["step"] for e in steps] == [r.step for r in records] == [1, 2, 3]
+    six_n = 6 * make_model().num_params(exclude_embedding=True)
+    for e in steps:
+        # Each trained (response) token costs its own 6·N and a share of its prompt's.
+        assert e["mfu"] / e["tokensPerSecond"] > six_n
+        assert e["seconds"] > 0
 
 
 def test_missing_base_is_a_permanent_error(tmp_path):
@@ -84,19 +105,20 @@ def test_missing_base_is_a_permanent_error(tmp_path):
 
 def test_acceptance_ratio_is_exported_as_a_metric(tmp_path, base_uri):
     from carina.workloads import distributed, metric_names
+    from carina.workloads.distributed import PreemptionFlag
     from carina.workloads.finetune.run import Finetuner
 
     raw = json.loads(Path(spec(tmp_path, base_uri, "ssr")).read_text())["config"]
     cfg = FinetuneConfig.model_validate(raw)
     ctx = WorkerContext(job="ft", checkpoint_uri=f"file://{tmp_path}/m")
-    tuner = Finetuner(cfg, ctx, distributed.setup(0, 1, 0))
+    tuner = Finetuner(cfg, ctx, distributed.setup(0, 1, 0), PreemptionFlag())
     labels = {"job": "ft", "namespace": "default", "rank": "0"}
     value = tuner.telemetry.registry.get_sample_value(
         metric_names.FINETUNE_SSR_ACCEPTANCE_RATIO, labels
     )
     rows = open_store(ctx.checkpoint_uri).get_bytes("ssr-dataset.jsonl").splitlines()
     assert value == sum(json.loads(r)["accepted"] for r in rows) / len(rows)
-    tuner.telemetry.close()
+    tuner.close()
 
 
 @pytest.mark.slow

@@ -29,8 +29,8 @@ from carina.workloads.data import ByteTokenizer
 from carina.workloads.distributed import Dist, PreemptionFlag
 from carina.workloads.evaluate.harness import refusal_metrics, run_task
 from carina.workloads.evaluate.scoring import continuation_logprobs
-from carina.workloads.finetune.generation import generate_answers
 from carina.workloads.finetune.run import Finetuner, run_finetune
+from carina.workloads.generation import generate_answers
 from carina.workloads.model import Transformer
 from carina.workloads.quantize import packed
 from carina.workloads.quantize.report import perplexity, precision_keys
@@ -171,7 +171,8 @@ def finetune_config(base: str, steps: int = 2) -> FinetuneConfig:
 def test_ssr_answers_judges_and_trains_on_the_device(device: torch.device, tmp_path: Path) -> None:
     base = saved_base(tmp_path)
     out = f"file://{tmp_path}/ssr"
-    tuner = Finetuner(finetune_config(base), WorkerContext(checkpoint_uri=out), one_rank(device))
+    ctx = WorkerContext(checkpoint_uri=out)
+    tuner = Finetuner(finetune_config(base), ctx, one_rank(device), PreemptionFlag())
     try:
         assert tuner.raw.lm_head.weight.device == device
         base_model = checkpoint.load_pretrained(base, device)
@@ -180,9 +181,9 @@ def test_ssr_answers_judges_and_trains_on_the_device(device: torch.device, tmp_p
         assert [r.model_answer for r in tuner.records] == answers
         for r in tuner.records:
             assert r.target == (r.model_answer if r.accepted else r.gold)
-        assert tuner.run(PreemptionFlag()) == ExitCode.SUCCEEDED
+        assert tuner.run() == ExitCode.SUCCEEDED
     finally:
-        tuner.telemetry.close()
+        tuner.close()
     trained = checkpoint.load_pretrained(out)
     assert not torch.equal(trained.lm_head.weight, base_model.lm_head.weight.cpu())
 
@@ -269,10 +270,10 @@ def test_quantized_checkpoint_from_the_device_reproduces_its_perplexity_on_the_c
     )
     store = open_store(f"file://{tmp_path}/w4a4")
     ctx = WorkerContext(checkpoint_uri=store.uri)
-    job = QuantizeJob(cfg, ctx, one_rank(device), store, PreemptionFlag())
+    job = QuantizeJob(cfg, ctx, one_rank(device), PreemptionFlag())
     try:
         assert job.run() == ExitCode.SUCCEEDED
-        assert {p.device for p in job.model.parameters()} == {device}
+        assert {p.device for p in job.raw.parameters()} == {device}
     finally:
         job.close()
     report = json.loads(store.get_bytes(f"{packed.DIRECTORY}/report.json") or b"{}")

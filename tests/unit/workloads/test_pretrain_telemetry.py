@@ -10,7 +10,7 @@ from pathlib import Path
 from carina.workloads import metric_names as names
 from carina.workloads.checkpoint import CheckpointRef
 from carina.workloads.config import ModelSpec
-from carina.workloads.flops import flops_per_token, mfu
+from carina.workloads.flops import flops_per_token, mfu, sequence_flops
 from carina.workloads.telemetry import Telemetry, write_termination_message
 
 
@@ -77,4 +77,14 @@ def test_mfu_follows_the_palm_formula() -> None:
     per_token = flops_per_token(300_000_000, arch, 2048)
     assert per_token == 6 * 300e6 + 12 * 24 * 1024 * 2048
     assert mfu(100_000, per_token, 989e12, 1) == 100_000 * per_token / 989e12
-    assert mfu(100_000, per_token, None, 1) == 0.0
+    assert mfu(100_000, per_token, None, 1) is None  # unknown, not 0
+
+
+def test_sequences_of_different_lengths_cost_their_own_attention() -> None:
+    arch = ModelSpec(preset="tiny").resolve()
+    n = 1_000_000
+    assert sequence_flops(n, arch, [64, 64]) == 2 * 64 * flops_per_token(n, arch, 64)
+    assert sequence_flops(n, arch, [10, 30]) == 10 * flops_per_token(
+        n, arch, 10
+    ) + 30 * flops_per_token(n, arch, 30)
+    assert sequence_flops(n, arch, [10, 30]) < 40 * flops_per_token(n, arch, 30)

@@ -1,0 +1,1 @@
+"""What every training workload shares: the run loop, its checkpoints, setup and teardown."""
