@@ -93,7 +93,7 @@ class Telemetry:
         self.eval_g = gauge(names.WORKER_EVAL_LOSS, "Last held-out loss")
         self.lr_g = gauge(names.WORKER_LEARNING_RATE, "Base learning rate of the last step")
         self.tps_g = gauge(names.WORKER_TOKENS_PER_SECOND, "Tokens per second, all ranks")
-        self.mfu_g = gauge(names.WORKER_MFU, "Model FLOPs utilization (0-1)")
+        self.mfu_g = gauge(names.WORKER_MFU, "Model FLOPs utilization (0-1; NaN: unknown)")
         self.ckpt_step_g = gauge(names.CHECKPOINT_LAST_STEP, "Step of the newest checkpoint")
         self.tokens_c = Counter(
             names.WORKER_TOKENS_TOTAL,
