@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 -include tools/tools.mk
 DEBIAN_PACKAGES ?= openssl
 
-.PHONY: help venv deps test unit integration e2e lint crds run bench clean helm-check
+.PHONY: help venv deps test unit integration e2e lint lint-mypy crds run bench clean helm-check
 
 help:
 	@echo "make run    run the example pretraining job on this machine"
@@ -50,11 +50,13 @@ integration: venv deps tools
 e2e: venv
 	$(call run_pytest,tests/e2e)
 
-lint: venv
+lint: venv lint-mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy platform operators workloads dashboards/generate.py scripts/helm-readme.py
 	cd $(CURDIR) && $(VENV)/bin/lint-imports
+
+lint-mypy: venv
+	$(VENV)/bin/mypy platform operators workloads testcluster dashboards/generate.py scripts/helm-readme.py
 
 # Lint, render, server-side dry-run and install the chart against the test control plane.
 helm-check: venv tools

@@ -9,7 +9,7 @@ Prepares a corpus from the standard library's source (no download), then runs, o
 the other in this process, (1) a minimal PyTorch loop and (2) the worker's `run_pretrain`,
 both with the same model (`350m`: d 1024, 24 layers, 16 heads, SwiGLU, RoPE, µP), bf16
 autocast, fused AdamW, torch.compile and gradient accumulation 2. Timing starts after a
-warmup that covers compilation. MFU uses the PaLM formula of carina.workloads.flops
+warmup that covers compilation. MFU uses the PaLM formula of carina.workloads.runtime.flops
 (6N + 12·L·d·T per token) against the card's dense bf16 peak (CARINA_PEAK_FLOPS overrides;
 on a CPU there is no peak and MFU is null). `--json` writes the figures as one document.
 Takes a few minutes on an H100, most of it compilation.
@@ -28,9 +28,9 @@ from pretrain_overhead import carina_tokens_per_second  # the same timing of the
 
 from carina.workloads.config import PretrainConfig
 from carina.workloads.data import Corpus, build_corpus
-from carina.workloads.flops import flops_per_token, mfu, peak_flops
-from carina.workloads.model import Transformer, param_groups
-from carina.workloads.schedules import learning_rate
+from carina.workloads.models.transformer import Transformer, param_groups
+from carina.workloads.runtime.flops import flops_per_token, mfu, peak_flops
+from carina.workloads.runtime.schedules import learning_rate
 
 WARMUP = 10  # optimizer steps before timing: compilation, autotuning, allocator
 

@@ -35,11 +35,11 @@ from typing import Any
 
 from kubernetes import client, config
 
-from carina.platform.api import GROUP, PLURAL, VERSION, TrainingJob
+from carina.platform.api.types import GROUP, PLURAL, VERSION, TrainingJob
 from carina.platform.planning.render import RenderSettings, build_worker_pod
-from carina.platform.testcluster import CPU, NodePool, TestCluster
-from carina.platform.testcluster.cluster import DEFAULT_CRDS_DIR
-from carina.platform.testcluster.processes import free_port, wait_until
+from carina.testcluster import CPU, NodePool, TestCluster
+from carina.testcluster.cluster import DEFAULT_CRDS_DIR
+from carina.testcluster.processes import free_port, wait_until
 
 CONCURRENCY = 32
 

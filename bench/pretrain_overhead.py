@@ -24,11 +24,11 @@ import torch
 
 from carina.workloads.config import PretrainConfig
 from carina.workloads.data import build_corpus
-from carina.workloads.distributed import PreemptionFlag
-from carina.workloads.model import Transformer, param_groups
+from carina.workloads.models.transformer import Transformer, param_groups
+from carina.workloads.pretrain.run import run_pretrain
+from carina.workloads.runtime.distributed import PreemptionFlag
 from carina.workloads.runtime.loop import StepRecord
-from carina.workloads.schedules import learning_rate
-from carina.workloads.train import run_pretrain
+from carina.workloads.runtime.schedules import learning_rate
 from carina.workloads.worker import WorkerContext
 
 WARMUP = 10  # steps excluded from timing (allocator and kernel warm-up)

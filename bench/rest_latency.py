@@ -48,7 +48,7 @@ def serve(state: Path, port: int) -> subprocess.Popen[bytes]:
             "-m",
             "uvicorn",
             "--factory",
-            "carina.platform.server.main:create_app",
+            "carina.platform.controlplane.main:create_app",
             "--port",
             str(port),
             "--log-level",

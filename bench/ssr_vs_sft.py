@@ -30,7 +30,6 @@ from typing import Any
 
 import torch
 
-from carina.workloads import checkpoint
 from carina.workloads.config import (
     DataSource,
     DataSpec,
@@ -42,15 +41,16 @@ from carina.workloads.config import (
 )
 from carina.workloads.contract import WorkerContext
 from carina.workloads.data import ByteTokenizer, load_documents, split_documents
-from carina.workloads.distributed import Dist, PreemptionFlag
 from carina.workloads.evaluate import metrics
 from carina.workloads.evaluate.harness import TaskResult, run_task
 from carina.workloads.finetune import ssr
 from carina.workloads.finetune.run import Finetuner
 from carina.workloads.finetune.trainer import make_optimizer
-from carina.workloads.model import Transformer
+from carina.workloads.models.transformer import Transformer
+from carina.workloads.runtime import checkpoint
+from carina.workloads.runtime.distributed import Dist, PreemptionFlag
 from carina.workloads.runtime.loop import StepRecord
-from carina.workloads.storage import open_store
+from carina.workloads.runtime.storage import open_store
 from carina.workloads.tasks import code_choice, grounded_qa
 
 

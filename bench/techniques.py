@@ -21,11 +21,11 @@ import tempfile
 
 import torch
 
-from carina.workloads import checkpoint
 from carina.workloads.config import ModelSpec, PretrainConfig
 from carina.workloads.data import build_corpus
-from carina.workloads.model import MoE, Sparsity, Transformer
-from carina.workloads.train import run_pretrain
+from carina.workloads.models.transformer import MoE, Sparsity, Transformer
+from carina.workloads.pretrain.run import run_pretrain
+from carina.workloads.runtime import checkpoint
 from carina.workloads.worker import WorkerContext
 
 THRESHOLDS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)

@@ -39,13 +39,13 @@ import torch
 
 from carina.workloads.config import DataSource, DataSpec, ModelSpec, OptimizerSpec, ScheduleSpec
 from carina.workloads.data import ShardedSampler, build_corpus
-from carina.workloads.model import Transformer
+from carina.workloads.models.transformer import Transformer
 from carina.workloads.quantize.kurtosis import OutputKurtosis
 from carina.workloads.quantize.layers import attach_quantizers, calibrate_clip_values, set_precision
 from carina.workloads.quantize.ptq import quantize_model_weights
 from carina.workloads.quantize.qat import build_optimizer, qat_step
 from carina.workloads.quantize.report import evaluate_precisions
-from carina.workloads.schedules import learning_rate
+from carina.workloads.runtime.schedules import learning_rate
 
 RUNS = ("baseline", "qat", "qat-kurtosis")
 

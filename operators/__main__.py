@@ -1,6 +1,6 @@
 """Run the TrainingJob operator: `python -m carina.operators`.
 
-Settings come from CARINA_OPERATOR_* environment variables (operators/settings.py); the
+Settings come from CARINA_OPERATOR_* environment variables (operators/runtime/settings.py); the
 cluster from KUBECONFIG (or ~/.kube/config), else the pod's service account. Serves /metrics
 and /healthz on CARINA_OPERATOR_PORT (8080). With CARINA_OPERATOR_PEERING set, replicas elect
 the active one through kopf peering; otherwise it runs standalone.
@@ -14,9 +14,9 @@ import sys
 import kopf
 from kubernetes import config
 
-from carina.operators import handlers  # noqa: F401  (registers the handlers)
-from carina.operators.kube import load_api_client
-from carina.operators.settings import Settings, SettingsError
+from carina.operators.runtime.kube import load_api_client
+from carina.operators.runtime.settings import Settings, SettingsError
+from carina.operators.trainingjob import handlers  # noqa: F401  (registers the handlers)
 
 
 def main() -> None:

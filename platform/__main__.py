@@ -1,5 +1,5 @@
 """`python -m carina.platform` is the `carina` command."""
 
-from carina.platform.cli import main
+from carina.platform.cli.main import main
 
 main()

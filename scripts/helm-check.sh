@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Check the Helm chart against a real Kubernetes control plane (`make helm-check`).
 #
-#   scripts/helm-check.sh            start a test cluster (python -m carina.platform.testcluster),
+#   scripts/helm-check.sh            start a test cluster (python -m carina.testcluster),
 #                                    check, stop it
 #   KUBECONFIG=... scripts/helm-check.sh --use-kubeconfig
 #                                    check against a cluster that is already running
@@ -40,7 +40,7 @@ cleanup() {
 trap cleanup EXIT
 
 tool() {  # tool NAME BINARY: the path tools/build.sh built it to (one place knows the layout)
-  "$PY" -c "from carina.platform.testcluster.binaries import tool_binary as t; print(t('$1', '$2'))" \
+  "$PY" -c "from carina.testcluster.binaries import tool_binary as t; print(t('$1', '$2'))" \
     || fail "$2 is not built: run make tools"
 }
 HELM=${HELM:-$(tool helm helm)}
@@ -85,7 +85,7 @@ if [ "${1:-}" = "--use-kubeconfig" ]; then
   [ -n "${KUBECONFIG:-}" ] || fail "--use-kubeconfig needs KUBECONFIG"
 else
   log "starting the test cluster"
-  "$PY" -m carina.platform.testcluster --no-prometheus --no-s3 >"$WORK/cluster.log" 2>&1 &
+  "$PY" -m carina.testcluster --no-prometheus --no-s3 >"$WORK/cluster.log" 2>&1 &
   CLUSTER_PID=$!
   for _ in $(seq 1 180); do
     line=$(grep -m1 '^export KUBECONFIG=' "$WORK/cluster.log" || true)

@@ -17,5 +17,5 @@ rc=0
 "$PY" -m carina.platform run "$MANIFEST" --embedded --state-dir "$STATE" || rc=$?
 
 echo
-"$PY" -m carina.platform.local.report --state-dir "$STATE" "$MANIFEST" || true
+"$PY" -m carina.platform.embedded.report --state-dir "$STATE" "$MANIFEST" || true
 exit "$rc"

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from carina.platform.client import ApiError, CarinaClient
+from carina.platform.cli.client import ApiError, CarinaClient
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,8 +29,8 @@ ALL_MONITORING = (
 
 def helm_binary() -> Path:
     """The helm the tools cache holds; skips (fails where CARINA_REQUIRE_CLUSTER=1) without it."""
-    from carina.platform.testcluster import ToolsMissing
-    from carina.platform.testcluster.binaries import tool_binary
+    from carina.testcluster import ToolsMissing
+    from carina.testcluster.binaries import tool_binary
 
     try:
         return tool_binary("helm", "helm")

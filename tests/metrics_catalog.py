@@ -3,8 +3,8 @@
 There is no second list here. Each component owns its names, as constants in one module:
 
 - workers: `carina.workloads.metric_names`
-- the operator: `carina.operators.metrics`
-- the control plane: `carina.platform.server.metric_names`
+- the operator: `carina.operators.runtime.metrics`
+- the control plane: `carina.platform.controlplane.metric_names`
 
 This module imports the three (only tests may: carina.platform must not import the operator
 or the training code) and asks each component's real prometheus-client registry for the type
@@ -70,26 +70,28 @@ class Component:
 
 
 def _worker_registry() -> Any:
-    from carina.workloads.telemetry import Telemetry
+    from carina.workloads.runtime.telemetry import Telemetry
 
     return Telemetry(job="catalog", namespace="catalog", rank=0, total_steps=1, port=0).registry
 
 
 def _control_plane_registry() -> Any:
-    from carina.platform.server.telemetry import REGISTRY
+    from carina.platform.controlplane.telemetry import REGISTRY
 
     return REGISTRY
 
 
 def _operator_registry() -> Any:
-    module = importlib.import_module("carina.operators.metrics")
+    module = importlib.import_module("carina.operators.runtime.metrics")
     return module.REGISTRY
 
 
 COMPONENTS = (
     Component("worker", "carina.workloads.metric_names", _worker_registry),
-    Component("operator", "carina.operators.metrics", _operator_registry),
-    Component("control-plane", "carina.platform.server.metric_names", _control_plane_registry),
+    Component("operator", "carina.operators.runtime.metrics", _operator_registry),
+    Component(
+        "control-plane", "carina.platform.controlplane.metric_names", _control_plane_registry
+    ),
 )
 
 

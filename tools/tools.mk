@@ -25,7 +25,7 @@ tools-check:
 
 # $(STAMP) is the root Makefile's "venv is installed" file; empty (no prerequisite) elsewhere.
 cluster: tools $(STAMP)
-	$(PY) -m carina.platform.testcluster $(CLUSTER_ARGS)
+	$(PY) -m carina.testcluster $(CLUSTER_ARGS)
 
 # Removes the whole cache (every version); the next `make tools` is a cold build.
 tools-clean:

@@ -45,7 +45,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 __all__ = [
     "CONTRACT_ENV",
@@ -134,6 +136,9 @@ DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 DEFAULT_CHECKPOINT_KEEP = 3
 # The kubelet keeps at most 4,096 bytes of a termination message.
 TERMINATION_MESSAGE_LIMIT = 4096
+# Where a pod mounts the claim of a `pvc://claim/path` URI (the operator mounts it there).
+PVC_MOUNT_ROOT_ENV = "CARINA_PVC_MOUNT_ROOT"
+DEFAULT_PVC_MOUNT_ROOT = "/mnt/pvc"
 
 
 class ContractError(ValueError):
@@ -281,6 +286,27 @@ def spec_document(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:
 def step_dir(step: int) -> str:
     """Directory name of the checkpoint of `step` (zero-padded so names sort by step)."""
     return f"step-{step:08d}"
+
+
+def local_path(uri: str, pvc_mount_root: str | None = None) -> Path | None:
+    """The folder on this machine a checkpoint URI names; None for s3://.
+
+    file:///p and /p are p; pvc://claim/p is <mount root>/claim/p, the mount root being
+    `pvc_mount_root`, else CARINA_PVC_MOUNT_ROOT, else /mnt/pvc. The worker's storage and the
+    embedded platform's check of local paths both read URIs with this function, so both see
+    the same folder. `ContractError` for any other scheme.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        return None
+    if parsed.scheme == "file":
+        return Path(parsed.path)
+    if parsed.scheme == "pvc":
+        root = pvc_mount_root or os.environ.get(PVC_MOUNT_ROOT_ENV, DEFAULT_PVC_MOUNT_ROOT)
+        return Path(root) / parsed.netloc / parsed.path.lstrip("/")
+    if parsed.scheme == "" and uri.startswith("/"):
+        return Path(uri)
+    raise ContractError(f"checkpoint URI {uri!r}: unsupported scheme")
 
 
 def checkpoint_step_uri(root: str, step: int) -> str:

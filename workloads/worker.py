@@ -41,7 +41,7 @@ CONFIGS: dict[str, type[BaseModel]] = {
     "evaluate": EvaluateConfig,
 }
 RUNNERS: dict[str, str] = {
-    "pretrain": "carina.workloads.train:run_pretrain",
+    "pretrain": "carina.workloads.pretrain.run:run_pretrain",
     "finetune": "carina.workloads.finetune.run:run_finetune",
     "evaluate": "carina.workloads.evaluate.run:run_evaluate",
     "quantize": "carina.workloads.quantize.workload:run_quantize",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from carina.platform.reasons import Reason
+from carina.platform.api.reasons import Reason
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from carina.platform.api import TrainingJob
+from carina.platform.api.quantity import parse_quantity
+from carina.platform.api.types import TrainingJob
 from carina.platform.planning.engine import JobAdmission
-from carina.platform.quantity import parse_quantity
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class Capacity:
     cpus: float
     memory_bytes: float
     gpus: int = 0
+    name: str = "this machine"  # how a waiting reason names it
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def admit(demands: Sequence[Demand], capacity: Capacity) -> Admission:
             never.add(d.key)
             waiting[d.key] = (
                 f"needs {_fmt(d.cpus)} CPUs, {d.memory_bytes / 2**30:.1f}Gi memory, {d.gpus} GPUs;"
-                f" there is {_fmt(capacity.cpus)} CPUs,"
+                f" {capacity.name} offers {_fmt(capacity.cpus)} CPUs,"
                 f" {capacity.memory_bytes / 2**30:.1f}Gi, {capacity.gpus} GPUs"
             )
             continue

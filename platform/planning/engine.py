@@ -15,7 +15,7 @@ The rules, in order:
    or Pending (larger than everything there is), with the Admitted condition saying why.
 5. The action is folded into the status (`status.apply_action`).
 6. Events come from the difference between the last written status and the new one
-   (`events`), in the words of `carina.platform.reasons`.
+   (`events`), in the words of `carina.platform.api.reasons`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from carina.platform.api import (
+from carina.platform.api.reasons import ConditionType, Reason
+from carina.platform.api.types import (
     FINISHED_PHASES,
     CheckpointStatus,
     Condition,
@@ -38,7 +39,6 @@ from carina.platform.planning.actions import Action, CreateWorkers, FailJob, Not
 from carina.platform.planning.failure_policy import next_action
 from carina.platform.planning.observed import ObservedWorker
 from carina.platform.planning.status import apply_action, derive_status, set_condition
-from carina.platform.reasons import ConditionType, Reason
 
 EventType = Literal["Normal", "Warning"]
 

@@ -27,7 +27,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from carina.platform.api import FINISHED_PHASES, Phase, TrainingJob, TrainingJobStatus
+from carina.platform.api.reasons import ConditionType, Reason
+from carina.platform.api.types import FINISHED_PHASES, Phase, TrainingJob, TrainingJobStatus
 from carina.platform.planning.actions import (
     Action,
     CreateWorkers,
@@ -40,7 +41,6 @@ from carina.platform.planning.actions import (
     Wait,
 )
 from carina.platform.planning.observed import ObservedWorker
-from carina.platform.reasons import ConditionType, Reason
 from carina.workloads.config import ExitCode
 from carina.workloads.contract import TerminationMessage
 

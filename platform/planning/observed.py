@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from carina.platform.api import CheckpointStatus
+from carina.platform.api.types import CheckpointStatus
 from carina.workloads.contract import TerminationMessage
 
 WorkerPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Unknown"]

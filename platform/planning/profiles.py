@@ -3,7 +3,7 @@
 `render.build_worker_pod` merges the profile into the pod; nothing else in the code branches
 on the profile's name. Label and resource names follow the NVIDIA GPU operator (GPU feature
 discovery, device plugin), the NVIDIA network operator (RDMA shared device plugin) and
-Multus; the test cluster's fake pools (carina.platform.testcluster.pools) use the same names,
+Multus; the test cluster's fake pools (carina.testcluster.pools) use the same names,
 and a unit test keeps the two in agreement.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from carina.platform.api import ClusterProfile
+from carina.platform.api.types import ClusterProfile
 
 GPU_RESOURCE = "nvidia.com/gpu"
 RDMA_RESOURCE = "rdma/rdma_shared_device_ib"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
-from carina.platform.api import CheckpointStatus, Progress
+from carina.platform.api.types import CheckpointStatus, Progress
 from carina.workloads import metric_names as names
 from carina.workloads.contract import checkpoint_step_uri
 

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from carina.platform.api import API_VERSION, KIND, TrainingJob
+from carina.platform.api.types import API_VERSION, KIND, TrainingJob
 from carina.platform.planning.observed import INDEX_LABEL, JOB_LABEL, RESTART_LABEL
 from carina.platform.planning.profiles import GPU_RESOURCE, GPU_TOLERATION, profile_for
 from carina.platform.planning.template import apply_template

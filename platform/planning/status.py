@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from carina.platform.api import (
+from carina.platform.api.reasons import (
+    APPLICATION_REASONS,
+    INFRASTRUCTURE_REASONS,
+    PREEMPTION_REASONS,
+    ConditionType,
+    Reason,
+)
+from carina.platform.api.types import (
     FINISHED_PHASES,
     Condition,
     Phase,
@@ -27,13 +34,6 @@ from carina.platform.planning.actions import (
 )
 from carina.platform.planning.failure_policy import blocks_new_gang, kept
 from carina.platform.planning.observed import ObservedWorker, parse_checkpoint
-from carina.platform.reasons import (
-    APPLICATION_REASONS,
-    INFRASTRUCTURE_REASONS,
-    PREEMPTION_REASONS,
-    ConditionType,
-    Reason,
-)
 
 
 def set_condition(

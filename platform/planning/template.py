@@ -21,8 +21,8 @@ import hashlib
 from typing import Any
 from urllib.parse import urlparse
 
-from carina.platform.api import RESERVED_VOLUME_PREFIX, TrainingJob, WorkerTemplateSpec
-from carina.workloads.storage import DEFAULT_PVC_MOUNT_ROOT, PVC_MOUNT_ROOT_ENV
+from carina.platform.api.types import RESERVED_VOLUME_PREFIX, TrainingJob, WorkerTemplateSpec
+from carina.workloads.contract import DEFAULT_PVC_MOUNT_ROOT, PVC_MOUNT_ROOT_ENV
 
 PVC_VOLUME_PREFIX = f"{RESERVED_VOLUME_PREFIX}pvc-"
 # Workload fields that name a checkpoint to read (pretrain.init, finetune.base, ...).

@@ -25,10 +25,10 @@ from embedded_platform import (
     worker_pids,
 )
 
-from carina.workloads import checkpoint
 from carina.workloads.config import ModelSpec
-from carina.workloads.model import Transformer, param_groups
-from carina.workloads.storage import open_store
+from carina.workloads.models.transformer import Transformer, param_groups
+from carina.workloads.runtime import checkpoint
+from carina.workloads.runtime.storage import open_store
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 NS = "default"

@@ -1,7 +1,7 @@
 """The shipped `pretrain-tiny` example, run the way the embedded substrate runs it.
 
 Two worker processes get the torchrun variables directly (no launcher), as
-platform/local does, so each one's exit code is the contract's. The step count is cut to
+platform/embedded does, so each one's exit code is the contract's. The step count is cut to
 keep the test short; everything else is the example's configuration.
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from carina.workloads import checkpoint
 from carina.workloads.config import PretrainConfig
-from carina.workloads.storage import open_store
+from carina.workloads.runtime import checkpoint
+from carina.workloads.runtime.storage import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

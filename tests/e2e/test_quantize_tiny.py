@@ -26,7 +26,7 @@ from carina.workloads.config import DataSpec
 from carina.workloads.data import build_corpus
 from carina.workloads.quantize import packed
 from carina.workloads.quantize.report import perplexity
-from carina.workloads.storage import open_store
+from carina.workloads.runtime.storage import open_store
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

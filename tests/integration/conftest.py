@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from carina.platform.testcluster import (
+from carina.testcluster import (
     PrometheusServer,
     S3Bucket,
     S3Server,
@@ -24,9 +24,9 @@ from carina.platform.testcluster import (
     ToolsMissing,
     find_binaries,
 )
-from carina.platform.testcluster.binaries import tool_binary
-from carina.platform.testcluster.processes import wait_until
-from carina.platform.testcluster.prometheus import prometheus_binary
+from carina.testcluster.binaries import tool_binary
+from carina.testcluster.processes import wait_until
+from carina.testcluster.prometheus import prometheus_binary
 
 REQUIRE_ENV = "CARINA_REQUIRE_CLUSTER"
 

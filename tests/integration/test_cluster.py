@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from carina.platform.testcluster import (
+from carina.testcluster import (
     BLUE_VELA,
     GPU_PRODUCT_LABEL,
     GPU_RESOURCE,
@@ -22,8 +22,8 @@ from carina.platform.testcluster import (
     NodePool,
     TestCluster,
 )
-from carina.platform.testcluster.binaries import tool_version
-from carina.platform.testcluster.processes import wait_until
+from carina.testcluster.binaries import tool_version
+from carina.testcluster.processes import wait_until
 
 pytestmark = pytest.mark.k8s
 

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from builders import BAD_MANIFESTS, make_job
 
-from carina.platform.api import TrainingJob
-from carina.platform.manifests import ManifestError, parse_manifest
-from carina.platform.testcluster import TestCluster
+from carina.platform.api.manifests import ManifestError, parse_manifest
+from carina.platform.api.types import TrainingJob
+from carina.testcluster import TestCluster
 
 pytestmark = pytest.mark.k8s
 

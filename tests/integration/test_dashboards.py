@@ -17,8 +17,8 @@ import pytest
 from metrics_catalog import check_owner_lists, series_names
 from promql_sources import RULES_FILE, Expression, all_expressions, as_promql, metric_names
 
-from carina.platform.testcluster import PrometheusServer
-from carina.platform.testcluster.processes import wait_until
+from carina.testcluster import PrometheusServer
+from carina.testcluster.processes import wait_until
 
 EXPRESSIONS = all_expressions()
 

@@ -20,8 +20,8 @@ from metrics_catalog import EXTERNAL
 from prometheus_client import start_http_server
 from promql_sources import DASHBOARDS_DIR, metric_names
 
-from carina.platform.testcluster import PrometheusServer
-from carina.platform.testcluster.processes import free_port, wait_until
+from carina.testcluster import PrometheusServer
+from carina.testcluster.processes import free_port, wait_until
 
 pytestmark = pytest.mark.prometheus
 
@@ -49,10 +49,10 @@ def _serve(registry: Any) -> tuple[str, Any]:
 @pytest.fixture(scope="module")
 def running_job(prometheus: PrometheusServer) -> Iterator[PrometheusServer]:
     """Exporters for two workers of team-a/demo, the operator and the control plane."""
-    from carina.operators import metrics as operator
-    from carina.platform.server import telemetry as control_plane
-    from carina.workloads.checkpoint import CheckpointRef
-    from carina.workloads.telemetry import Telemetry
+    from carina.operators.runtime import metrics as operator
+    from carina.platform.controlplane import telemetry as control_plane
+    from carina.workloads.runtime.checkpoint import CheckpointRef
+    from carina.workloads.runtime.telemetry import Telemetry
 
     workers = [
         Telemetry(JOB, NAMESPACE, rank, total_steps=1000, port=free_port()) for rank in (0, 1)

@@ -33,7 +33,7 @@ from embedded_platform import (
     worker_pids,
 )
 
-from carina.platform.client import ApiError
+from carina.platform.cli.client import ApiError
 
 NS = "default"
 

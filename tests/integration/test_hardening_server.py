@@ -16,8 +16,8 @@ import pytest
 from builders import make_job
 from embedded_platform import STANDIN_WORKER, CarinaUp, running, wait_for_phase
 
-from carina.platform.client import ApiError
-from carina.platform.local.store import Store
+from carina.platform.cli.client import ApiError
+from carina.platform.embedded.store import Store
 
 NS = "default"
 

@@ -21,8 +21,8 @@ import yaml
 from builders import make_job
 from helm_chart import CHART, ROOT, env_of, helm
 
-from carina.platform.testcluster import TestCluster
-from carina.platform.testcluster.processes import free_port, wait_until
+from carina.testcluster import TestCluster
+from carina.testcluster.processes import free_port, wait_until
 
 pytestmark = [pytest.mark.k8s, pytest.mark.slow]
 
@@ -320,7 +320,7 @@ def test_the_real_control_plane_serves_with_only_the_charts_rights(
                 "-m",
                 "uvicorn",
                 "--factory",
-                "carina.platform.server.main:create_app",
+                "carina.platform.controlplane.main:create_app",
                 "--host=127.0.0.1",
                 f"--port={port}",
                 *args,

@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 from builders import make_job
 
-from carina.platform.testcluster import (
+from carina.testcluster import (
     SIMULATE_EXIT_CODE_ANNOTATION,
     SIMULATE_EXIT_MESSAGE_ANNOTATION,
     TestCluster,
 )
-from carina.platform.testcluster.processes import free_port, wait_until
+from carina.testcluster.processes import free_port, wait_until
 from carina.workloads.contract import WorkerContext
 
 pytestmark = pytest.mark.k8s

@@ -15,11 +15,11 @@ import pytest
 import yaml
 from builders import make_job
 
-from carina.platform.api import TrainingJob
+from carina.platform.api.types import TrainingJob
 from carina.platform.planning.render import RenderSettings, build_configmap, build_worker_pod
 from carina.platform.planning.template import pvc_volume_name
-from carina.platform.testcluster import TestCluster
-from carina.platform.testcluster.processes import wait_until
+from carina.testcluster import TestCluster
+from carina.testcluster.processes import wait_until
 
 pytestmark = pytest.mark.k8s
 

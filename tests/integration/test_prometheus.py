@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from carina.platform.testcluster import PrometheusServer
+from carina.testcluster import PrometheusServer
 
 pytestmark = pytest.mark.prometheus
 

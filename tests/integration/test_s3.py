@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from carina.platform.testcluster import S3Bucket
+from carina.testcluster import S3Bucket
 
 pytestmark = pytest.mark.s3
 

@@ -9,9 +9,9 @@ import pytest
 from builders import make_job
 from fastapi.testclient import TestClient
 
-from carina.platform.server.main import create_app
-from carina.platform.server.settings import Settings
-from carina.platform.testcluster import TestCluster
+from carina.platform.controlplane.main import create_app
+from carina.platform.controlplane.settings import Settings
+from carina.testcluster import TestCluster
 
 pytestmark = pytest.mark.k8s
 

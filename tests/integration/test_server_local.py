@@ -31,8 +31,8 @@ from embedded_platform import (
 )
 from typer.testing import CliRunner
 
-from carina.platform.cli import app
-from carina.platform.client import ApiError
+from carina.platform.cli.client import ApiError
+from carina.platform.cli.main import app
 
 NS = "default"
 

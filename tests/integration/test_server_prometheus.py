@@ -8,7 +8,7 @@ import pytest
 from builders import make_job
 from embedded_platform import REAL_WORKER, CarinaUp, wait_for, wait_for_phase, worker_pids
 
-from carina.platform.testcluster import PrometheusServer
+from carina.testcluster import PrometheusServer
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 

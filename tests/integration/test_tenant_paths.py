@@ -15,7 +15,7 @@ import yaml
 from builders import make_job
 from embedded_platform import STANDIN_WORKER, CarinaUp, wait_for_phase
 
-from carina.platform.client import ApiError, CarinaClient
+from carina.platform.cli.client import ApiError, CarinaClient
 
 TEAM_A_TOKEN = "team-a-token-0123456789abcdef"
 

@@ -7,8 +7,8 @@ import re
 import pytest
 from builders import BAD_MANIFESTS, make_job
 
-from carina.platform.api import ClusterProfile, TrainingJob
-from carina.platform.manifests import ManifestError, parse_manifest
+from carina.platform.api.manifests import ManifestError, parse_manifest
+from carina.platform.api.types import ClusterProfile, TrainingJob
 from carina.workloads.config import PERMANENT_EXIT_CODES, ExitCode
 
 

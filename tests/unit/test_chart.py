@@ -25,7 +25,7 @@ from helm_chart import (
     render,
 )
 
-from carina.platform.api import TrainingJob
+from carina.platform.api.types import TrainingJob
 
 RULES = CHART.parents[1] / "dashboards" / "rules" / "carina-alerts.yaml"
 MONITORING_KINDS = ("ServiceMonitor", "PodMonitor", "PrometheusRule")
@@ -103,7 +103,7 @@ def test_the_peering_crds_come_from_the_subchart_and_can_be_left_out() -> None:
 
 
 def test_the_operator_reads_every_setting_the_chart_gives_it() -> None:
-    from carina.operators.settings import Settings
+    from carina.operators.runtime.settings import Settings
 
     objects = render(
         "--set",
@@ -141,7 +141,7 @@ def test_the_operator_reads_every_setting_the_chart_gives_it() -> None:
 
 
 def test_the_control_plane_reads_its_settings_from_the_chart() -> None:
-    from carina.platform.server.settings import Settings
+    from carina.platform.controlplane.settings import Settings
 
     objects = render("--set", "controlPlane.prometheusUrl=http://prometheus:9090")
     [container] = named(objects, "Deployment", "-control-plane")["spec"]["template"]["spec"][
@@ -279,7 +279,7 @@ def test_the_worker_account_exists_in_each_job_namespace() -> None:
 
 
 def test_worker_pods_run_as_the_charts_worker_account() -> None:
-    from carina.operators.settings import Settings
+    from carina.operators.runtime.settings import Settings
     from carina.platform.planning.render import build_worker_pod
 
     [container] = named(render(), "Deployment", "-operator")["spec"]["template"]["spec"][

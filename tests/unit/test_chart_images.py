@@ -77,8 +77,8 @@ def test_the_operator_and_server_images_start_what_the_chart_expects() -> None:
     assert _last(_stages("operator")[-1], "ENTRYPOINT") == '["python", "-m", "carina.operators"]'
     server = _last(_stages("server")[-1], "ENTRYPOINT")
     # The chart passes only uvicorn's --host/--port/--log-level as args.
-    assert server == '["uvicorn", "--factory", "carina.platform.server.main:create_app"]'
-    assert (ROOT / "platform" / "server" / "main.py").exists()
+    assert server == '["uvicorn", "--factory", "carina.platform.controlplane.main:create_app"]'
+    assert (ROOT / "platform" / "controlplane" / "main.py").exists()
 
 
 def test_no_image_installs_torch_except_the_worker() -> None:

@@ -13,8 +13,8 @@ import yaml
 from builders import BAD_MANIFESTS, make_job
 from typer.testing import CliRunner
 
-from carina.platform import crd
-from carina.platform.cli import app
+from carina.platform.api import crd
+from carina.platform.cli.main import app
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -173,7 +173,7 @@ def test_names_and_namespaces_are_checked_before_any_request(args: list[str]) ->
 def test_the_client_sends_a_name_as_one_quoted_path_segment() -> None:
     import httpx
 
-    from carina.platform.client import CarinaClient, jobs_path
+    from carina.platform.cli.client import CarinaClient, jobs_path
 
     seen: list[bytes] = []
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from kubernetes import config
 
-from carina.platform.cluster import api_client
+from carina.platform.controlplane.cluster import api_client
 
 
 def kubeconfig(path: Path, server: str) -> Path:

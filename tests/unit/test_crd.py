@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from carina.platform import crd
+from carina.platform.api import crd
 from carina.workloads.contract import CONTRACT_ENV, SPEC_DIR
 
 ROOT = Path(__file__).resolve().parents[2]

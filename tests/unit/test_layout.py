@@ -38,10 +38,10 @@ def test_non_editable_install_imports_without_torch(tmp_path: Path) -> None:
     )
     assert install.returncode == 0, install.stderr[-4000:]
     probe = (
-        "import importlib.util, carina.platform.api, carina.platform.cli, "
+        "import importlib.util, carina.platform.api.types, carina.platform.cli.main, "
         "carina.workloads.config; "
         "assert importlib.util.find_spec('torch') is None, 'torch was installed'; "
-        "print(carina.platform.api.API_VERSION)"
+        "print(carina.platform.api.types.API_VERSION)"
     )
     # From a foreign directory, so the import comes from site-packages, not the checkout.
     result = subprocess.run(
@@ -53,3 +53,10 @@ def test_non_editable_install_imports_without_torch(tmp_path: Path) -> None:
         [str(env_dir / "bin" / "carina"), "version"], capture_output=True, text=True, cwd=tmp_path
     )
     assert cli.returncode == 0 and cli.stdout.startswith("carina "), cli.stderr
+
+
+def test_images_leave_the_development_only_test_cluster_out() -> None:
+    # setup.py maps testcluster/ only where the folder is there: the images copy the three
+    # component folders alone, so `carina.testcluster` is never installed in them.
+    for dockerfile in sorted((ROOT / "docker").glob("Dockerfile.*")):
+        assert "testcluster" not in dockerfile.read_text(), dockerfile.name

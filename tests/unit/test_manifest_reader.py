@@ -9,14 +9,14 @@ import pytest
 import yaml
 from builders import make_job
 
-from carina.platform.manifest_files import (
+from carina.platform.api.manifest_files import (
     MAX_DEPTH,
     MAX_FILE_BYTES,
     MAX_NODES,
     load_documents,
     load_jobs,
 )
-from carina.platform.manifests import ManifestError
+from carina.platform.api.manifests import ManifestError
 
 
 def refusal(path: Path) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from builders import make_job
 
-from carina.platform.manifests import ManifestError, parse_manifest
-from carina.platform.quantity import is_quantity, parse_quantity
+from carina.platform.api.manifests import ManifestError, parse_manifest
+from carina.platform.api.quantity import is_quantity, parse_quantity
 
 # Every form Kubernetes' grammar has, and the value it stands for.
 GOOD: list[tuple[int | str, float]] = [

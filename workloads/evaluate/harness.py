@@ -18,11 +18,11 @@ from carina.workloads.data import ByteTokenizer
 from carina.workloads.errors import WorkerError
 from carina.workloads.evaluate import metrics
 from carina.workloads.evaluate.scoring import continuation_logprobs, text_nll
-from carina.workloads.generation import generate_answers
 from carina.workloads.judges import JudgeItem
 from carina.workloads.judges.normalize import is_abstention, token_f1
 from carina.workloads.judges.rule import RuleJudge
-from carina.workloads.model import Transformer
+from carina.workloads.models.generation import generate_answers
+from carina.workloads.models.transformer import Transformer
 from carina.workloads.tasks.loaders import TaskData
 from carina.workloads.tasks.types import ChoiceExample, QAExample, qa_prompt
 

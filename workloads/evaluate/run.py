@@ -17,15 +17,15 @@ import sys
 
 import torch
 
-from carina.workloads import checkpoint
 from carina.workloads.config import EvaluateConfig, ExitCode
 from carina.workloads.contract import WorkerContext
 from carina.workloads.evaluate.harness import TaskResult, run_task
 from carina.workloads.evaluate.report import compare, render_markdown
-from carina.workloads.model import Transformer
-from carina.workloads.storage import open_store
+from carina.workloads.models.transformer import Transformer
+from carina.workloads.runtime import checkpoint
+from carina.workloads.runtime.storage import open_store
+from carina.workloads.runtime.telemetry import log_event
 from carina.workloads.tasks.loaders import TaskData, load_task_data
-from carina.workloads.telemetry import log_event
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"

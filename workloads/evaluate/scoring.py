@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from carina.workloads.data import Tokenizer
-from carina.workloads.model import Transformer
+from carina.workloads.models.transformer import Transformer
 
 
 @torch.no_grad()

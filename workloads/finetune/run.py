@@ -22,25 +22,26 @@ import torch
 import torch.distributed as dist
 from prometheus_client import Gauge
 
-from carina.workloads import checkpoint, distributed, metric_names
+from carina.workloads import metric_names
 from carina.workloads.config import ExitCode, FinetuneConfig, FinetuneMode, Parallelism
 from carina.workloads.contract import WorkerContext
 from carina.workloads.data import ByteTokenizer
-from carina.workloads.distributed import Dist, PreemptionFlag
 from carina.workloads.errors import WorkerError
 from carina.workloads.finetune import ssr
 from carina.workloads.finetune.masking import Pair
 from carina.workloads.finetune.trainer import PairBatches, make_optimizer, step_lr, train_step
-from carina.workloads.flops import sequence_flops
-from carina.workloads.generation import generate_answers
 from carina.workloads.judges import build_judge
-from carina.workloads.model import Transformer
+from carina.workloads.models.generation import generate_answers
+from carina.workloads.models.transformer import Transformer
+from carina.workloads.runtime import checkpoint, distributed
+from carina.workloads.runtime.distributed import Dist, PreemptionFlag
+from carina.workloads.runtime.flops import sequence_flops
 from carina.workloads.runtime.loop import RunLoop, StepCallback, StepReport, Workload, run_workload
 from carina.workloads.runtime.precision import autocast_dtype
-from carina.workloads.storage import Store
+from carina.workloads.runtime.storage import Store
+from carina.workloads.runtime.telemetry import log_event
 from carina.workloads.tasks.loaders import load_task_data
 from carina.workloads.tasks.types import QAExample
-from carina.workloads.telemetry import log_event
 
 GENERATION_BATCH = 64
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from carina.workloads import distributed
 from carina.workloads.config import OptimizerSpec, ScheduleSpec
 from carina.workloads.data import ByteTokenizer, HFTokenizer, ShardedSampler
 from carina.workloads.finetune.masking import IGNORE, Pair, collate, encode_pair
-from carina.workloads.model import Transformer, param_groups
-from carina.workloads.schedules import learning_rate
+from carina.workloads.models.transformer import Transformer, param_groups
+from carina.workloads.runtime import distributed
+from carina.workloads.runtime.schedules import learning_rate
 
 
 def make_optimizer(model: Transformer, spec: OptimizerSpec) -> torch.optim.AdamW:

@@ -10,7 +10,7 @@ from prometheus_client import Gauge
 
 from carina.workloads import metric_names as names
 from carina.workloads.contract import WorkerContext
-from carina.workloads.telemetry import Telemetry
+from carina.workloads.runtime.telemetry import Telemetry
 
 
 class QuantizeMetrics:

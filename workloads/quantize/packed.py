@@ -1,6 +1,6 @@
 """The quantized checkpoint: packed integer weights, scales, zero points, activation clip values.
 
-Layout (a directory under the job's checkpoint URI, any store of `carina.workloads.storage`):
+Layout (a directory under the job's checkpoint URI, any store of `runtime.storage`):
 
     quantized/
         model.safetensors   tensors below
@@ -46,7 +46,7 @@ from carina.workloads.config import Architecture, ExitCode
 from carina.workloads.errors import WorkerError
 from carina.workloads.quantize.fake_quant import QuantizedWeight
 from carina.workloads.quantize.layers import attach_quantizers, set_precision, set_quantized_weights
-from carina.workloads.storage import Store, scratch_dir
+from carina.workloads.runtime.storage import Store, scratch_dir
 
 FORMAT = "carina-quantized"
 VERSION = 1
@@ -154,7 +154,7 @@ def read_manifest(store: Store) -> dict[str, Any] | None:
 
 def load_quantized(store: Store) -> tuple[nn.Module, dict[str, QuantizedWeight], dict[str, Any]]:
     """A Transformer running the stored quantized weights and clip values (W·A· as stored)."""
-    from carina.workloads.model import Transformer
+    from carina.workloads.models.transformer import Transformer
 
     manifest = read_manifest(store)
     if manifest is None or manifest.get("format") != FORMAT:

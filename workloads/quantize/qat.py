@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from carina.workloads.config import OptimizerSpec
-from carina.workloads.model import Transformer, param_groups
+from carina.workloads.models.transformer import Transformer, param_groups
 from carina.workloads.quantize.kurtosis import OutputKurtosis
 from carina.workloads.quantize.layers import clip_parameters, quant_layers
 

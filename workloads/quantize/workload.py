@@ -30,14 +30,11 @@ from typing import Any
 
 import torch
 
-from carina.workloads import checkpoint
 from carina.workloads.config import ExitCode, QuantizeConfig, QuantizeMethod
 from carina.workloads.contract import WorkerContext
 from carina.workloads.data import ShardedSampler, build_corpus
-from carina.workloads.distributed import Dist, PreemptionFlag
 from carina.workloads.errors import WorkerError
-from carina.workloads.flops import flops_per_token
-from carina.workloads.model import Transformer
+from carina.workloads.models.transformer import Transformer
 from carina.workloads.quantize import packed
 from carina.workloads.quantize.kurtosis import OutputKurtosis
 from carina.workloads.quantize.layers import attach_quantizers, calibrate_clip_values, set_precision
@@ -45,10 +42,13 @@ from carina.workloads.quantize.metrics import QuantizeMetrics
 from carina.workloads.quantize.ptq import quantize_model_weights
 from carina.workloads.quantize.qat import build_optimizer, qat_step
 from carina.workloads.quantize.report import build_report, evaluate_precisions, render_markdown
+from carina.workloads.runtime import checkpoint
+from carina.workloads.runtime.distributed import Dist, PreemptionFlag
+from carina.workloads.runtime.flops import flops_per_token
 from carina.workloads.runtime.loop import RunLoop, StepReport, Workload, run_workload
-from carina.workloads.schedules import learning_rate
-from carina.workloads.storage import Store, open_store
-from carina.workloads.telemetry import log_event
+from carina.workloads.runtime.schedules import learning_rate
+from carina.workloads.runtime.storage import Store, open_store
+from carina.workloads.runtime.telemetry import log_event
 
 # Per-layer statistics cost a device sync per layer: record them every this many steps.
 STATS_EVERY = 10

@@ -1,1 +1,2 @@
-"""What every training workload shares: the run loop, its checkpoints, setup and teardown."""
+"""What every runner shares: the run loop, checkpoints and their storage, distributed setup,
+telemetry, precision, FLOPs and learning-rate schedules."""

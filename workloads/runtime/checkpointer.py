@@ -16,11 +16,11 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from carina.workloads import checkpoint
-from carina.workloads.checkpoint import CheckpointRef, Restored
 from carina.workloads.config import Architecture
-from carina.workloads.storage import Store
-from carina.workloads.telemetry import Telemetry
+from carina.workloads.runtime import checkpoint
+from carina.workloads.runtime.checkpoint import CheckpointRef, Restored
+from carina.workloads.runtime.storage import Store
+from carina.workloads.runtime.telemetry import Telemetry
 
 LogFn = Callable[..., None]
 

@@ -29,15 +29,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from carina.workloads import distributed
-from carina.workloads.checkpoint import Restored
 from carina.workloads.config import Architecture, ExitCode
 from carina.workloads.contract import WorkerContext
-from carina.workloads.distributed import Dist, PreemptionFlag
-from carina.workloads.flops import mfu, peak_flops
+from carina.workloads.runtime import distributed
+from carina.workloads.runtime.checkpoint import Restored
 from carina.workloads.runtime.checkpointer import Checkpointer
-from carina.workloads.storage import Store, open_store
-from carina.workloads.telemetry import Telemetry, log_event, write_termination_message
+from carina.workloads.runtime.distributed import Dist, PreemptionFlag
+from carina.workloads.runtime.flops import mfu, peak_flops
+from carina.workloads.runtime.storage import Store, open_store
+from carina.workloads.runtime.telemetry import Telemetry, log_event, write_termination_message
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from carina.workloads import checkpoint
 from carina.workloads.config import ExitCode, ModelSpec
-from carina.workloads.model import Transformer
-from carina.workloads.storage import open_store
+from carina.workloads.models.transformer import Transformer
+from carina.workloads.runtime import checkpoint
+from carina.workloads.runtime.storage import open_store
 from carina.workloads.worker import main
 
 DATA = Path(__file__).parents[2] / "data"

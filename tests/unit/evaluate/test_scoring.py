@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from carina.workloads.config import ModelSpec
 from carina.workloads.data import ByteTokenizer
 from carina.workloads.evaluate.scoring import continuation_logprobs, text_nll
-from carina.workloads.model import Transformer
+from carina.workloads.models.transformer import Transformer
 
 TOK = ByteTokenizer()
 

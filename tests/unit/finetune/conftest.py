@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from carina.workloads import checkpoint
 from carina.workloads.config import ModelSpec
-from carina.workloads.model import Transformer
-from carina.workloads.storage import open_store
+from carina.workloads.models.transformer import Transformer
+from carina.workloads.runtime import checkpoint
+from carina.workloads.runtime.storage import open_store
 
 
 def tiny_model(seed: int = 0) -> Transformer:

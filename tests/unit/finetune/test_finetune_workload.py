@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from carina.workloads import checkpoint
 from carina.workloads.config import ExitCode, FinetuneConfig
 from carina.workloads.finetune.run import run_finetune
-from carina.workloads.storage import open_store
+from carina.workloads.runtime import checkpoint
+from carina.workloads.runtime.storage import open_store
 from carina.workloads.worker import WorkerContext, main
 
 
@@ -104,9 +104,10 @@ def test_missing_base_is_a_permanent_error(tmp_path):
 
 
 def test_acceptance_ratio_is_exported_as_a_metric(tmp_path, base_uri):
-    from carina.workloads import distributed, metric_names
-    from carina.workloads.distributed import PreemptionFlag
+    from carina.workloads import metric_names
     from carina.workloads.finetune.run import Finetuner
+    from carina.workloads.runtime import distributed
+    from carina.workloads.runtime.distributed import PreemptionFlag
 
     raw = json.loads(Path(spec(tmp_path, base_uri, "ssr")).read_text())["config"]
     cfg = FinetuneConfig.model_validate(raw)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from carina.workloads.data import ByteTokenizer
-from carina.workloads.generation import generate_answers
+from carina.workloads.models.generation import generate_answers
 
 TOK = ByteTokenizer()
 PROMPTS = ["Document: a.\nQuestion: b?\nAnswer:", "Q: x?\nA:", "Q: y?\nA:", "Longer prompt here:"]

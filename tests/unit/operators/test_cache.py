@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from carina.operators.cache import Cache
+from carina.operators.runtime.cache import Cache
 
 
 def pod(name="llm-worker-0", uid="p1", rv="10", restart="0", phase="Running", ns="ns"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from carina.operators.kube import merge_patch
+from carina.operators.runtime.kube import merge_patch
 
 CASES = [
     ("no change", {"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 2}}, None),

@@ -10,11 +10,11 @@ import aiohttp
 from aiohttp import web
 from builders import make_job
 
-from carina.operators.cache import Cache
-from carina.operators.progress import scrape_once
-from carina.operators.reconcile import Reconciler
-from carina.operators.settings import Settings
-from carina.operators.workqueue import WorkQueue
+from carina.operators.runtime.cache import Cache
+from carina.operators.runtime.settings import Settings
+from carina.operators.runtime.workqueue import WorkQueue
+from carina.operators.trainingjob.reconcile import Reconciler
+from carina.operators.trainingjob.scraper import scrape_once
 
 KEY = ("ns", "llm")
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -9,11 +9,11 @@ from typing import Any
 
 from builders import make_job
 
-from carina.operators.cache import Cache
-from carina.operators.kube import Conflict
-from carina.operators.reconcile import Reconciler
-from carina.operators.settings import Settings
-from carina.operators.workqueue import WorkQueue
+from carina.operators.runtime.cache import Cache
+from carina.operators.runtime.kube import Conflict
+from carina.operators.runtime.settings import Settings
+from carina.operators.runtime.workqueue import WorkQueue
+from carina.operators.trainingjob.reconcile import Reconciler
 
 KEY = ("ns", "llm")
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

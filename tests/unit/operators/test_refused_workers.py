@@ -11,7 +11,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 from test_reconcile import FakeKube, reconcile, setup, status
 
-from carina.operators.kube import Kube, Refused
+from carina.operators.runtime.kube import Kube, Refused
 
 
 def api_error(code: int, message: str = "") -> ApiException:

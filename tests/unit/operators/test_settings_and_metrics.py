@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from carina.operators import metrics
-from carina.operators.settings import Settings, SettingsError
+from carina.operators.runtime import metrics
+from carina.operators.runtime.settings import Settings, SettingsError
 
 
 def test_settings_read_the_variables_the_chart_sets():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from carina.operators.workqueue import WorkQueue
+from carina.operators.runtime.workqueue import WorkQueue
 
 
 def run(coro):

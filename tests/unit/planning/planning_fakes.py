@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from builders import make_job
 
-from carina.platform.api import TrainingJob
+from carina.platform.api.types import TrainingJob
 from carina.platform.planning.observed import ObservedWorker
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

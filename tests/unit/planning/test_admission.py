@@ -38,6 +38,7 @@ def test_a_small_job_does_not_overtake_a_bigger_one_waiting_ahead_of_it() -> Non
 def test_a_job_bigger_than_the_machine_says_so_and_does_not_block_others() -> None:
     result = admit([job("huge", 64), job("gpu", 1, gpus=1), job("ok", 1)], MACHINE)
     assert "needs 64 CPUs" in result.waiting["huge"]
+    assert "this machine offers 4 CPUs" in result.waiting["huge"]
     assert "1 GPUs" in result.waiting["gpu"]
     assert result.admitted == {"ok"}
     assert result.never_fits == {"huge", "gpu"}

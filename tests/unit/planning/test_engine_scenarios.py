@@ -21,14 +21,14 @@ from typing import Any
 import pytest
 from builders import make_job
 
-from carina.operators.cache import Cache, PodRecord
-from carina.operators.reconcile import Reconciler
-from carina.operators.settings import Settings
-from carina.operators.workqueue import WorkQueue
-from carina.platform.api import TrainingJob, TrainingJobStatus
-from carina.platform.local.launcher import Launcher
-from carina.platform.local.store import Store, WorkerRow
-from carina.platform.local.substrate import Substrate, SubstrateConfig
+from carina.operators.runtime.cache import Cache, PodRecord
+from carina.operators.runtime.settings import Settings
+from carina.operators.runtime.workqueue import WorkQueue
+from carina.operators.trainingjob.reconcile import Reconciler
+from carina.platform.api.types import TrainingJob, TrainingJobStatus
+from carina.platform.embedded.launcher import Launcher
+from carina.platform.embedded.store import Store, WorkerRow
+from carina.platform.embedded.substrate import Substrate, SubstrateConfig
 from carina.platform.planning.admission import Capacity
 from carina.platform.planning.engine import plan
 from carina.platform.planning.observed import ObservedWorker

@@ -8,7 +8,8 @@ from datetime import timedelta
 import pytest
 from planning_fakes import at, failed, pending, running, succeeded, tj
 
-from carina.platform.api import Phase, RestartCounts, TrainingJobStatus
+from carina.platform.api.reasons import Reason
+from carina.platform.api.types import Phase, RestartCounts, TrainingJobStatus
 from carina.platform.planning.failure_policy import (
     CreateWorkers,
     DeleteJob,
@@ -26,7 +27,6 @@ from carina.platform.planning.failure_policy import (
 )
 from carina.platform.planning.observed import ObservedWorker
 from carina.platform.planning.status import apply_action, derive_status
-from carina.platform.reasons import Reason
 
 NOW = at(100)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from planning_fakes import at
 
-from carina.platform.api import CheckpointStatus
+from carina.platform.api.types import CheckpointStatus
 from carina.platform.planning.progress import (
     newer_checkpoint,
     parse_checkpoint_step,

@@ -7,7 +7,7 @@ import json
 import pytest
 from builders import make_job
 
-from carina.platform.api import TrainingJob
+from carina.platform.api.types import TrainingJob
 from carina.platform.planning import profiles
 from carina.platform.planning.render import (
     RenderSettings,
@@ -15,7 +15,7 @@ from carina.platform.planning.render import (
     build_service,
     build_worker_pod,
 )
-from carina.platform.testcluster import pools
+from carina.testcluster import pools
 from carina.workloads.contract import WorkerContext
 
 SETTINGS = RenderSettings(

@@ -7,7 +7,8 @@ import json
 import pytest
 from planning_fakes import at, failed, pending, running, succeeded, tj
 
-from carina.platform.api import Phase, TrainingJobStatus
+from carina.platform.api.reasons import ConditionType, Reason
+from carina.platform.api.types import Phase, TrainingJobStatus
 from carina.platform.planning.actions import CreateWorkers, FailJob, RestartGang, SucceedJob
 from carina.platform.planning.observed import ObservedWorker
 from carina.platform.planning.status import (
@@ -16,7 +17,6 @@ from carina.platform.planning.status import (
     get_condition,
     set_condition,
 )
-from carina.platform.reasons import ConditionType, Reason
 
 
 def status(phase: Phase = Phase.PENDING, **fields) -> TrainingJobStatus:

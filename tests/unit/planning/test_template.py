@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from builders import make_job
 
-from carina.platform.api import (
+from carina.platform.api.types import (
     RESERVED_ENV,
     RESERVED_MOUNT_DIRS,
     RESERVED_VOLUME_PREFIX,
@@ -19,7 +19,8 @@ from carina.platform.api import (
 from carina.platform.planning import profiles
 from carina.platform.planning.render import RenderSettings, build_worker_pod
 from carina.platform.planning.template import apply_template, pvc_volume_name
-from carina.workloads.storage import PVC_MOUNT_ROOT_ENV, LocalStore, open_store
+from carina.workloads.contract import PVC_MOUNT_ROOT_ENV
+from carina.workloads.runtime.storage import LocalStore, open_store
 
 SETTINGS = RenderSettings(image="carina:test")
 GANG_TERM = "preferredDuringSchedulingIgnoredDuringExecution"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from carina.workloads.config import ModelSpec
-from carina.workloads.model import Transformer
+from carina.workloads.models.transformer import Transformer
 
 
 def tiny_model(seed: int = 0, n_layers: int = 2, d_model: int = 32) -> Transformer:

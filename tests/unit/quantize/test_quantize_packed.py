@@ -16,7 +16,7 @@ from carina.workloads.quantize.layers import (
     set_precision,
 )
 from carina.workloads.quantize.ptq import quantize_model_weights
-from carina.workloads.storage import open_store
+from carina.workloads.runtime.storage import open_store
 
 torch.set_num_threads(1)
 

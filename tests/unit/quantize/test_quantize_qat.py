@@ -82,7 +82,7 @@ def test_precisions_change_the_output_only_when_quantized() -> None:
 def test_the_workload_registers_every_quantize_metric_name_on_the_worker_registry() -> None:
     from carina.workloads import metric_names as names
     from carina.workloads.quantize.metrics import QuantizeMetrics
-    from carina.workloads.telemetry import Telemetry
+    from carina.workloads.runtime.telemetry import Telemetry
     from carina.workloads.worker import WorkerContext
 
     telemetry = Telemetry("job", "ns", 0, total_steps=1)

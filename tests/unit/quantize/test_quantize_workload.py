@@ -10,13 +10,13 @@ import pytest
 import torch
 from quantize_builders import tiny_model
 
-from carina.workloads import checkpoint
 from carina.workloads.config import ExitCode, QuantizeConfig
 from carina.workloads.contract import WorkerContext
-from carina.workloads.flops import flops_per_token
 from carina.workloads.quantize import packed
 from carina.workloads.quantize.workload import run_quantize
-from carina.workloads.storage import open_store
+from carina.workloads.runtime import checkpoint
+from carina.workloads.runtime.flops import flops_per_token
+from carina.workloads.runtime.storage import open_store
 
 torch.set_num_threads(1)
 

@@ -10,14 +10,14 @@ import pytest
 import torch
 from workload_builders import tiny_config
 
-from carina.workloads import checkpoint, checksums
 from carina.workloads import metric_names as names
 from carina.workloads.config import ExitCode, ModelSpec
 from carina.workloads.errors import WorkerError
-from carina.workloads.model import Transformer, param_groups
-from carina.workloads.storage import open_store
-from carina.workloads.telemetry import Telemetry
-from carina.workloads.train import run_pretrain
+from carina.workloads.models.transformer import Transformer, param_groups
+from carina.workloads.pretrain.run import run_pretrain
+from carina.workloads.runtime import checkpoint, checksums
+from carina.workloads.runtime.storage import open_store
+from carina.workloads.runtime.telemetry import Telemetry
 from carina.workloads.worker import WorkerContext
 
 torch.set_num_threads(1)

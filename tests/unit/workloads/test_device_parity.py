@@ -15,7 +15,6 @@ import torch
 from multirank import run_ranks
 from workload_builders import tiny_config
 
-from carina.workloads import checkpoint
 from carina.workloads.config import (
     EvaluateConfig,
     ExitCode,
@@ -26,19 +25,20 @@ from carina.workloads.config import (
 )
 from carina.workloads.contract import WorkerContext
 from carina.workloads.data import ByteTokenizer
-from carina.workloads.distributed import Dist, PreemptionFlag
 from carina.workloads.evaluate.harness import refusal_metrics, run_task
 from carina.workloads.evaluate.scoring import continuation_logprobs
 from carina.workloads.finetune.run import Finetuner, run_finetune
-from carina.workloads.generation import generate_answers
-from carina.workloads.model import Transformer
+from carina.workloads.models.generation import generate_answers
+from carina.workloads.models.transformer import Transformer
+from carina.workloads.pretrain.run import StepRecord, Trainer, run_pretrain
 from carina.workloads.quantize import packed
 from carina.workloads.quantize.report import perplexity, precision_keys
 from carina.workloads.quantize.workload import QuantizeJob
-from carina.workloads.storage import open_store
+from carina.workloads.runtime import checkpoint
+from carina.workloads.runtime.distributed import Dist, PreemptionFlag
+from carina.workloads.runtime.storage import open_store
 from carina.workloads.tasks.loaders import load_task_data
 from carina.workloads.tasks.types import qa_prompt
-from carina.workloads.train import StepRecord, Trainer, run_pretrain
 
 DATA = Path(__file__).parents[2] / "data"
 TOK = ByteTokenizer()

@@ -30,14 +30,14 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from workload_builders import tiny_config
 
-from carina.workloads import checkpoint, checksums, distributed
 from carina.workloads.config import Architecture, ExitCode, PretrainConfig
 from carina.workloads.contract import WorkerContext
-from carina.workloads.distributed import PreemptionFlag
 from carina.workloads.errors import WorkerError
-from carina.workloads.model import Transformer, param_groups
-from carina.workloads.storage import S3Store, open_store
-from carina.workloads.train import StepRecord, Trainer
+from carina.workloads.models.transformer import Transformer, param_groups
+from carina.workloads.pretrain.run import StepRecord, Trainer
+from carina.workloads.runtime import checkpoint, checksums, distributed
+from carina.workloads.runtime.distributed import PreemptionFlag
+from carina.workloads.runtime.storage import S3Store, open_store
 
 SAVED_AT = 3
 STEPS = 6

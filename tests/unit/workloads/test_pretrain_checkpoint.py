@@ -9,13 +9,13 @@ import pytest
 import torch
 from workload_builders import tiny_config
 
-from carina.workloads import checkpoint
 from carina.workloads.config import ExitCode, ModelSpec
-from carina.workloads.distributed import PreemptionFlag
 from carina.workloads.errors import WorkerError
-from carina.workloads.model import Transformer, param_groups
-from carina.workloads.storage import open_store
-from carina.workloads.train import StepRecord, run_pretrain
+from carina.workloads.models.transformer import Transformer, param_groups
+from carina.workloads.pretrain.run import StepRecord, run_pretrain
+from carina.workloads.runtime import checkpoint
+from carina.workloads.runtime.distributed import PreemptionFlag
+from carina.workloads.runtime.storage import open_store
 from carina.workloads.worker import WorkerContext
 
 torch.set_num_threads(1)

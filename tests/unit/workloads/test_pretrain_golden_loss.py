@@ -19,8 +19,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 from carina.workloads.config import PretrainConfig
-from carina.workloads.distributed import PreemptionFlag
-from carina.workloads.train import StepRecord, run_pretrain
+from carina.workloads.pretrain.run import StepRecord, run_pretrain
+from carina.workloads.runtime.distributed import PreemptionFlag
 from carina.workloads.worker import WorkerContext
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny_loss.json"
@@ -63,6 +63,13 @@ def test_tiny_loss_curve_matches_the_golden_curve() -> None:
     for step, (got, want) in enumerate(zip(losses, golden["loss"], strict=True), start=1):
         assert abs(got - want) <= ABS_TOL + REL_TOL * want, (step, got, want)
     assert losses[-1] < 0.5 * losses[0]  # and it is a curve that learns
+
+
+def test_a_run_leaves_the_process_with_ieee_denormals() -> None:
+    # The run flushes denormals to zero on the CPU for speed; a process that goes on (a test
+    # session, a benchmark) must get them back, or float code after it changes behaviour.
+    loss_curve()
+    assert torch.tensor([1e-310], dtype=torch.float64).mul(1.0).item() > 0.0
 
 
 if __name__ == "__main__" and "--regenerate" in sys.argv:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from carina.workloads.config import ModelSpec, MoeSpec
-from carina.workloads.model import Sparsity, Transformer, owns_kv, rope_tables
+from carina.workloads.models.transformer import Sparsity, Transformer, owns_kv, rope_tables
 
 torch.set_num_threads(1)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from carina.workloads.config import ModelSpec
-from carina.workloads.model import Transformer, param_groups
+from carina.workloads.models.transformer import Transformer, param_groups
 
 torch.set_num_threads(1)
 WIDTHS = (64, 128, 256)

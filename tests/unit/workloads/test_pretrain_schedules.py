@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from carina.workloads.config import ScheduleSpec
-from carina.workloads.schedules import exponential_decay, learning_rate, power_lr
+from carina.workloads.runtime.schedules import exponential_decay, learning_rate, power_lr
 
 SEQ = 128
 

@@ -8,10 +8,10 @@ import urllib.request
 from pathlib import Path
 
 from carina.workloads import metric_names as names
-from carina.workloads.checkpoint import CheckpointRef
 from carina.workloads.config import ModelSpec
-from carina.workloads.flops import flops_per_token, mfu, sequence_flops
-from carina.workloads.telemetry import Telemetry, write_termination_message
+from carina.workloads.runtime.checkpoint import CheckpointRef
+from carina.workloads.runtime.flops import flops_per_token, mfu, sequence_flops
+from carina.workloads.runtime.telemetry import Telemetry, write_termination_message
 
 
 def free_port() -> int:

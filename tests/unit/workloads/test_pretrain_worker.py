@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from workload_builders import tiny_config, write_spec
 
-from carina.workloads import checkpoint
 from carina.workloads.config import ExitCode
-from carina.workloads.storage import open_store
+from carina.workloads.runtime import checkpoint
+from carina.workloads.runtime.storage import open_store
 from carina.workloads.worker import main
 
 

@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 import torch
 
-from carina.workloads import checkpoint, metric_names
+from carina.workloads import metric_names
 from carina.workloads.config import ExitCode, ModelSpec
 from carina.workloads.contract import WorkerContext
-from carina.workloads.distributed import Dist, PreemptionFlag
-from carina.workloads.model import Transformer
+from carina.workloads.models.transformer import Transformer
+from carina.workloads.runtime import checkpoint
+from carina.workloads.runtime.distributed import Dist, PreemptionFlag
 from carina.workloads.runtime.loop import (
     RunLoop,
     StepRecord,
@@ -28,7 +29,7 @@ from carina.workloads.runtime.loop import (
     Workload,
     run_workload,
 )
-from carina.workloads.storage import open_store
+from carina.workloads.runtime.storage import open_store
 
 TOKENS = 100  # per step
 FLOPS = 5e8  # per step

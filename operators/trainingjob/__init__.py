@@ -1,0 +1,2 @@
+"""The TrainingJob controller: kopf handlers, the reconciler that applies planning's actions,
+the progress scraper, and `operator.Operator` that wires them onto the runtime."""

@@ -1,0 +1,114 @@
+"""The running operator: its cache, queue, reconcile workers, progress scraper and HTTP endpoint.
+
+kopf delivers watch events (handlers.py); this object turns them into queued keys and runs
+everything else. /metrics (Prometheus) and /healthz (liveness) share one port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import fnmatch
+import logging
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from carina.operators.runtime import metrics
+from carina.operators.runtime.cache import Cache
+from carina.operators.runtime.kube import Kube, load_api_client
+from carina.operators.runtime.settings import Settings
+from carina.operators.runtime.workqueue import WorkQueue
+from carina.operators.trainingjob.reconcile import Reconciler
+from carina.operators.trainingjob.scraper import scrape_forever
+from carina.platform.planning.observed import JOB_LABEL
+
+log = logging.getLogger(__name__)
+
+
+class Operator:
+    def __init__(self, settings: Settings, kube: Kube | None = None):
+        self.settings = settings
+        self.kube = kube or Kube(load_api_client(settings.api_threads))
+        self.cache = Cache()
+        self.queue = WorkQueue()
+        self.reconciler = Reconciler(settings, self.kube, self.cache, self.queue)
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        """Fill the cache (so no job is judged before its pods are known), then start workers."""
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(self.settings.api_threads, "carina-api")
+        )
+        pods, jobs = await asyncio.gather(self.kube.list_pods(JOB_LABEL), self.kube.list_jobs())
+        for pod in pods:
+            if self._watched(pod):
+                self.cache.put_pod(pod)
+        for job in jobs:
+            if not self._watched(job):
+                continue
+            key = self.cache.put_job(job)
+            self.reconciler.note_phase(key, job)
+            self.queue.add(key)
+        log.info("cache filled: %d jobs, %d worker pods", len(jobs), len(pods))
+        self._tasks = [
+            asyncio.create_task(self.reconciler.run_worker(), name=f"reconcile-{i}")
+            for i in range(self.settings.workers)
+        ]
+        self._tasks.append(asyncio.create_task(scrape_forever(self.reconciler), name="progress"))
+        await self._serve()
+
+    def _watched(self, obj: dict[str, Any]) -> bool:
+        patterns = self.settings.namespaces
+        ns = obj["metadata"]["namespace"]
+        return not patterns or any(fnmatch.fnmatch(ns, p) for p in patterns)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- events from kopf ----------------------------------------------------------------------
+
+    def on_job_event(self, type_: str | None, body: dict[str, Any]) -> None:
+        if type_ == "DELETED":
+            key = self.cache.drop_job(body)
+        else:
+            key = self.cache.put_job(body)
+            self.reconciler.note_phase(key, self.cache.jobs.get(key, body))
+        self.queue.add(key)
+
+    def on_pod_event(self, type_: str | None, body: dict[str, Any]) -> None:
+        key = self.cache.drop_pod(body) if type_ == "DELETED" else self.cache.put_pod(body)
+        if key is not None and key in self.cache.jobs:
+            # A gang's pods change together (scheduled, started, stopped): a short delay lets
+            # one reconcile and one status write cover them all.
+            self.queue.add_after(key, self.settings.pod_event_delay)
+
+    # -- /metrics and /healthz ------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        """Alive while every reconcile worker runs."""
+        return bool(self._tasks) and not any(t.done() for t in self._tasks[:-1])
+
+    async def _serve(self) -> None:
+        async def metrics_page(_: web.Request) -> web.Response:
+            body = generate_latest(metrics.REGISTRY)
+            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        async def healthz(_: web.Request) -> web.Response:
+            ok = self.healthy()
+            return web.Response(status=200 if ok else 503, text="ok" if ok else "unhealthy")
+
+        app = web.Application()
+        app.add_routes([web.get("/metrics", metrics_page), web.get("/healthz", healthz)])
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "0.0.0.0", self.settings.port)
+        await site.start()
+        log.info("serving /metrics and /healthz on :%d", self.settings.port)

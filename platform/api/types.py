@@ -1,0 +1,669 @@
+"""The TrainingJob API (carina.dev/v1alpha1): the one typed source of truth.
+
+The CRD under helm/carina/crds/ is generated from these models (see `crd.py`); the
+operator, the control plane, the embedded substrate and `carina validate` all parse
+manifests with them. Cross-field rules live in each model's `CEL_RULES` (for the API
+server) and in a validator beside it (for local validation).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PlainValidator,
+    StrictBool,
+    StrictInt,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from carina.platform.api.labels import LabelValue, check_annotations, check_labels
+from carina.platform.api.quantity import POSITIVE_QUANTITY_PATTERN, QUANTITY_MAX_LENGTH
+from carina.workloads.config import (
+    PERMANENT_EXIT_CODES,
+    PRINTABLE,
+    PRINTABLE_PATTERN,
+    WORKLOAD_KINDS,
+    ApiModel,
+    CelRule,
+    CheckpointUri,
+    EvaluateConfig,
+    FinetuneConfig,
+    PretrainConfig,
+    QuantizeConfig,
+    WorkloadConfig,
+    no_control_characters,
+)
+from carina.workloads.contract import (
+    CONTRACT_ENV,
+    DEFAULT_PVC_MOUNT_ROOT,
+    DEFAULT_TERMINATION_LOG,
+    PVC_MOUNT_ROOT_ENV,
+    SPEC_DIR,
+)
+
+GROUP = "carina.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "TrainingJob"
+PLURAL = "trainingjobs"
+SINGULAR = "trainingjob"
+SHORT_NAMES = ("tj",)
+
+# Worker host names are <job>-worker-<index>; 63 (a label value, a DNS label) minus the
+# suffix for up to 9,999 workers leaves 50 characters for the job's own name.
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+NAME_MAX_LENGTH = 50
+
+
+def _positive_quantity(value: object) -> int | str:
+    """A cpu or memory request: an integer of at least 1, or a quantity greater than zero."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    if (
+        isinstance(value, str)
+        and len(value) <= QUANTITY_MAX_LENGTH
+        and re.fullmatch(POSITIVE_QUANTITY_PATTERN, value)
+    ):
+        return value
+    shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+    raise ValueError(
+        f"must be a Kubernetes quantity greater than zero, such as 4, 500m or 16Gi (got {shown})"
+    )
+
+
+Quantity = Annotated[
+    int | str,
+    PlainValidator(_positive_quantity),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1},
+                {
+                    "type": "string",
+                    "maxLength": QUANTITY_MAX_LENGTH,
+                    "pattern": POSITIVE_QUANTITY_PATTERN,
+                },
+            ]
+        }
+    ),
+    Field(description="a Kubernetes quantity greater than zero, e.g. 4, 500m, 16Gi"),
+]
+
+
+class ClusterProfile(StrEnum):
+    """Which kind of GPU cluster the job runs on; decides placement and network setup."""
+
+    VELA = "vela"  # cloud VMs, 8x A100, RoCE over SR-IOV, multi-tenant
+    BLUE_VELA = "blue-vela"  # on-prem SuperPOD, 8x H100, InfiniBand
+    NONE = "none"  # plain nodes, CPU or GPU, no fabric setup
+
+
+class Workload(ApiModel):
+    """Exactly one member is set: the kind of work the job does."""
+
+    # The rule in the schema too, for clients and fuzzers that read the OpenAPI document.
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {"minProperties": 1, "maxProperties": 1}
+    }
+
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            "[has(self.pretrain), has(self.finetune), has(self.quantize), has(self.evaluate)]"
+            ".filter(x, x).size() == 1",
+            "exactly one of pretrain, finetune, quantize, evaluate must be set",
+        ),
+    )
+
+    pretrain: PretrainConfig | None = None
+    finetune: FinetuneConfig | None = None
+    quantize: QuantizeConfig | None = None
+    evaluate: EvaluateConfig | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Workload:
+        if len(self.kinds()) != 1:
+            raise ValueError(self.CEL_RULES[0].message)
+        return self
+
+    def kinds(self) -> list[str]:
+        """Names of the members that are set (one, for a valid workload)."""
+        return [k for k in WORKLOAD_KINDS if getattr(self, k) is not None]
+
+    @property
+    def kind(self) -> str:
+        return self.kinds()[0]
+
+    @property
+    def config(self) -> WorkloadConfig:
+        value = getattr(self, self.kind)
+        assert value is not None
+        return value
+
+
+class Resources(ApiModel):
+    """What one worker asks of its node."""
+
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            "!has(self.ranksPerWorker) || self.gpus == 0 || self.ranksPerWorker == self.gpus",
+            "ranksPerWorker must equal gpus on a GPU worker (one rank per GPU)",
+            "ranksPerWorker",
+        ),
+    )
+
+    gpus: StrictInt = Field(
+        0, ge=0, le=16, description="GPUs per worker; the worker runs a rank on each"
+    )
+    ranks_per_worker: StrictInt | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="ranks (processes) per worker: the GPU count on a GPU worker, else 1 "
+        "unless set (CPU clusters, tests)",
+    )
+    cpu: Quantity = "1"
+    memory: Quantity = "2Gi"
+
+    @model_validator(mode="after")
+    def _ranks_match_gpus(self) -> Resources:
+        if self.gpus and self.ranks_per_worker not in (None, self.gpus):
+            raise ValueError(self.CEL_RULES[0].message)
+        return self
+
+
+class CheckpointSpec(ApiModel):
+    """Where and how often workers save checkpoints."""
+
+    uri: CheckpointUri | None = Field(
+        None, description="where checkpoints go; defaults to the platform's storage"
+    )
+    interval_steps: StrictInt = Field(100, ge=1, description="save every N optimizer steps")
+    keep: StrictInt = Field(3, ge=1, le=1000, description="newest checkpoints to keep")
+
+
+class FailurePolicy(ApiModel):
+    """When a failed worker restarts the gang and when the job gives up."""
+
+    max_restarts: StrictInt = Field(3, ge=0, le=1000)
+    backoff_seconds: StrictInt = Field(
+        10, ge=0, le=3600, description="first restart delay; doubles"
+    )
+    max_backoff_seconds: StrictInt = Field(300, ge=0, le=86400)
+    permanent_exit_codes: list[Annotated[StrictInt, Field(ge=1, le=255)]] = Field(
+        default_factory=lambda: [int(c) for c in PERMANENT_EXIT_CODES],
+        max_length=64,
+        description="worker exit codes that fail the job at once",
+    )
+
+
+# ---------------------------------------------------------------- the worker pod template
+
+# What the platform owns in a worker pod. A template may set none of it: the models refuse it
+# for `carina validate` and their CEL rules for the API server; the renderer builds pods with
+# the same names.
+RESERVED_ENV = tuple(sorted(CONTRACT_ENV | {PVC_MOUNT_ROOT_ENV}))
+RESERVED_LABEL_PREFIX = f"{GROUP}/"
+SPEC_VOLUME = "spec"  # the workload spec (ConfigMap) at SPEC_DIR
+SHM_VOLUME = "dshm"  # shared memory for dataloader workers and NCCL, at SHM_DIR
+SHM_DIR = "/dev/shm"
+RESERVED_VOLUMES = (SPEC_VOLUME, SHM_VOLUME)
+RESERVED_VOLUME_PREFIX = "carina-"  # the volumes of pvc:// claims are carina-pvc-<claim>
+RESERVED_MOUNT_DIRS = (SPEC_DIR, SHM_DIR, DEFAULT_PVC_MOUNT_ROOT, DEFAULT_TERMINATION_LOG)
+
+ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+# A Kubernetes object kept as it is written (an EnvVarSource, an affinity term): the API
+# server checks it when it creates the pod.
+KubernetesObject = dict[str, Any]
+
+
+def _cel_strings(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+
+def _list_map(*keys: str) -> dict[str, Any]:
+    """A list whose items are unique by `keys`, as Kubernetes' own lists of named things."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
+
+
+def _unique(items: list[Any] | None, key: str, what: str) -> None:
+    seen: set[str] = set()
+    for item in items or ():
+        value = getattr(item, key)
+        if value in seen:
+            raise ValueError(f"duplicate {what} {value!r}")
+        seen.add(value)
+
+
+class EnvVar(ApiModel):
+    """An environment variable of the worker container (Kubernetes' EnvVar)."""
+
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            f"!(self.name in {_cel_strings(RESERVED_ENV)})",
+            "name is reserved by the worker contract (" + ", ".join(RESERVED_ENV) + ")",
+            "name",
+        ),
+    )
+
+    name: str = Field(max_length=256, pattern=ENV_NAME_PATTERN)
+    value: str | None = Field(None, max_length=32768)
+    value_from: KubernetesObject | None = Field(
+        None, description="Kubernetes' EnvVarSource: secretKeyRef, configMapKeyRef, fieldRef ..."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name in RESERVED_ENV:
+            raise ValueError(cls.CEL_RULES[0].message)
+        return name
+
+
+class EnvSourceRef(ApiModel):
+    """The Secret or ConfigMap whose keys become environment variables."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+    optional: StrictBool | None = None
+
+
+class EnvFromSource(ApiModel):
+    """Every key of a Secret or ConfigMap as an environment variable (Kubernetes' EnvFromSource)."""
+
+    # The keys are not known at admission, so only the prefix is checked. A key that names a
+    # variable the renderer sets loses to the renderer's value (Kubernetes lets `env` win over
+    # `envFrom`); one that names a reserved variable the renderer leaves unset, such as
+    # CARINA_TERMINATION_LOG, reaches the worker. Keep reserved names out of such Secrets.
+
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            "has(self.secretRef) != has(self.configMapRef)",
+            "exactly one of secretRef, configMapRef must be set",
+        ),
+        CelRule(
+            "!has(self.prefix) || self.prefix == '' "
+            f"|| !{_cel_strings(RESERVED_ENV)}.exists(n, n.startsWith(self.prefix))",
+            "prefix must not begin a name the worker contract reserves",
+            "prefix",
+        ),
+    )
+
+    prefix: str | None = Field(None, max_length=128, pattern=r"^([-._a-zA-Z][-._a-zA-Z0-9]*)?$")
+    secret_ref: EnvSourceRef | None = None
+    config_map_ref: EnvSourceRef | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvFromSource:
+        if (self.secret_ref is None) == (self.config_map_ref is None):
+            raise ValueError(self.CEL_RULES[0].message)
+        return self
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_not_reserved(cls, prefix: str | None) -> str | None:
+        if prefix and any(name.startswith(prefix) for name in RESERVED_ENV):
+            raise ValueError(cls.CEL_RULES[1].message)
+        return prefix
+
+
+class Volume(ApiModel):
+    """A pod volume: a name and one Kubernetes volume source (persistentVolumeClaim, secret ...)."""
+
+    # The source passes to the pod as written; the API server checks it when the pod is created.
+
+    model_config = ApiModel.model_config | {"extra": "allow"}
+
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            f"!(self.name in {_cel_strings(RESERVED_VOLUMES)}) "
+            f"&& !self.name.startsWith('{RESERVED_VOLUME_PREFIX}')",
+            f"name is Carina's ({', '.join(RESERVED_VOLUMES)} and names beginning "
+            f"{RESERVED_VOLUME_PREFIX} are reserved)",
+            "name",
+        ),
+    )
+
+    name: str = Field(max_length=63, pattern=NAME_PATTERN)
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name in RESERVED_VOLUMES or name.startswith(RESERVED_VOLUME_PREFIX):
+            raise ValueError(cls.CEL_RULES[0].message)
+        return name
+
+
+class VolumeMount(ApiModel):
+    """Where the worker container sees a volume of the template (Kubernetes' VolumeMount)."""
+
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            f"!{_cel_strings(RESERVED_MOUNT_DIRS)}"
+            ".exists(d, self.mountPath == d || self.mountPath.startsWith(d + '/'))",
+            "mountPath is Carina's (it mounts " + ", ".join(RESERVED_MOUNT_DIRS) + ")",
+            "mountPath",
+        ),
+    )
+
+    name: str = Field(max_length=63, pattern=NAME_PATTERN)
+    mount_path: Annotated[
+        str,
+        Field(max_length=1024, pattern=rf"^/{PRINTABLE}*$"),
+        BeforeValidator(no_control_characters),
+    ]
+    read_only: StrictBool | None = None
+    sub_path: (
+        Annotated[
+            str,
+            Field(max_length=1024, pattern=PRINTABLE_PATTERN),
+            BeforeValidator(no_control_characters),
+        ]
+        | None
+    ) = None
+
+    @field_validator("mount_path")
+    @classmethod
+    def _not_reserved(cls, path: str) -> str:
+        if any(path == d or path.startswith(d + "/") for d in RESERVED_MOUNT_DIRS):
+            raise ValueError(cls.CEL_RULES[0].message)
+        return path
+
+
+class Toleration(ApiModel):
+    """A taint the workers tolerate, besides the profile's (Kubernetes' Toleration)."""
+
+    key: str | None = Field(None, max_length=316)
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = Field(None, max_length=63)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: StrictInt | None = None
+
+
+class PodAffinityTerms(ApiModel):
+    """Kubernetes' PodAffinity or PodAntiAffinity; the terms are passed as written."""
+
+    required_during_scheduling_ignored_during_execution: list[KubernetesObject] | None = Field(
+        None, max_length=32
+    )
+    preferred_during_scheduling_ignored_during_execution: list[KubernetesObject] | None = Field(
+        None, max_length=32
+    )
+
+
+class Affinity(ApiModel):
+    """Kubernetes' Affinity; pod affinity terms join the profile's (gang colocation)."""
+
+    node_affinity: KubernetesObject | None = Field(None, description="Kubernetes' NodeAffinity")
+    pod_affinity: PodAffinityTerms | None = None
+    pod_anti_affinity: PodAffinityTerms | None = None
+
+
+class LocalObjectReference(ApiModel):
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+
+
+class WorkerTemplateMetadata(ApiModel):
+    """Labels and annotations every worker pod carries."""
+
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            f"!has(self.labels) || self.labels.all(k, !k.startsWith('{RESERVED_LABEL_PREFIX}'))",
+            f"labels beginning {RESERVED_LABEL_PREFIX} are Carina's",
+            "labels",
+        ),
+    )
+
+    labels: dict[str, LabelValue] | None = Field(None, max_length=64)
+    annotations: dict[str, Annotated[str, Field(max_length=16384)]] | None = Field(
+        None, max_length=64
+    )
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _kubernetes_labels(cls, labels: Any) -> Any:
+        return check_labels(labels)
+
+    @field_validator("annotations", mode="before")
+    @classmethod
+    def _kubernetes_annotations(cls, annotations: Any) -> Any:
+        return check_annotations(annotations)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_not_reserved(cls, labels: dict[str, str] | None) -> dict[str, str] | None:
+        if any(k.startswith(RESERVED_LABEL_PREFIX) for k in labels or {}):
+            raise ValueError(cls.CEL_RULES[0].message)
+        return labels
+
+
+class WorkerTemplateSpec(ApiModel):
+    """The pod and worker-container fields a user sets, in Kubernetes' names and shapes."""
+
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            "!has(self.volumeMounts) || self.volumeMounts.all(m, "
+            "has(self.volumes) && self.volumes.exists(v, v.name == m.name))",
+            "every volumeMount must name a volume of the template",
+            "volumeMounts",
+        ),
+    )
+
+    env: list[EnvVar] | None = Field(None, max_length=128, json_schema_extra=_list_map("name"))
+    env_from: list[EnvFromSource] | None = Field(None, max_length=16)
+    volumes: list[Volume] | None = Field(None, max_length=32, json_schema_extra=_list_map("name"))
+    volume_mounts: list[VolumeMount] | None = Field(
+        None, max_length=32, json_schema_extra=_list_map("mountPath")
+    )
+    node_selector: dict[str, LabelValue] | None = Field(None, max_length=32)
+    tolerations: list[Toleration] | None = Field(None, max_length=32)
+    affinity: Affinity | None = None
+    service_account_name: str | None = Field(None, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    image_pull_secrets: list[LocalObjectReference] | None = Field(None, max_length=16)
+    priority_class_name: str | None = Field(None, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+
+    @field_validator("node_selector", mode="before")
+    @classmethod
+    def _node_labels(cls, selector: Any) -> Any:
+        return check_labels(selector)
+
+    @field_validator("env")
+    @classmethod
+    def _unique_env(cls, env: list[EnvVar] | None) -> list[EnvVar] | None:
+        _unique(env, "name", "env name")
+        return env
+
+    @field_validator("volumes")
+    @classmethod
+    def _unique_volumes(cls, volumes: list[Volume] | None) -> list[Volume] | None:
+        _unique(volumes, "name", "volume name")
+        return volumes
+
+    @field_validator("volume_mounts")
+    @classmethod
+    def _mounts_name_volumes(
+        cls, mounts: list[VolumeMount] | None, info: ValidationInfo
+    ) -> list[VolumeMount] | None:
+        _unique(mounts, "mount_path", "mountPath")
+        names = {v.name for v in info.data.get("volumes") or ()}
+        if any(m.name not in names for m in mounts or ()):
+            raise ValueError(cls.CEL_RULES[0].message)
+        return mounts
+
+
+class WorkerTemplate(ApiModel):
+    """What a user adds to every worker pod, in the shape of Kubernetes' PodTemplateSpec."""
+
+    # The rest of the pod is the worker contract's and the cluster profile's (render.py);
+    # planning/template.py merges the two.
+
+    metadata: WorkerTemplateMetadata | None = None
+    spec: WorkerTemplateSpec | None = None
+
+
+class TrainingJobSpec(ApiModel):
+    """What a user asks for."""
+
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            "self.cluster == 'none' || (has(self.resources) && self.resources.gpus > 0)",
+            "resources.gpus must be at least 1 on the vela and blue-vela profiles",
+            "resources.gpus",
+        ),
+    )
+
+    workload: Workload
+    replicas: StrictInt = Field(1, ge=1, le=4096, description="worker count")
+    resources: Resources = Field(default_factory=Resources)
+    image: str | None = Field(
+        None,
+        max_length=512,
+        pattern=PRINTABLE_PATTERN,
+        description="defaults to the operator's",
+    )
+    cluster: ClusterProfile = ClusterProfile.NONE
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    failure_policy: FailurePolicy = Field(default_factory=FailurePolicy)
+    suspend: StrictBool = False
+    ttl_seconds_after_finished: StrictInt | None = Field(None, ge=0)
+    active_deadline_seconds: StrictInt | None = Field(None, ge=1)
+    queue: str | None = Field(None, max_length=63, pattern=NAME_PATTERN)
+    priority: StrictInt = Field(0, ge=-1000, le=1000)
+    template: WorkerTemplate | None = Field(
+        None, description="labels, environment, volumes and placement added to every worker pod"
+    )
+
+    @model_validator(mode="after")
+    def _gpus_for_profiles(self) -> TrainingJobSpec:
+        if self.cluster != ClusterProfile.NONE and self.resources.gpus < 1:
+            raise ValueError(self.CEL_RULES[0].message)
+        return self
+
+
+# ---------------------------------------------------------------- status
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    STARTING = "Starting"
+    RUNNING = "Running"
+    RESTARTING = "Restarting"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+FINISHED_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})
+
+
+class Condition(ApiModel):
+    """A Kubernetes-style condition; reasons come from `carina.platform.api.reasons`."""
+
+    type: str = Field(max_length=316)
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(max_length=1024)
+    message: str = Field("", max_length=32768)
+    last_transition_time: datetime
+    observed_generation: int | None = Field(None, ge=0)
+
+
+class WorkerCounts(ApiModel):
+    total: int = 0
+    ready: int = 0
+    succeeded: int = 0
+    failed: int = 0
+
+
+class Progress(ApiModel):
+    step: int = 0
+    total_steps: int = 0
+    loss: float | None = None
+    tokens_per_second: float | None = None
+    updated_at: datetime | None = None
+
+
+class CheckpointStatus(ApiModel):
+    step: int
+    uri: str
+    time: datetime | None = None
+
+
+class RestartCounts(ApiModel):
+    """Restarts by whose fault they were: the user's code, or the infrastructure."""
+
+    application: int = 0
+    infrastructure: int = 0
+    preemption: int = 0
+
+
+class TrainingJobStatus(ApiModel):
+    """What the platform observed; written only by the platform."""
+
+    phase: Phase = Phase.PENDING
+    workload: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    workers: WorkerCounts = Field(default_factory=WorkerCounts)
+    restarts: int = 0
+    restarts_by_reason: RestartCounts = Field(default_factory=RestartCounts)
+    restart_not_before: datetime | None = Field(
+        None, description="while Restarting: the new workers start no earlier (backoff)"
+    )
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    progress: Progress | None = None
+    last_checkpoint: CheckpointStatus | None = None
+    observed_generation: int | None = None
+
+
+# ---------------------------------------------------------------- the object
+
+
+class ObjectMeta(ApiModel):
+    """The parts of Kubernetes object metadata Carina reads; the rest passes through."""
+
+    model_config = ApiModel.model_config | {"extra": "allow"}
+
+    name: str = Field(max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)
+    namespace: str | None = Field(None, max_length=63, pattern=NAME_PATTERN)
+    labels: dict[str, LabelValue] | None = None
+    annotations: dict[str, str] | None = None
+    uid: str | None = None
+    generation: int | None = None
+    creation_timestamp: datetime | None = None
+    resource_version: str | None = None
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _kubernetes_labels(cls, labels: Any) -> Any:
+        return check_labels(labels)
+
+    @field_validator("annotations", mode="before")
+    @classmethod
+    def _kubernetes_annotations(cls, annotations: Any) -> Any:
+        return check_annotations(annotations)
+
+
+class TrainingJob(ApiModel):
+    """A TrainingJob manifest as a user writes it (status optional)."""
+
+    api_version: Literal["carina.dev/v1alpha1"] = "carina.dev/v1alpha1"
+    kind: Literal["TrainingJob"] = "TrainingJob"
+    metadata: ObjectMeta
+    spec: TrainingJobSpec
+    status: TrainingJobStatus | None = None
+
+    @classmethod
+    def parse(cls, manifest: dict[str, Any]) -> TrainingJob:
+        """Validate a manifest (dict) into a TrainingJob; raises pydantic.ValidationError."""
+        return cls.model_validate(manifest)

@@ -1,0 +1,23 @@
+"""The `carina` command line: one entry for people, CI and the chart.
+
+Commands: `version`, `crds`, `validate`, `operator` in offline.py; `up`, `run` in
+embedded.py; `submit`, `get`, `list`, `delete`, `logs`, `suspend`, `resume` in jobs.py (what
+the two share is in common.py). Each command is a thin adapter around a function of
+carina.platform; errors are printed as field paths and rules, never as tracebacks.
+"""
+
+from __future__ import annotations
+
+from carina.platform.cli import embedded, jobs, offline
+from carina.platform.cli.app import app
+
+COMMAND_MODULES = (offline, embedded, jobs)  # importing them registers their commands
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,424 @@
+"""The embedded substrate's loop: observe workers, plan with the shared functions, apply.
+
+Each pass reads every job once, observes its worker processes, asks the lifecycle engine the
+operator asks (`planning.engine.plan`) for the status, the action and the events, performs the
+action's effects idempotently, posts the events and writes status once. Only the capacity
+count and the progress file are local concerns. Because everything it needs is in SQLite and the run
+folders, a restarted `carina up` simply carries on: live workers are adopted by pid,
+workers that died with the machine show up as failures and restart from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from carina.platform.api.manifests import field_errors
+from carina.platform.api.quantity import parse_quantity
+from carina.platform.api.reasons import Reason
+from carina.platform.api.types import (
+    FINISHED_PHASES,
+    CheckpointStatus,
+    Progress,
+    TrainingJob,
+    TrainingJobStatus,
+)
+from carina.platform.embedded.capacity import assign_gpus
+from carina.platform.embedded.launcher import (
+    Launcher,
+    RunPaths,
+    free_ports,
+    read_json,
+    run_paths,
+    worker_env,
+)
+from carina.platform.embedded.observe import observe
+from carina.platform.embedded.store import JobRow, Sample, Store, WorkerRow
+from carina.platform.planning.actions import (
+    Action,
+    CreateWorkers,
+    DeleteJob,
+    FailJob,
+    Nothing,
+    RestartGang,
+    SuspendWorkers,
+    Wait,
+)
+from carina.platform.planning.admission import Capacity, admit, gang_demand, job_admission
+from carina.platform.planning.engine import ADMITTED, JobAdmission, Plan, plan, plan_invalid
+from carina.platform.planning.observed import ObservedWorker
+from carina.workloads.contract import ProgressDocument
+
+log = logging.getLogger("carina.local")
+
+
+def spec_problems(error: ValueError) -> str:
+    """What is wrong with a spec, by field path (`spec.resources.cpu: must be ...`)."""
+    if isinstance(error, ValidationError):
+        return "; ".join(str(e) for e in field_errors(error))
+    return str(error)
+
+
+@dataclass(frozen=True)
+class SubstrateConfig:
+    state_dir: Path
+    capacity: Capacity
+    stop_grace_seconds: float = 60.0
+    interval_seconds: float = 0.5
+
+
+class Substrate:
+    """Runs TrainingJobs as local worker processes; `run_forever` in a thread."""
+
+    def __init__(self, store: Store, launcher: Launcher, config: SubstrateConfig) -> None:
+        self.store = store
+        self.launcher = launcher
+        self.config = config
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._stop_sent: dict[tuple[str, int], float] = {}  # (uid, index) -> SIGTERM time
+        self._quiet: dict[str, tuple[tuple[object, ...], datetime | None]] = {}
+        self._parsed: dict[str, tuple[tuple[str, str], TrainingJob]] = {}
+        self._seen_version = -1
+        self._busy = True
+
+    # ------------------------------------------------------------ the loop
+
+    def run_forever(self) -> None:
+        """Reconcile every job until `shutdown`; one failing job never stops the others."""
+        while not self._stop.is_set():
+            try:
+                self.reconcile_all()
+            except Exception:
+                log.exception("reconcile pass failed")
+            self._wake.wait(self.config.interval_seconds)
+            self._wake.clear()
+
+    def wake(self) -> None:
+        """Look now (a job was created or changed)."""
+        self._wake.set()
+
+    def shutdown(self, stop_workers: bool = True) -> None:
+        """Stop the loop; with `stop_workers`, SIGTERM every worker and wait for its save."""
+        self._stop.set()
+        self._wake.set()
+        if not stop_workers:
+            return
+        rows = [
+            w for job in self.store.jobs_in_admission_order() for w in self.store.workers(job.uid)
+        ]
+        live = [w for w in rows if self.launcher.alive(w)]
+        for w in live:
+            self.launcher.signal(w, signal.SIGTERM)
+        deadline = time.monotonic() + self.config.stop_grace_seconds
+        while live and time.monotonic() < deadline:
+            time.sleep(0.2)
+            live = [w for w in live if self.launcher.alive(w)]
+        for w in live:
+            self.launcher.signal(w, signal.SIGKILL)
+        self.launcher.reap()
+
+    def reconcile_all(self, now: datetime | None = None) -> None:
+        """One pass over every job, in admission order.
+
+        What goes wrong with one job stays with it: a stored spec the models refuse fails that
+        job (InvalidSpec, naming the field), and any other error is logged and tried again
+        next pass, while the other jobs go on.
+
+        A job with no live worker whose spec, deletion and admission are as they were when
+        its last pass decided "nothing to do (until T)" is skipped: with a thousand stored
+        jobs a pass costs what the few active ones cost.
+        """
+        now = now or datetime.now(UTC)
+        self.launcher.reap()
+        # Nothing can have changed when no one else wrote, no worker runs and no timer is due:
+        # an idle embedded platform then costs one PRAGMA per pass.
+        version = self.store.data_version()
+        due = min((until for _, until in self._quiet.values() if until), default=None)
+        if version == self._seen_version and not self._busy and (due is None or now < due):
+            return
+        jobs = self.store.jobs_in_admission_order()
+        holding = self.store.uids_with_workers()
+        demands = []
+        invalid: dict[str, str] = {}  # uid -> what is wrong with its spec
+        for row in jobs:
+            if row.deleting or row.phase in FINISHED_PHASES:
+                continue
+            try:
+                job = self._parse(row)
+                if not job.spec.suspend:
+                    demands.append(gang_demand(job, row.uid, row.uid in holding))
+            except ValueError as exc:  # pydantic's ValidationError is one too
+                invalid[row.uid] = spec_problems(exc)
+        admission = admit(demands, self.config.capacity)
+        for row in jobs:
+            admitted = job_admission(admission, row.uid, "the machine has room for every worker")
+            key = (row.metadata, row.spec, row.deleting, admitted)
+            live = row.uid in holding and any(
+                self.launcher.alive(w) for w in self.store.workers(row.uid)
+            )
+            quiet = self._quiet.get(row.uid)
+            if not live and quiet and quiet[0] == key and (quiet[1] is None or now < quiet[1]):
+                continue
+            self._quiet.pop(row.uid, None)
+            try:
+                if row.uid in invalid:
+                    rest: Wait | None = self._fail_invalid(row, invalid[row.uid], now)
+                else:
+                    rest = self.reconcile(row, now, admitted)
+            except Exception:
+                log.exception("reconcile of %s/%s failed", row.namespace, row.name)
+                continue
+            if rest is not None and not live:
+                self._quiet[row.uid] = (key, rest.until)
+        for uid in set(self._quiet) - {row.uid for row in jobs}:
+            del self._quiet[uid]
+        self._seen_version = version
+        self._busy = any(row.uid not in self._quiet for row in jobs)
+
+    def _parse(self, row: JobRow) -> TrainingJob:
+        """The job as a model, parsed once per change of its metadata or spec."""
+        cached = self._parsed.get(row.uid)
+        if cached is not None and cached[0] == (row.metadata, row.spec):
+            return cached[1]
+        job = TrainingJob.model_validate(row.manifest())
+        self._parsed[row.uid] = ((row.metadata, row.spec), job)
+        return job
+
+    # ------------------------------------------------------------ one job
+
+    def reconcile(
+        self, row: JobRow, now: datetime, admission: JobAdmission = ADMITTED
+    ) -> Wait | None:
+        """Observe, plan, apply, write status once; a Wait when there is nothing to do."""
+        paths = run_paths(self.config.state_dir, row.namespace, row.name, row.uid)
+        if row.deleting:
+            self._stop_workers(row.uid)
+            if not self.store.workers(row.uid):
+                self.store.remove_job(row.uid)
+                self._parsed.pop(row.uid, None)
+            return None
+        try:
+            job = self._parse(row)
+        except ValueError as exc:
+            return self._fail_invalid(row, spec_problems(exc), now)
+        workers = self._observe(row.uid, paths)
+
+        previous = (
+            TrainingJobStatus.model_validate(json.loads(row.status)) if row.status != "{}" else None
+        )
+        progress, checkpoint, damaged = self._read_progress(row.uid, paths, now)
+        decided = plan(
+            job.model_copy(update={"status": previous}),
+            workers,
+            now,
+            admission,
+            progress,
+            checkpoint,
+            damaged,
+        )
+        action = decided.action
+        self._apply(action, job, row, workers, paths, now)
+        if isinstance(action, DeleteJob):
+            return None
+        self._write(row, decided, previous, now)
+        if isinstance(action, Nothing):
+            return Wait(None)
+        return action if isinstance(action, Wait) else None
+
+    def _fail_invalid(self, row: JobRow, problems: str, now: datetime) -> Wait:
+        """Fail a job whose stored spec the models refuse, and stop its workers.
+
+        Only an older version, or a hand-edited database, stores such a spec: the API refuses
+        it. A job that had already finished keeps its status.
+        """
+        paths = run_paths(self.config.state_dir, row.namespace, row.name, row.uid)
+        self._observe(row.uid, paths)  # forgets exited workers, SIGKILLs after the grace
+        self._stop_workers(row.uid)
+        try:
+            previous = TrainingJobStatus.model_validate(json.loads(row.status))
+        except ValueError:
+            previous = None
+        self._write(row, plan_invalid(previous, problems, now), previous, now)
+        return Wait(None)
+
+    def _observe(self, uid: str, paths: RunPaths) -> list[ObservedWorker]:
+        """Observed workers; a stopped worker that has exited is gone (as a deleted pod)."""
+        observed = []
+        for w in self.store.workers(uid):
+            alive = self.launcher.alive(w)
+            if w.stopping and not alive:
+                self._forget(w)
+                continue
+            if w.stopping and alive:
+                sent = self._stop_sent.setdefault((w.uid, w.index), time.monotonic())
+                if time.monotonic() - sent > self.config.stop_grace_seconds:
+                    self.launcher.signal(w, signal.SIGKILL)
+            observed.append(observe(w, alive, paths))
+        return observed
+
+    def _forget(self, worker: WorkerRow) -> None:
+        self._stop_sent.pop((worker.uid, worker.index), None)
+        self.store.remove_worker(worker.uid, worker.index)
+
+    def _stop_workers(self, uid: str, indices: set[int] | None = None) -> None:
+        """SIGTERM (the checkpoint grace period starts); exited workers go at once."""
+        for w in self.store.workers(uid):
+            if indices is not None and w.index not in indices:
+                continue
+            if not self.launcher.alive(w):
+                self._forget(w)
+            elif not w.stopping:
+                self.launcher.signal(w, signal.SIGTERM)
+                self._stop_sent[(w.uid, w.index)] = time.monotonic()
+                self.store.set_stopping(w.uid, w.index)
+
+    def _apply(
+        self,
+        action: Action,
+        job: TrainingJob,
+        row: JobRow,
+        workers: list[ObservedWorker],
+        paths: RunPaths,
+        now: datetime,
+    ) -> None:
+        """Perform the action's effects on this machine (idempotent)."""
+        t = now.timestamp()
+        if isinstance(action, CreateWorkers):
+            self._create(job, row, action, paths)
+        elif isinstance(action, RestartGang):
+            old = {w.index for w in workers if w.restart < action.restart and not w.deleting}
+            if old:
+                self._stop_workers(row.uid, old)
+        elif isinstance(action, FailJob | SuspendWorkers):
+            if any(w.active for w in workers):
+                self._stop_workers(row.uid)
+        elif isinstance(action, DeleteJob):
+            self.store.mark_deleting(row.namespace, row.name, t)
+
+    def _create(
+        self, job: TrainingJob, row: JobRow, action: CreateWorkers, paths: RunPaths
+    ) -> None:
+        runtime = json.loads(row.runtime)
+        if runtime.get("restart") != action.restart or "masterPort" not in runtime:
+            # A new gang gets a fresh rendezvous port: the old one may linger in TIME_WAIT.
+            runtime = {"restart": action.restart, "masterPort": free_ports(1)[0]}
+        gpus = self._assign_gpus(job, row, runtime, action.indices)
+        self.store.write_runtime(row.uid, runtime)
+        self.launcher.prepare(job, paths)
+        threads = max(1, int(parse_quantity(job.spec.resources.cpu)))
+        ports = free_ports(len(action.indices))
+        for index, metrics_port in zip(action.indices, ports, strict=True):
+            env = worker_env(
+                job,
+                paths,
+                index,
+                action.restart,
+                runtime["masterPort"],
+                metrics_port,
+                threads,
+                gpus.get(str(index), ()),
+            )
+            self.store.add_worker(self.launcher.start(row.uid, index, action.restart, env, paths))
+
+    def _assign_gpus(
+        self, job: TrainingJob, row: JobRow, runtime: dict[str, Any], indices: tuple[int, ...]
+    ) -> dict[str, list[int]]:
+        """Each new worker's own GPUs (CUDA_VISIBLE_DEVICES), kept in the job's runtime record.
+
+        Admission has already counted them; this picks which, avoiding those that workers of
+        other jobs hold.
+        """
+        per_worker = job.spec.resources.gpus
+        assigned: dict[str, list[int]] = runtime.setdefault("gpus", {})
+        if not per_worker:
+            return assigned
+        holding = self.store.uids_with_workers()
+        held = {
+            g
+            for other in self.store.jobs_in_admission_order()
+            if other.uid != row.uid and other.uid in holding
+            for ids in json.loads(other.runtime).get("gpus", {}).values()
+            for g in ids
+        }
+        held |= {g for i, ids in assigned.items() if int(i) not in indices for g in ids}
+        new = assign_gpus(self.config.capacity.gpus, held, per_worker, len(indices))
+        for index, ids in zip(indices, new, strict=False):
+            assigned[str(index)] = ids
+        return assigned
+
+    def _read_progress(
+        self, uid: str, paths: RunPaths, now: datetime
+    ) -> tuple[Progress | None, CheckpointStatus | None, frozenset[str]]:
+        """Rank 0's progress file: progress, the newest checkpoint, and damaged checkpoints.
+
+        Each step also goes to the sample store, and each damaged checkpoint a worker passed
+        over raises one Warning event.
+        """
+        data = read_json(paths.progress)
+        if not data:
+            return None, None, frozenset()
+        try:
+            progress = Progress.model_validate(
+                {
+                    k: data.get(k)
+                    for k in ("step", "totalSteps", "loss", "tokensPerSecond", "updatedAt")
+                    if data.get(k) is not None
+                }
+            )
+        except ValueError:
+            return None, None, frozenset()
+        damaged = self._warn_skipped(uid, data, now)
+        checkpoint = None
+        ckpt = data.get("lastCheckpoint")
+        if isinstance(ckpt, dict) and "step" in ckpt and "uri" in ckpt:
+            checkpoint = CheckpointStatus(step=int(ckpt["step"]), uri=str(ckpt["uri"]), time=now)
+        previous = self.store.last_sample_step(uid)
+        if progress.step and progress.step != previous:
+            when = progress.updated_at.timestamp() if progress.updated_at else now.timestamp()
+            self.store.add_sample(
+                uid, Sample(progress.step, when, progress.loss, progress.tokens_per_second)
+            )
+        return progress, checkpoint, damaged
+
+    def _warn_skipped(self, uid: str, data: dict[str, Any], now: datetime) -> frozenset[str]:
+        """A Warning for each damaged checkpoint a worker passed over, once; their URIs."""
+        doc = ProgressDocument.from_json(data)
+        if doc is None or not doc.skipped_checkpoints:
+            return frozenset()
+        said = {e.message for e in self.store.events(uid) if e.reason == Reason.CHECKPOINT_CORRUPT}
+        for skipped in doc.skipped_checkpoints:
+            message = (
+                f"checkpoint at step {skipped.get('step')} is damaged and was passed over for an"
+                f" older one: {skipped.get('file')}: {skipped.get('reason')} ({skipped.get('uri')})"
+            )
+            if message not in said:
+                self.store.add_event(
+                    uid, now.timestamp(), "Warning", Reason.CHECKPOINT_CORRUPT, message
+                )
+        return frozenset(str(s.get("uri")) for s in doc.skipped_checkpoints)
+
+    def _write(
+        self,
+        row: JobRow,
+        decided: Plan,
+        previous: TrainingJobStatus | None,
+        now: datetime,
+    ) -> None:
+        """Post the plan's events and write its status, when it changed."""
+        status = decided.status
+        if previous is not None and status == previous and not decided.events:
+            return
+        for event in decided.events:
+            self.store.add_event(row.uid, now.timestamp(), event.type, event.reason, event.message)
+        wire: dict[str, Any] = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        self.store.write_status(row.uid, wire)

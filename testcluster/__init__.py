@@ -1,0 +1,61 @@
+"""A real Kubernetes control plane, Prometheus and S3 on loopback, for tests and for people.
+
+`python -m carina.testcluster` (or `make cluster`) runs it in the foreground;
+tests use `TestCluster`, `PrometheusServer` and `S3Server` through tests/integration/conftest.py.
+The binaries come from tools/build.sh (`make tools`); this package needs only the standard
+library and the openssl CLI.
+"""
+
+from .binaries import ToolsMissing, find_binaries, tools_dir
+from .cluster import KubectlError, TestCluster
+from .pools import (
+    BLUE_VELA,
+    CPU,
+    DEFAULT_POOLS,
+    GPU_PRODUCT_LABEL,
+    GPU_RESOURCE,
+    GPU_TAINT,
+    POOL_LABEL,
+    RACK_LABEL,
+    RDMA_RESOURCE,
+    SCALABLE_UNIT_LABEL,
+    SIMULATE_EXIT_CODE_ANNOTATION,
+    SIMULATE_EXIT_DELAY_ANNOTATION,
+    SIMULATE_EXIT_MESSAGE_ANNOTATION,
+    SIMULATE_NOT_READY_LABEL,
+    VELA,
+    ZONE_LABEL,
+    NodePool,
+)
+from .processes import ProcessDied
+from .prometheus import PrometheusServer
+from .s3 import S3Bucket, S3Server
+
+__all__ = [
+    "BLUE_VELA",
+    "CPU",
+    "DEFAULT_POOLS",
+    "GPU_PRODUCT_LABEL",
+    "GPU_RESOURCE",
+    "GPU_TAINT",
+    "POOL_LABEL",
+    "RACK_LABEL",
+    "RDMA_RESOURCE",
+    "SCALABLE_UNIT_LABEL",
+    "SIMULATE_EXIT_CODE_ANNOTATION",
+    "SIMULATE_EXIT_DELAY_ANNOTATION",
+    "SIMULATE_EXIT_MESSAGE_ANNOTATION",
+    "SIMULATE_NOT_READY_LABEL",
+    "VELA",
+    "ZONE_LABEL",
+    "KubectlError",
+    "NodePool",
+    "ProcessDied",
+    "PrometheusServer",
+    "S3Bucket",
+    "S3Server",
+    "TestCluster",
+    "ToolsMissing",
+    "find_binaries",
+    "tools_dir",
+]
