@@ -32,7 +32,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 
 echo "== CUDA unit tests (pytest -m cuda)"
 tests_rc=0
-timeout "$TESTS_TIMEOUT" "$PY" -m pytest tests/unit -m cuda -q -p no:cacheprovider \
+timeout "$TESTS_TIMEOUT" "$PY" -m pytest tests/unit tests/integration/processes -m cuda -q -p no:cacheprovider \
     --junitxml "$work/tests.xml" || tests_rc=$?
 
 echo "== bench/gpu_pretrain.py"

@@ -54,7 +54,7 @@ def carina_tokens_per_second(cfg: PretrainConfig) -> float:
     """The worker's loop, timed between its logged steps after warmup."""
     marks: list[tuple[int, float]] = []
 
-    def on_step(rec: StepRecord, preempt: PreemptionFlag) -> None:
+    def on_step(rec: StepRecord, _preempt: PreemptionFlag) -> None:
         marks.append((rec.step, time.perf_counter()))
 
     with contextlib.redirect_stdout(io.StringIO()):

@@ -180,7 +180,7 @@ def run_mode(
     t0 = time.perf_counter()
     losses: list[float] = []
 
-    def on_step(rec: StepRecord, preempt: PreemptionFlag) -> None:
+    def on_step(rec: StepRecord, _preempt: PreemptionFlag) -> None:
         losses.append(rec.loss)
 
     cfg = finetune_config(base_uri, mode, seed, scale)

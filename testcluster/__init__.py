@@ -6,9 +6,9 @@ The binaries come from tools/build.sh (`make tools`); this package needs only th
 library and the openssl CLI.
 """
 
-from .binaries import ToolsMissing, find_binaries, tools_dir
-from .cluster import KubectlError, TestCluster
-from .pools import (
+from carina.testcluster.binaries import ToolsMissing, find_binaries, tools_dir
+from carina.testcluster.cluster import KubectlError, TestCluster
+from carina.testcluster.pools import (
     BLUE_VELA,
     CPU,
     DEFAULT_POOLS,
@@ -27,9 +27,9 @@ from .pools import (
     ZONE_LABEL,
     NodePool,
 )
-from .processes import ProcessDied
-from .prometheus import PrometheusServer
-from .s3 import S3Bucket, S3Server
+from carina.testcluster.processes import ProcessDied
+from carina.testcluster.prometheus import PrometheusServer
+from carina.testcluster.s3 import S3Bucket, S3Server
 
 __all__ = [
     "BLUE_VELA",

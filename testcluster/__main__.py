@@ -16,12 +16,12 @@ import sys
 import time
 from types import FrameType
 
-from .binaries import ToolsMissing
-from .cluster import DEFAULT_CRDS_DIR, TestCluster
-from .pools import BLUE_VELA, CPU, VELA
-from .processes import ProcessDied
-from .prometheus import PrometheusServer
-from .s3 import S3Server
+from carina.testcluster.binaries import ToolsMissing
+from carina.testcluster.cluster import DEFAULT_CRDS_DIR, TestCluster
+from carina.testcluster.pools import BLUE_VELA, CPU, VELA
+from carina.testcluster.processes import ProcessDied
+from carina.testcluster.prometheus import PrometheusServer
+from carina.testcluster.s3 import S3Server
 
 DEFAULT_BUCKET = "carina"
 
@@ -47,7 +47,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _stop_signal(signum: int, frame: FrameType | None) -> None:
+def _stop_signal(_signum: int, _frame: FrameType | None) -> None:
     # Same path as Ctrl-C, so the finally blocks stop everything in reverse order.
     raise KeyboardInterrupt
 

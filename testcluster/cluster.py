@@ -16,9 +16,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .binaries import REPO_ROOT, Binaries, ToolsMissing, find_binaries, kwok_stages_dir
-from .pki import Pki, make_pki, write_kubeconfig
-from .pools import (
+from carina.testcluster.binaries import (
+    REPO_ROOT,
+    Binaries,
+    ToolsMissing,
+    find_binaries,
+    kwok_stages_dir,
+)
+from carina.testcluster.pki import Pki, make_pki, write_kubeconfig
+from carina.testcluster.pools import (
     DEFAULT_POOLS,
     KWOK_NODE_ANNOTATION,
     KWOK_NODE_VALUE,
@@ -26,7 +32,7 @@ from .pools import (
     NodePool,
     pool_manifests,
 )
-from .processes import Managed, Supervisor, free_port, wait_until
+from carina.testcluster.processes import Managed, Supervisor, free_port, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +182,8 @@ class TestCluster:
         )
 
     def _start_apiserver(self) -> None:
-        assert self.bins and self.pki
+        assert self.bins
+        assert self.pki
         pki, port = self.pki, free_port()
         self.server = f"https://127.0.0.1:{port}"
         write_kubeconfig(pki, self.server, self.kubeconfig)
@@ -250,7 +257,8 @@ class TestCluster:
         return "kube-scheduler", f"https://127.0.0.1:{port}/healthz", child
 
     def _start_controller_manager(self) -> tuple[str, str, Managed]:
-        assert self.bins and self.pki
+        assert self.bins
+        assert self.pki
         port = free_port()
         child = self._supervisor.start(
             "kube-controller-manager",

@@ -13,8 +13,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .binaries import ToolsMissing
-from .processes import Supervisor, free_port, wait_until
+from carina.testcluster.binaries import ToolsMissing
+from carina.testcluster.processes import Supervisor, free_port, wait_until
 
 START_TIMEOUT = 60.0
 

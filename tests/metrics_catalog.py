@@ -146,7 +146,7 @@ def exported_metrics(*, require_all: bool = True) -> dict[str, Metric]:
 
 def series_names(*, require_all: bool = True) -> dict[str, str]:
     """Every series name a dashboard may select, mapped to who exports it."""
-    out = {name: source for name, source in EXTERNAL.items()}
+    out = dict(EXTERNAL.items())
     for metric in exported_metrics(require_all=require_all).values():
         for series in metric.series():
             out[series] = metric.component

@@ -190,10 +190,10 @@ class Architecture:
 BYTE_VOCAB = 260
 
 PRESETS: dict[str, dict[str, int | float | bool]] = {
-    "tiny": dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=4, max_seq_len=256),
-    "small": dict(d_model=256, n_layers=4, n_heads=4, n_kv_heads=4, max_seq_len=512),
-    "350m": dict(d_model=1024, n_layers=24, n_heads=16, n_kv_heads=16, max_seq_len=2048),
-    "1b": dict(d_model=2048, n_layers=24, n_heads=16, n_kv_heads=8, max_seq_len=4096),
+    "tiny": {"d_model": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 4, "max_seq_len": 256},
+    "small": {"d_model": 256, "n_layers": 4, "n_heads": 4, "n_kv_heads": 4, "max_seq_len": 512},
+    "350m": {"d_model": 1024, "n_layers": 24, "n_heads": 16, "n_kv_heads": 16, "max_seq_len": 2048},
+    "1b": {"d_model": 2048, "n_layers": 24, "n_heads": 16, "n_kv_heads": 8, "max_seq_len": 4096},
 }
 
 

@@ -140,7 +140,7 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     r.proc.send_signal(sig)
 
-    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+    def on_signal(self, signum: int, _frame: FrameType | None) -> None:
         """SIGTERM/SIGINT: every rank saves and exits; no deadline of our own (the kubelet's)."""
         self.signal_all(signal.Signals(signum))
 

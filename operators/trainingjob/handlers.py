@@ -26,10 +26,15 @@ class _NoDiffBase(kopf.AnnotationsDiffBaseStorage):
     (bench/operator_scale.py).
     """
 
-    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+    def build(
+        self,
+        *,
+        body: kopf.Body,  # noqa: ARG002 (kopf passes these by keyword)
+        extra_fields: Any = None,  # noqa: ARG002
+    ) -> kopf.BodyEssence:
         return None  # type: ignore[return-value]
 
-    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:  # noqa: ARG002
         return None
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:

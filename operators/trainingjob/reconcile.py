@@ -124,7 +124,7 @@ class Reconciler:
         try:
             job = TrainingJob.parse(body)
         except ValidationError as exc:
-            await self._invalid(key, body, exc)
+            await self._invalid(body, exc)
             return
 
         now = self.clock()
@@ -263,7 +263,7 @@ class Reconciler:
             self._event(body, event.type, event.reason, event.message)
         self._count(key, job, previous, decided)
 
-    async def _invalid(self, key: Key, body: dict[str, Any], exc: ValidationError) -> None:
+    async def _invalid(self, body: dict[str, Any], exc: ValidationError) -> None:
         """A stored object the models refuse (the CRD normally prevents this): fail it once."""
         try:
             previous = TrainingJobStatus.model_validate(body.get("status") or {})

@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     backend = backend or make_backend(settings)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await backend.start()
         try:
             yield

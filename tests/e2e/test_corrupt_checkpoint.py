@@ -72,15 +72,19 @@ def test_a_damaged_newest_checkpoint_is_passed_over_and_the_job_succeeds(
     assert done["status"]["lastCheckpoint"]["step"] == STEPS
 
     warnings = [e for e in client.events(NS, "damaged") if e["reason"] == "CheckpointCorrupt"]
-    assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
+    assert len(warnings) == 1
+    assert warnings[0]["type"] == "Warning"
     assert f"checkpoint at step {newest} is damaged" in warnings[0]["message"]
     assert "model.safetensors: size 1000 bytes" in warnings[0]["message"]
 
     log = client.logs(NS, "damaged", worker=0, tail=100_000)
     [skipped] = log_events(log, "checkpoint_skipped")
-    assert skipped["step"] == newest and skipped["file"] == checkpoint.MODEL_FILE
+    assert skipped["step"] == newest
+    assert skipped["file"] == checkpoint.MODEL_FILE
     assert log_events(log, "resumed")[-1]["step"] == older
     # The damaged step was trained again and saved over: every kept checkpoint is intact.
     model = Transformer(ModelSpec(preset="tiny").resolve())
     restored = checkpoint.restore_latest(store, model, torch.optim.AdamW(param_groups(model, 0.1)))
-    assert restored is not None and restored.ref.step == STEPS and not restored.skipped
+    assert restored is not None
+    assert restored.ref.step == STEPS
+    assert not restored.skipped

@@ -19,6 +19,7 @@ from embedded_platform import (
     CarinaUp,
     log_events,
     running,
+    wait_for,
     wait_for_phase,
     wait_for_step,
     worker_pids,
@@ -62,7 +63,8 @@ def test_two_workers_of_two_ranks_train_as_world_size_4_and_survive_a_killed_ran
     starts = [e for e in events if e.get("event") == "start"]
     assert [s["worldSize"] for s in starts] == [4, 4]
     resumed = [e for e in events if e.get("event") == "resumed"]
-    assert len(resumed) == 1 and resumed[0]["step"] >= 20
+    assert len(resumed) == 1
+    assert resumed[0]["step"] >= 20
 
 
 def test_a_permanent_exit_of_local_rank_1_fails_the_job_and_names_the_rank(
@@ -90,7 +92,8 @@ def test_a_permanent_exit_of_local_rank_1_fails_the_job_and_names_the_rank(
     assert status["restarts"] == 0
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "PermanentExitCode"
-    assert "rank 3" in failed["message"] and "65" in failed["message"], failed["message"]
+    assert "rank 3" in failed["message"], failed["message"]
+    assert "65" in failed["message"], failed["message"]
 
 
 def test_each_worker_gets_its_own_gpus_and_a_gang_too_big_stays_pending(tmp_path: Path) -> None:
@@ -111,10 +114,14 @@ def test_each_worker_gets_its_own_gpus_and_a_gang_too_big_stays_pending(tmp_path
             wait_for_phase(client, name, ["Running"], 60)
         devices = {}
         for name in ("a", "b"):
-            ranks = worker_pids(up.state_dir, name, rank=0) + worker_pids(
-                up.state_dir, name, rank=1
+            # Running means the worker's entry process runs; its ranks start a moment later.
+            ranks = wait_for(
+                lambda name=name: (
+                    pids if len(pids := worker_pids(up.state_dir, name)) == 2 else None
+                ),
+                60,
+                f"the two ranks of {name}",
             )
-            assert len(ranks) == 2
             seen = {_environ_of(pid)["CUDA_VISIBLE_DEVICES"] for pid in ranks}
             assert len(seen) == 1, seen  # both ranks of a worker see the worker's GPUs
             devices[name] = seen.pop()
@@ -122,7 +129,8 @@ def test_each_worker_gets_its_own_gpus_and_a_gang_too_big_stays_pending(tmp_path
         pending = client.get(NS, "c")["status"]
         assert pending["phase"] == "Pending"
         admitted = next(c for c in pending["conditions"] if c["type"] == "Admitted")
-        assert "6 GPUs" in admitted["message"] and "offers" in admitted["message"]
+        assert "6 GPUs" in admitted["message"]
+        assert "offers" in admitted["message"]
         assert "4 GPUs" in admitted["message"]
     finally:
         up.stop()

@@ -71,8 +71,10 @@ def test_pretrain_tiny_example_trains_on_two_workers(tmp_path: Path) -> None:
     log = [json.loads(x) for x in outputs[0][0].splitlines() if x.startswith("{")]
     evals = [e["loss"] for e in log if e["event"] == "eval"]
     steps = [e["loss"] for e in log if e["event"] == "step"]
-    assert len(evals) == 2 and evals[1] < evals[0] < steps[0]
+    assert len(evals) == 2
+    assert evals[1] < evals[0] < steps[0]
     assert outputs[1][0] == ""  # only rank 0 logs
     assert checkpoint.complete_steps(open_store(f"file://{tmp_path}/ckpt")) == [30, 60]
     progress = json.loads((tmp_path / "progress.json").read_text())
-    assert progress["step"] == 60 and progress["lastCheckpoint"]["step"] == 60
+    assert progress["step"] == 60
+    assert progress["lastCheckpoint"]["step"] == 60

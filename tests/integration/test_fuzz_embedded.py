@@ -72,7 +72,7 @@ def token(platform: CarinaUp) -> str:
     return (platform.state_dir / "token").read_text().strip()
 
 
-def server_errors_say_why(ctx: Any, response: Any, case: Any) -> None:
+def server_errors_say_why(ctx: Any, response: Any, case: Any) -> None:  # noqa: ARG001
     """A 5xx only as a 503 with a reason (a full disk, a dependency down), never a crash."""
     if response.status_code < 500:
         return

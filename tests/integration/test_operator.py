@@ -223,7 +223,8 @@ def test_apply_runs_every_worker_on_its_pool(k8s_cluster, namespace, operator, p
     uid = k8s_cluster.get_json("trainingjob", "llm", "-n", namespace)["metadata"]["uid"]
     for kind, name in (("service", "llm"), ("configmap", "llm-spec")):
         owners = k8s_cluster.get_json(kind, name, "-n", namespace)["metadata"]["ownerReferences"]
-        assert owners[0]["uid"] == uid and owners[0]["controller"] is True
+        assert owners[0]["uid"] == uid
+        assert owners[0]["controller"] is True
 
 
 def test_retryable_exit_restarts_the_gang_from_generation_one(k8s_cluster, namespace, operator):
@@ -288,8 +289,10 @@ def test_permanent_exit_code_fails_the_job_and_stops_the_gang(k8s_cluster, names
     exit_worker(k8s_cluster, namespace, "llm-worker-0-r0", 65)
     status = wait_phase(k8s_cluster, namespace, "llm", "Failed", operator)
     failed = condition(status, "Failed")
-    assert failed["reason"] == "PermanentExitCode" and "code 65" in failed["message"]
-    assert status["restarts"] == 0 and status.get("completionTime")
+    assert failed["reason"] == "PermanentExitCode"
+    assert "code 65" in failed["message"]
+    assert status["restarts"] == 0
+    assert status.get("completionTime")
     wait_until(
         lambda: not running_pods(k8s_cluster, namespace, "llm", 0),
         TIMEOUT,
@@ -304,7 +307,8 @@ def test_max_restarts_exhausted_fails_the_job(k8s_cluster, namespace, operator):
         exit_worker(k8s_cluster, namespace, f"llm-worker-0-r{generation}", 1)
     status = wait_phase(k8s_cluster, namespace, "llm", "Failed", operator)
     assert condition(status, "Failed")["reason"] == "MaxRestartsExceeded"
-    assert status["restarts"] == 2 and status["restartsByReason"]["application"] == 2
+    assert status["restarts"] == 2
+    assert status["restartsByReason"]["application"] == 2
 
 
 def test_preemption_exit_records_the_checkpoint_and_counts_as_preemption(
@@ -479,7 +483,8 @@ def test_progress_and_every_checkpoint_come_from_rank_zero_metrics(
             return (status.get("progress") or {}).get("step") == 37
 
         wait_until(has_progress, TIMEOUT, "progress step 37", alive=scraper._alive)
-        assert status["progress"]["totalSteps"] == 100 and status["progress"]["loss"] == 3.25
+        assert status["progress"]["totalSteps"] == 100
+        assert status["progress"]["loss"] == 3.25
         # A periodic save, not a preemption acknowledgement: it reaches status too.
         wait_until(
             lambda: job_status(k8s_cluster, namespace, "llm").get("lastCheckpoint"),
@@ -488,7 +493,8 @@ def test_progress_and_every_checkpoint_come_from_rank_zero_metrics(
             alive=scraper._alive,
         )
         saved = job_status(k8s_cluster, namespace, "llm")["lastCheckpoint"]
-        assert saved["step"] == 30 and saved["time"]
+        assert saved["step"] == 30
+        assert saved["time"]
         assert saved["uri"] == f"s3://carina-checkpoints/{namespace}/llm/step-00000030"
         row = k8s_cluster.kubectl("get", "tj", "llm", "-n", namespace, "--no-headers").stdout
         assert row.split()[5:7] == ["37", "3.25"]
@@ -554,7 +560,8 @@ def test_all_workers_succeeding_finishes_the_job_and_its_ttl_deletes_it(
     for i in range(2):
         exit_worker(k8s_cluster, namespace, f"llm-worker-{i}-r0", 0)
     status = wait_phase(k8s_cluster, namespace, "llm", "Succeeded", operator)
-    assert condition(status, "Succeeded")["status"] == "True" and status.get("completionTime")
+    assert condition(status, "Succeeded")["status"] == "True"
+    assert status.get("completionTime")
 
     def gone() -> bool:
         out = k8s_cluster.kubectl("get", "trainingjobs", "-n", namespace, "-o", "name").stdout
@@ -596,7 +603,8 @@ def test_two_workers_of_four_gpus_are_ranks_0_to_3_and_4_to_7_of_world_8(
         assert container["command"] == ["python", "-m", "carina.workloads.supervisor"]
         assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
         ctx = WorkerContext.from_env(env_of(pod))
-        assert ctx.world_size == 8 and ctx.local_world_size == 4
+        assert ctx.world_size == 8
+        assert ctx.local_world_size == 4
         ranks.append([ctx.for_rank(i).rank for i in range(ctx.local_world_size)])
     assert ranks == [[0, 1, 2, 3], [4, 5, 6, 7]]
 
@@ -625,7 +633,8 @@ def test_a_worker_pod_the_api_server_refuses_fails_the_job_instead_of_retrying(
     status = wait_phase(k8s_cluster, namespace, "llm", "Failed", operator)
     failed = condition(status, "Failed")
     assert failed["reason"] == "WorkersRefused"
-    assert "llm-worker-" in failed["message"] and "fieldPath" in failed["message"]
+    assert "llm-worker-" in failed["message"]
+    assert "fieldPath" in failed["message"]
     assert not pods(k8s_cluster, namespace, "llm")
     refused = _refused_creates(operator)
     assert refused == 2  # one try per worker, then no more

@@ -72,7 +72,8 @@ def test_a_submitted_job_runs_to_succeeded_with_series_events_and_logs(platform:
     assert [p["value"] for p in series["step"]][-1] == 30
     assert series["loss"]
     reasons = [e["reason"] for e in client.events(NS, "simple")]
-    assert "Created" in reasons and "Succeeded" in reasons
+    assert "Created" in reasons
+    assert "Succeeded" in reasons
     assert "step 30" in client.logs(NS, "simple", worker=1, tail=5)
 
 
@@ -88,7 +89,8 @@ def test_a_killed_worker_restarts_the_gang_from_its_checkpoint(platform: CarinaU
     assert job["status"]["restartsByReason"]["application"] == 1
     log = client.logs(NS, "killed", worker=0, tail=1000)
     resumed = [int(m) for m in re.findall(r"resume from (\d+)", log)]
-    assert resumed[0] == 0 and len(resumed) == 2
+    assert resumed[0] == 0
+    assert len(resumed) == 2
     # No step trained twice beyond the checkpoint interval.
     assert killed_at - resumed[1] <= 10 + 5  # + the steps between our look and the kill
 
@@ -109,10 +111,12 @@ def test_logs_of_one_restart_read_that_generation_of_the_worker_log(
     assert second.startswith("--- carina: worker 0, restart 1\n")
     assert re.findall(r"resume from (\d+)", first) == ["0"]
     assert int(re.findall(r"resume from (\d+)", second)[0]) >= 10
-    assert "step 60" in second and "step 60" not in first
+    assert "step 60" in second
+    assert "step 60" not in first
     # Without --restart: the whole log, every generation.
     whole = client.logs(NS, "again", worker=0, tail=1000)
-    assert "restart 0" in whole and "restart 1" in whole
+    assert "restart 0" in whole
+    assert "restart 1" in whole
 
     token = (platform.state_dir / "token").read_text().strip()
     env = {"CARINA_SERVER": platform.url, "CARINA_TOKEN": token, "CARINA_NAMESPACE": NS}
@@ -121,7 +125,8 @@ def test_logs_of_one_restart_read_that_generation_of_the_worker_log(
     assert tail.output.strip() == "step 60"
     missing = CliRunner().invoke(app, ["logs", "again", "--restart", "2"], env=env)
     assert missing.exit_code == 1
-    assert "404" in missing.output and "no log of restart 2" in missing.output
+    assert "404" in missing.output
+    assert "no log of restart 2" in missing.output
 
 
 def test_a_crashed_carina_up_adopts_its_running_workers(platform: CarinaUp) -> None:
@@ -230,7 +235,8 @@ def test_the_cli_submits_lists_gets_tails_and_deletes_against_a_server(
 
     listed = runner.invoke(app, ["list"], env=env)
     assert listed.exit_code == 0
-    assert "from-cli" in listed.output and "Succeeded" in listed.output
+    assert "from-cli" in listed.output
+    assert "Succeeded" in listed.output
     got = runner.invoke(app, ["get", "from-cli", "-o", "json"], env=env)
     assert json.loads(got.output)["status"]["phase"] == "Succeeded"
     logs = runner.invoke(app, ["logs", "from-cli", "--worker", "1", "--tail", "1"], env=env)
@@ -241,9 +247,11 @@ def test_the_cli_submits_lists_gets_tails_and_deletes_against_a_server(
     deleted = runner.invoke(app, ["delete", "from-cli", "--wait"], env=env)
     assert deleted.exit_code == 0
     missing = runner.invoke(app, ["get", "from-cli"], env=env)
-    assert missing.exit_code == 1 and "404 NotFound" in missing.output
+    assert missing.exit_code == 1
+    assert "404 NotFound" in missing.output
     denied = runner.invoke(app, ["list"], env={**env, "CARINA_TOKEN": "wrong"})
-    assert denied.exit_code == 1 and "401" in denied.output
+    assert denied.exit_code == 1
+    assert "401" in denied.output
 
 
 def test_ctrl_c_on_carina_run_checkpoints_and_the_next_run_resumes(tmp_path: Path) -> None:

@@ -49,7 +49,10 @@ def test_series_come_from_promql_when_prometheus_is_configured(
             prometheus.remove_job("carina-workers")
         assert series["source"] == "prometheus"
         steps = [p["value"] for p in series["step"]]
-        assert steps and steps == sorted(steps) and steps[-1] > 0
-        assert series["loss"] and series["tokensPerSecond"]
+        assert steps
+        assert steps == sorted(steps)
+        assert steps[-1] > 0
+        assert series["loss"]
+        assert series["tokensPerSecond"]
     finally:
         up.stop()

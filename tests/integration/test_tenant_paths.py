@@ -59,12 +59,15 @@ def test_a_team_a_token_cannot_name_another_namespace_or_the_machine(
     )
 
     prune = refusal(alice, make_job("prune").with_spec(checkpoint={"uri": team_b, "keep": 1}))
-    assert prune.status == 422 and prune.errors[0]["path"] == "spec.checkpoint.uri"
+    assert prune.status == 422
+    assert prune.errors[0]["path"] == "spec.checkpoint.uri"
     start = refusal(alice, make_job("start").with_pretrain(init=f"{team_b}/step-00000010"))
-    assert start.status == 422 and start.errors[0]["path"] == "spec.workload.pretrain.init"
+    assert start.status == 422
+    assert start.errors[0]["path"] == "spec.workload.pretrain.init"
     climb = f"file://{tmp_path}/shared/team-a/../team-b/ckpt"
     sneaky = refusal(alice, make_job("climb").with_spec(checkpoint={"uri": climb}))
-    assert sneaky.status == 422 and f"that is {tmp_path}/shared/team-b/ckpt" in sneaky.message
+    assert sneaky.status == 422
+    assert f"that is {tmp_path}/shared/team-b/ckpt" in sneaky.message
     assert alice.list_jobs("team-a") == []
 
 

@@ -39,7 +39,7 @@ def trained() -> tuple[Transformer, torch.optim.Optimizer]:
     return model, opt
 
 
-def test_checkpoint_round_trips_through_s3(s3_env: Any, tmp_path: Path) -> None:
+def test_checkpoint_round_trips_through_s3(s3_env: Any) -> None:
     store = open_store(f"s3://{s3_env.bucket}/jobs/a")
     model, opt = trained()
     ref = checkpoint.save(store, 7, model, opt, {"step": 7, "data": {"consumed": 56}}, model.arch)

@@ -242,7 +242,8 @@ def test_label_keys_kubernetes_refuses_are_refused_with_its_rule(key: str, rule:
     with pytest.raises(ManifestError) as info:
         parse_manifest(make_job().with_labels({key: "x"}))
     [error] = info.value.errors
-    assert error.path == "metadata.labels" and rule in error.rule
+    assert error.path == "metadata.labels"
+    assert rule in error.rule
 
 
 def test_annotation_keys_may_have_capitals_as_kubernetes_allows() -> None:
@@ -307,4 +308,6 @@ def test_workload_numbers_and_switches_have_their_json_types(pretrain: dict, pat
 def test_yaml_integers_and_integral_floats_where_floats_go_are_accepted() -> None:
     job = parse_manifest(make_job().with_pretrain(steps=30, optimizer={"lr": 1, "betas": [1, 0.9]}))
     config = job.spec.workload.pretrain
-    assert config is not None and config.steps == 30 and config.optimizer.lr == 1.0
+    assert config is not None
+    assert config.steps == 30
+    assert config.optimizer.lr == 1.0

@@ -83,9 +83,11 @@ def test_template_reserved_names_are_cel_rules_that_name_the_field() -> None:
     assert all(f"'{name}'" in env_rule["rule"] for name in CONTRACT_ENV)
     assert pod["volumes"]["items"]["x-kubernetes-validations"][0]["fieldPath"] == ".name"
     mount_rule = pod["volumeMounts"]["items"]["x-kubernetes-validations"][0]
-    assert mount_rule["fieldPath"] == ".mountPath" and f"'{SPEC_DIR}'" in mount_rule["rule"]
+    assert mount_rule["fieldPath"] == ".mountPath"
+    assert f"'{SPEC_DIR}'" in mount_rule["rule"]
     labels = _template_schema()["properties"]["metadata"]["x-kubernetes-validations"][0]
-    assert labels["fieldPath"] == ".labels" and "'carina.dev/'" in labels["rule"]
+    assert labels["fieldPath"] == ".labels"
+    assert "'carina.dev/'" in labels["rule"]
 
 
 def test_template_lists_of_named_things_are_kubernetes_list_maps() -> None:

@@ -99,7 +99,8 @@ def test_a_few_aliases_and_merge_keys_still_work(tmp_path: Path) -> None:
     path = tmp_path / "merge.yaml"
     path.write_text("base: &base {x: 1}\nother:\n  <<: *base\n  y: 2\nagain: *base\n")
     [(_, doc)] = load_documents(path)
-    assert doc["other"] == {"x": 1, "y": 2} and doc["again"] == {"x": 1}
+    assert doc["other"] == {"x": 1, "y": 2}
+    assert doc["again"] == {"x": 1}
 
 
 def test_an_alias_that_contains_itself_is_refused(tmp_path: Path) -> None:

@@ -54,7 +54,7 @@ def test_quantities_parse_as_kubernetes_reads_them(text: int | str, value: float
 @pytest.mark.parametrize("text", MALFORMED)
 def test_malformed_quantities_are_refused(text: str) -> None:
     assert not is_quantity(text)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a quantity"):
         parse_quantity(text)
 
 

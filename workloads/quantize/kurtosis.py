@@ -69,7 +69,7 @@ class OutputKurtosis:
         self._handles: list[RemovableHandle] = []
 
     def _hook(self, name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        def hook(_module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
             k = kurtosis(output).mean()
             self._values[name] = k
             if self.record:
@@ -112,7 +112,8 @@ class LayerStats:
 
     def summary(self) -> dict[str, float]:
         """Means over batches and max/median ratios over the whole run."""
-        assert self.input_absmax is not None and self.output_absmax is not None
+        assert self.input_absmax is not None
+        assert self.output_absmax is not None
         return {
             "inputKurtosis": sum(self.input_kurtosis) / len(self.input_kurtosis),
             "outputKurtosis": sum(self.output_kurtosis) / len(self.output_kurtosis),
@@ -132,7 +133,7 @@ class ActivationStats:
         self.stats: dict[str, LayerStats] = {n: LayerStats() for n in self.layers}
 
     def _hook(self, name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        def hook(_module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
             with torch.no_grad():
                 s = self.stats[name]
                 x = inputs[0]

@@ -97,7 +97,7 @@ def calibrate_clip_values(
     bounds: dict[str, tuple[float, float]] = {}
 
     def hook(name: str) -> Callable[..., None]:
-        def fn(module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+        def fn(_module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
             x = inputs[0].detach().float().flatten()
             lo, hi = float(x.min()), float(x.max())
             old = bounds.get(name, (lo, hi))

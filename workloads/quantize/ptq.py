@@ -53,7 +53,7 @@ def quantize_model_weights(
         hessians = {n: HessianAccumulator(layers[n].in_features) for n in names}
         handles = [
             layers[n].act_quant.register_forward_hook(
-                lambda mod, inp, out, h=hessians[n]: h.add(out)
+                lambda _mod, _inp, out, h=hessians[n]: h.add(out)
             )
             for n in names
         ]

@@ -371,7 +371,7 @@ class _DCPMetadataUnpickler(pickle.Unpickler):
 class _Reader(dcp.FileSystemReader):
     """DCP's file-system reader, with `.metadata` read by `_DCPMetadataUnpickler`."""
 
-    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+    def read_metadata(self, *_args: Any, **kwargs: Any) -> Metadata:
         rank = kwargs.get("rank")  # DCP's fallback to per-rank metadata, which we never write
         name = ".metadata" if rank is None else f"__{rank}.metadata"
         with open(Path(self.path) / name, "rb") as f:

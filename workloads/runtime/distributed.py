@@ -144,7 +144,7 @@ class PreemptionFlag:
         self.requested = False
         self._previous: Any = None
 
-    def _handler(self, signum: int, frame: FrameType | None) -> None:
+    def _handler(self, _signum: int, _frame: FrameType | None) -> None:
         self.requested = True
 
     def request(self) -> None:

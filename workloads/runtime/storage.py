@@ -72,7 +72,7 @@ class LocalStore:
             os.fsync(f.fileno())
         os.replace(tmp, dest)
 
-    def get_file(self, key: str, dest_dir: Path) -> Path:
+    def get_file(self, key: str, dest_dir: Path) -> Path:  # noqa: ARG002 (the Store protocol)
         """The local path of `key` (no copy needed)."""
         return self._path(key)
 
@@ -83,7 +83,7 @@ class LocalStore:
         except FileNotFoundError:
             return None
 
-    def get_dir(self, prefix: str, names: list[str], dest_dir: Path) -> Path:
+    def get_dir(self, prefix: str, names: list[str], dest_dir: Path) -> Path:  # noqa: ARG002
         """The local directory holding the files `names` under `prefix` (no copy needed)."""
         return self._path(prefix)
 

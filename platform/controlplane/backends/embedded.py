@@ -326,7 +326,11 @@ class LocalBackend:
         return self.tokens.lookup(token)
 
     async def authorize(
-        self, principal: Principal, namespace: str, verb: str, resource: str = "trainingjobs"
+        self,
+        principal: Principal,
+        namespace: str,
+        verb: str,  # noqa: ARG002 (the Backend protocol's signature)
+        resource: str = "trainingjobs",  # noqa: ARG002
     ) -> bool:
         return principal.namespaces is None or namespace in principal.namespaces
 

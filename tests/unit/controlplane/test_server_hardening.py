@@ -95,7 +95,8 @@ def test_a_deletion_timestamp_on_create_is_dropped_as_kubernetes_does(
     meta = client.get(JOBS + "/demo", headers=auth(ALICE)).json()["metadata"]
     for owned in ("deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"):
         assert owned not in meta
-    assert meta["uid"] != "chosen-by-me" and meta["resourceVersion"] == "1"
+    assert meta["uid"] != "chosen-by-me"
+    assert meta["resourceVersion"] == "1"
 
 
 def test_finalizers_are_refused_on_the_embedded_platform(client: TestClient) -> None:
@@ -161,7 +162,9 @@ def test_a_malformed_tokens_file_stops_the_server_starting_and_says_why(
     with pytest.raises(TokenFileError) as info:
         create_app(settings, LocalBackend(settings))
     message = str(info.value)
-    assert str(tokens) in message and where in message and says in message
+    assert str(tokens) in message
+    assert where in message
+    assert says in message
 
 
 @pytest.mark.parametrize("text", ["- just\n- a list\n", "tokens: [\n", "tokens: 5\n"])
@@ -189,7 +192,8 @@ def test_ensure_local_token_keeps_the_other_tokens(tmp_path: Path) -> None:
     )
     ensure_local_token(tokens)
     names = [e["name"] for e in yaml.safe_load(tokens.read_text())["tokens"]]
-    assert names[0] == "a" and len(names) == 2
+    assert names[0] == "a"
+    assert len(names) == 2
 
 
 def test_a_tokens_file_broken_while_serving_refuses_requests_until_fixed(

@@ -34,7 +34,8 @@ def test_a_write_on_a_full_disk_is_a_503_saying_storage_full(
     assert resp.status_code == 503
     detail = resp.json()["detail"]
     assert detail["reason"] == "StorageFull"
-    assert "no room to write" in detail["message"] and detail["errors"] == []
+    assert "no room to write" in detail["message"]
+    assert detail["errors"] == []
     assert client.get(f"{JOBS}/demo", headers=auth(ALICE)).status_code == 200  # reads go on
 
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from builders import make_job
@@ -13,9 +10,6 @@ from builders import make_job
 from carina.platform.api.types import TrainingJob
 from carina.platform.controlplane.backends.embedded import TokenFile, ensure_local_token, tail
 from carina.platform.embedded.launcher import (
-    Launcher,
-    process_start_time,
-    read_exit_code,
     run_paths,
     spec_document,
     worker_env,
@@ -40,13 +34,18 @@ def test_each_rank_gets_the_torchrun_and_carina_variables(tmp_path: Path) -> Non
         job, paths, index=1, restart=3, master_port=29500, metrics_port=9100, threads=2
     )
     # The worker's entry process gives each rank its RANK and LOCAL_RANK.
-    assert "RANK" not in env and "LOCAL_RANK" not in env
-    assert env["GROUP_RANK"] == "1" and env["WORLD_SIZE"] == "2"
+    assert "RANK" not in env
+    assert "LOCAL_RANK" not in env
+    assert env["GROUP_RANK"] == "1"
+    assert env["WORLD_SIZE"] == "2"
     assert env["LOCAL_WORLD_SIZE"] == "1"
-    assert env["MASTER_ADDR"] == "127.0.0.1" and env["MASTER_PORT"] == "29500"
-    assert env["CARINA_JOB"] == "demo" and env["CARINA_NAMESPACE"] == "team-a"
+    assert env["MASTER_ADDR"] == "127.0.0.1"
+    assert env["MASTER_PORT"] == "29500"
+    assert env["CARINA_JOB"] == "demo"
+    assert env["CARINA_NAMESPACE"] == "team-a"
     assert env["CARINA_RESTART"] == "3"
-    assert env["CARINA_CHECKPOINT_INTERVAL"] == "7" and env["CARINA_CHECKPOINT_KEEP"] == "2"
+    assert env["CARINA_CHECKPOINT_INTERVAL"] == "7"
+    assert env["CARINA_CHECKPOINT_KEEP"] == "2"
     assert (
         env["CARINA_CHECKPOINT_URI"]
         == (tmp_path / "jobs/team-a/demo-01234567/checkpoints").as_uri()
@@ -62,7 +61,8 @@ def test_a_worker_runs_a_rank_per_gpu_on_its_own_gpus_and_shares_its_threads(
     job = parsed(make_job("demo").with_replicas(2).with_spec(resources={"gpus": 2, "cpu": "8"}))
     paths = run_paths(tmp_path, "team-a", "demo", "0123456789")
     env = worker_env(job, paths, 1, 0, 29500, 9100, threads=8, gpus=[2, 3])
-    assert env["LOCAL_WORLD_SIZE"] == "2" and env["WORLD_SIZE"] == "4"
+    assert env["LOCAL_WORLD_SIZE"] == "2"
+    assert env["WORLD_SIZE"] == "4"
     assert env["CUDA_VISIBLE_DEVICES"] == "2,3"
     assert env["OMP_NUM_THREADS"] == "4"
     ranks = [WorkerContext.from_env(env).for_rank(i).rank for i in range(2)]
@@ -72,7 +72,8 @@ def test_a_worker_runs_a_rank_per_gpu_on_its_own_gpus_and_shares_its_threads(
 def test_a_cpu_worker_runs_the_ranks_it_asks_for(tmp_path: Path) -> None:
     job = parsed(make_job("demo").with_replicas(2).with_spec(resources={"ranksPerWorker": 3}))
     env = worker_env(job, run_paths(tmp_path, "ns", "demo", "u"), 0, 0, 1, 2, 1)
-    assert env["LOCAL_WORLD_SIZE"] == "3" and env["WORLD_SIZE"] == "6"
+    assert env["LOCAL_WORLD_SIZE"] == "3"
+    assert env["WORLD_SIZE"] == "6"
     assert "CUDA_VISIBLE_DEVICES" not in env
 
 
@@ -88,37 +89,6 @@ def test_the_spec_file_holds_the_workload_kind_and_its_camel_case_config() -> No
     assert doc["config"]["seqLen"] == 64
 
 
-def test_the_wrapper_records_the_exit_code_and_sigterm_reaches_the_worker(tmp_path: Path) -> None:
-    script = (
-        "import signal, sys, time\n"
-        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(75))\n"
-        "time.sleep(30)\n"
-    )
-    launcher = Launcher([sys.executable, "-c", script])
-    paths = run_paths(tmp_path, "ns", "demo", "uid")
-    worker = launcher.start("uid", 0, 0, {"CARINA_EXIT_FILE": str(paths.exit_file(0, 0))}, paths)
-    time.sleep(0.5)
-    assert launcher.alive(worker)
-    launcher.signal(worker, __import__("signal").SIGTERM)
-    deadline = time.monotonic() + 10
-    while launcher.alive(worker) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not launcher.alive(worker)
-    assert read_exit_code(paths.exit_file(0, 0)) == 75
-    assert "worker 0, restart 0" in paths.log(0).read_text()
-
-
-def test_a_recycled_pid_is_not_mistaken_for_the_worker() -> None:
-    proc = subprocess.Popen(["sleep", "5"])
-    try:
-        assert process_start_time(proc.pid) is not None
-        assert process_start_time(proc.pid) != "0"
-    finally:
-        proc.kill()
-        proc.wait()
-    assert process_start_time(proc.pid) is None
-
-
 def test_tail_returns_the_last_lines(tmp_path: Path) -> None:
     log = tmp_path / "log"
     log.write_text("".join(f"line {i}\n" for i in range(100_000)))
@@ -132,5 +102,6 @@ def test_the_local_token_is_written_once_and_sees_every_namespace(tmp_path: Path
     assert oct(os.stat(tokens).st_mode & 0o777) == "0o600"
     assert token not in tokens.read_text()  # stored as a digest
     principal = TokenFile(tokens).lookup(token)
-    assert principal is not None and principal.namespaces is None
+    assert principal is not None
+    assert principal.namespaces is None
     assert TokenFile(tokens).lookup("guess") is None

@@ -31,7 +31,9 @@ def test_a_live_process_is_a_ready_running_worker(paths) -> None:
 def test_exit_zero_is_succeeded(paths) -> None:
     paths.exit_file(2, 1).write_text("0\n")
     seen = observe(worker(), alive=False, paths=paths)
-    assert seen.phase == "Succeeded" and seen.exit_code == 0 and seen.finished_at is not None
+    assert seen.phase == "Succeeded"
+    assert seen.exit_code == 0
+    assert seen.finished_at is not None
 
 
 def test_a_preempted_worker_reports_its_checkpoint(paths) -> None:
@@ -39,13 +41,16 @@ def test_a_preempted_worker_reports_its_checkpoint(paths) -> None:
     ack = {"checkpoint": {"step": 40, "uri": "file:///ckpt/step-40"}}
     paths.termination_log(2, 1).write_text(json.dumps(ack))
     seen = observe(worker(), alive=False, paths=paths)
-    assert seen.phase == "Failed" and seen.exit_code == 75
+    assert seen.phase == "Failed"
+    assert seen.exit_code == 75
     assert json.loads(seen.termination_message or "{}") == ack
 
 
 def test_a_worker_gone_without_an_exit_code_reads_as_a_lost_node(paths) -> None:
     seen = observe(worker(), alive=False, paths=paths)
-    assert seen.phase == "Failed" and seen.exit_code is None and seen.reason == "NodeLost"
+    assert seen.phase == "Failed"
+    assert seen.exit_code is None
+    assert seen.reason == "NodeLost"
 
 
 def test_a_worker_being_stopped_is_marked_deleting(paths) -> None:

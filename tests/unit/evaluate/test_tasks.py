@@ -64,7 +64,8 @@ def test_code_choice_items_finish_the_line_with_one_true_ending():
     assert len(items) == 10
     lines = set(doc.splitlines())
     for item in items:
-        assert len(item.choices) == 4 and len(set(item.choices)) == 4
+        assert len(item.choices) == 4
+        assert len(set(item.choices)) == 4
         head = item.context.splitlines()[-1]
         assert head + item.choices[item.label] in lines
         wrong = [c for k, c in enumerate(item.choices) if k != item.label]
@@ -83,7 +84,8 @@ def test_squad2_loader_reads_answers_and_unanswerables():
     assert [type(x) for x in items] == [QAExample] * 4
     assert items[0].answers == ("France",)  # duplicates folded
     assert items[1].answers == ("10th and 11th centuries", "in the 10th and 11th centuries")
-    assert not items[2].answerable and not items[3].answerable
+    assert not items[2].answerable
+    assert not items[3].answerable
 
 
 def test_mmlu_loader_takes_index_or_letter_answers():

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
+from finetune_fixtures import finetune_spec
 
 from carina.workloads.config import ExitCode, FinetuneConfig
 from carina.workloads.finetune.run import run_finetune
@@ -17,25 +14,9 @@ from carina.workloads.runtime.storage import open_store
 from carina.workloads.worker import WorkerContext, main
 
 
-def spec(tmp_path: Path, base: str, mode: str) -> str:
-    config = {
-        "base": base,
-        "mode": mode,
-        "data": {"generator": "grounded-qa", "examples": 12},
-        "steps": 3,
-        "batchSize": 4,
-        "microBatchSize": 2,
-        "maxNewTokens": 4,
-        "schedule": {"kind": "constant", "warmupSteps": 0},
-    }
-    path = tmp_path / f"{mode}.json"
-    path.write_text(json.dumps({"kind": "finetune", "config": config}))
-    return str(path)
-
-
 def test_ssr_run_saves_checkpoint_and_dataset_beside_it(tmp_path, base_uri):
     out = f"file://{tmp_path}/ssr"
-    env = {"CARINA_SPEC": spec(tmp_path, base_uri, "ssr"), "CARINA_CHECKPOINT_URI": out}
+    env = {"CARINA_SPEC": finetune_spec(tmp_path, base_uri, "ssr"), "CARINA_CHECKPOINT_URI": out}
     assert main(env) == ExitCode.SUCCEEDED
     store = open_store(out)
     assert checkpoint.latest(store).step == 3
@@ -50,7 +31,7 @@ def test_ssr_run_saves_checkpoint_and_dataset_beside_it(tmp_path, base_uri):
 
 def test_sft_run_trains_on_gold_and_a_rerun_resumes_without_retraining(tmp_path, base_uri):
     out = f"file://{tmp_path}/sft"
-    env = {"CARINA_SPEC": spec(tmp_path, base_uri, "sft"), "CARINA_CHECKPOINT_URI": out}
+    env = {"CARINA_SPEC": finetune_spec(tmp_path, base_uri, "sft"), "CARINA_CHECKPOINT_URI": out}
     assert main(env) == ExitCode.SUCCEEDED
     rows = [json.loads(x) for x in open_store(out).get_bytes("ssr-dataset.jsonl").splitlines()]
     assert all(r["target"] == r["gold"] and r["model_answer"] is None for r in rows)
@@ -62,7 +43,7 @@ def test_preemption_saves_and_exits_75(tmp_path, base_uri, monkeypatch):
     import carina.workloads.runtime.loop as loop
 
     cfg = FinetuneConfig.model_validate(
-        json.loads(Path(spec(tmp_path, base_uri, "sft")).read_text())["config"]
+        json.loads(Path(finetune_spec(tmp_path, base_uri, "sft")).read_text())["config"]
     )
     log = tmp_path / "termination-log"
     ctx = WorkerContext(checkpoint_uri=f"file://{tmp_path}/pre", termination_log=str(log))
@@ -84,7 +65,7 @@ def test_steps_report_mfu_from_the_flops_of_every_token_the_model_reads(
 
     monkeypatch.setenv("CARINA_PEAK_FLOPS", "1")  # MFU then reads as model FLOPs per second
     cfg = FinetuneConfig.model_validate(
-        json.loads(Path(spec(tmp_path, base_uri, "sft")).read_text())["config"]
+        json.loads(Path(finetune_spec(tmp_path, base_uri, "sft")).read_text())["config"]
     )
     records: list[StepRecord] = []
     assert run_finetune(cfg, WorkerContext(), lambda rec, _: records.append(rec)) == 0
@@ -99,7 +80,7 @@ def test_steps_report_mfu_from_the_flops_of_every_token_the_model_reads(
 
 
 def test_missing_base_is_a_permanent_error(tmp_path):
-    env = {"CARINA_SPEC": spec(tmp_path, f"file://{tmp_path}/nothing", "sft")}
+    env = {"CARINA_SPEC": finetune_spec(tmp_path, f"file://{tmp_path}/nothing", "sft")}
     assert main(env) == ExitCode.NO_INPUT
 
 
@@ -109,7 +90,7 @@ def test_acceptance_ratio_is_exported_as_a_metric(tmp_path, base_uri):
     from carina.workloads.runtime import distributed
     from carina.workloads.runtime.distributed import PreemptionFlag
 
-    raw = json.loads(Path(spec(tmp_path, base_uri, "ssr")).read_text())["config"]
+    raw = json.loads(Path(finetune_spec(tmp_path, base_uri, "ssr")).read_text())["config"]
     cfg = FinetuneConfig.model_validate(raw)
     ctx = WorkerContext(job="ft", checkpoint_uri=f"file://{tmp_path}/m")
     tuner = Finetuner(cfg, ctx, distributed.setup(0, 1, 0), PreemptionFlag())
@@ -120,26 +101,3 @@ def test_acceptance_ratio_is_exported_as_a_metric(tmp_path, base_uri):
     rows = open_store(ctx.checkpoint_uri).get_bytes("ssr-dataset.jsonl").splitlines()
     assert value == sum(json.loads(r)["accepted"] for r in rows) / len(rows)
     tuner.close()
-
-
-@pytest.mark.slow
-def test_two_gloo_ranks_under_torchrun_share_one_dataset(tmp_path, base_uri):
-    out = f"file://{tmp_path}/ddp"
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "CARINA_SPEC": spec(tmp_path, base_uri, "ssr"),
-        "CARINA_CHECKPOINT_URI": out,
-    }
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    result = subprocess.run(
-        [*torchrun, "-m", "carina.workloads"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    store = open_store(out)
-    assert checkpoint.latest(store).step == 3
-    assert len(store.get_bytes("ssr-dataset.jsonl").splitlines()) == 12

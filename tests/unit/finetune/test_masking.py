@@ -28,7 +28,8 @@ def test_padding_is_ignored():
     batch = [encode_pair(TOK, Pair("Q:", " a"), 64), encode_pair(TOK, Pair("Question:", " b"), 64)]
     inputs, labels = collate(batch, TOK.pad_id)
     assert inputs.shape == labels.shape == (2, len(batch[1][0]))
-    assert inputs[0, -1] == TOK.pad_id and labels[0, -1] == IGNORE
+    assert inputs[0, -1] == TOK.pad_id
+    assert labels[0, -1] == IGNORE
 
 
 def test_loss_depends_on_the_response_tokens_only(make_model):

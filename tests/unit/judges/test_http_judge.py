@@ -131,7 +131,8 @@ def test_timeout_is_a_rejection_with_a_clear_error(server: ChatServer):
     judge = HttpJudge(server.url, timeout=0.2, retries=1)
     verdict = ask(judge, "SLOW")[0]
     assert not verdict.accepted
-    assert verdict.error is not None and "timed out" in verdict.error
+    assert verdict.error is not None
+    assert "timed out" in verdict.error
     assert "2 tries" in verdict.error
 
 
@@ -141,8 +142,10 @@ def test_malformed_reply_is_rejected_and_the_batch_goes_on(server: ChatServer):
     assert not verdicts[0].accepted
     assert verdicts[0].error is not None
     assert "does not start with ACCEPT or REJECT" in verdicts[0].error
-    assert verdicts[1].accepted and verdicts[1].error is None
-    assert verdicts[2].error is not None and "not JSON" in verdicts[2].error
+    assert verdicts[1].accepted
+    assert verdicts[1].error is None
+    assert verdicts[2].error is not None
+    assert "not JSON" in verdicts[2].error
 
 
 def test_server_errors_are_retried(server: ChatServer):
@@ -156,7 +159,8 @@ def test_unreachable_endpoint_is_a_rejection_not_a_crash():
     judge = HttpJudge("http://127.0.0.1:9/v1", timeout=0.5, retries=0)
     verdict = ask(judge, "Rome")[0]
     assert not verdict.accepted
-    assert verdict.error is not None and "cannot reach" in verdict.error
+    assert verdict.error is not None
+    assert "cannot reach" in verdict.error
 
 
 def test_spec_builds_an_http_judge_with_a_bearer_token(server: ChatServer, monkeypatch):

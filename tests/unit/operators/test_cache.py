@@ -34,7 +34,8 @@ def test_older_pod_event_does_not_replace_a_newer_one():
     c.put_pod(pod(rv="20", phase="Failed"))
     c.put_pod(pod(rv="15", phase="Running"))
     [rec] = c.records(("ns", "llm"))
-    assert rec.worker.phase == "Failed" and rec.ip == "10.0.0.1"
+    assert rec.worker.phase == "Failed"
+    assert rec.ip == "10.0.0.1"
 
 
 def test_deleted_pod_is_not_resurrected_by_a_late_event():
@@ -56,7 +57,8 @@ def test_a_pod_deleted_by_a_node_failure_leaves_its_last_state_until_the_restart
     ]
     c.drop_pod(final)
     [rec] = c.records(("ns", "llm"))
-    assert rec.worker.deleting and rec.worker.reason == "NodeLost"
+    assert rec.worker.deleting
+    assert rec.worker.reason == "NodeLost"
     c.prune(("ns", "llm"), generation=0)
     assert len(c.records(("ns", "llm"))) == 1
     c.prune(("ns", "llm"), generation=1)

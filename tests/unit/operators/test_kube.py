@@ -22,7 +22,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("old,new,patch", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("old", "new", "patch"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_merge_patch(old, new, patch):
     assert merge_patch(old, new) == patch
 
@@ -40,6 +40,6 @@ def apply_patch(target, patch):
     return out
 
 
-@pytest.mark.parametrize("old,new", [c[1:3] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("old", "new"), [c[1:3] for c in CASES], ids=[c[0] for c in CASES])
 def test_patch_applied_to_old_gives_new(old, new):
     assert apply_patch(old, merge_patch(old, new) or {}) == new

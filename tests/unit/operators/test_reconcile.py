@@ -163,7 +163,8 @@ def test_a_restart_is_written_before_any_worker_is_deleted():
     reconcile(rec)
     verbs = [c for c in kube.calls if c[0] in ("patch", "delete")]
     assert verbs == [("patch", "TrainingJob/status"), ("delete", "Pod/llm-worker-0-r0")]
-    assert status(kube)["restarts"] == 1 and status(kube)["phase"] == "Restarting"
+    assert status(kube)["restarts"] == 1
+    assert status(kube)["phase"] == "Restarting"
     # The same view again (an operator restarted before the pods went): no second count.
     reconcile(rec)
     assert status(kube)["restarts"] == 1

@@ -23,7 +23,7 @@ def api_error(code: int, message: str = "") -> ApiException:
 def kube_answering(exc: ApiException) -> Kube:
     kube = Kube.__new__(Kube)
 
-    def answer(*args: Any, **kwargs: Any) -> Any:
+    def answer(*_args: Any, **_kwargs: Any) -> Any:
         raise exc
 
     kube.core = SimpleNamespace(

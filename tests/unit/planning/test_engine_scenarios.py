@@ -358,7 +358,7 @@ class OperatorRun:
 RUNNERS = {"engine": EngineRun, "embedded": EmbeddedRun, "operator": OperatorRun}
 
 
-def _generation(status: tuple[str, dict[str, tuple[str, str]]], runner: Any) -> int:
+def _generation(runner: Any) -> int:
     if isinstance(runner, EngineRun):
         return runner.status.restarts if runner.status else 0
     if isinstance(runner, EmbeddedRun):
@@ -382,4 +382,4 @@ def test_every_substrate_tells_the_same_story(substrate: str, scenario: str, tmp
         for type_, expected in step.conditions.items():
             assert conditions.get(type_) == expected, f"{where}: {type_} {conditions}"
         assert events == step.events, where
-        generation = _generation((phase, conditions), runner)
+        generation = _generation(runner)

@@ -246,13 +246,15 @@ CASES = [
 
 
 @pytest.mark.parametrize(
-    "job,status,workers,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+    ("job", "status", "workers", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
 )
 def test_next_action(job, status, workers, expected):
     assert next_action(job, status, workers, NOW) == expected
 
 
-@pytest.mark.parametrize("n,expected", [(0, 0), (1, 10), (2, 20), (3, 40), (6, 300), (40, 300)])
+@pytest.mark.parametrize(
+    ("n", "expected"), [(0, 0), (1, 10), (2, 20), (3, 40), (6, 300), (40, 300)]
+)
 def test_backoff_doubles_up_to_the_cap(n, expected):
     job = tj(1, failurePolicy={"backoffSeconds": 10, "maxBackoffSeconds": 300})
     assert restart_backoff(job, n) == timedelta(seconds=expected)
@@ -267,7 +269,7 @@ def test_second_application_restart_waits_twice_as_long():
 
 
 @pytest.mark.parametrize(
-    "worker,expected",
+    ("worker", "expected"),
     [
         (running(0), None),
         (succeeded(0), None),
@@ -316,8 +318,10 @@ def test_a_restart_cycle_end_to_end_counts_once():
         "CreateWorkers",
         "Nothing",
     ]
-    assert phases[-1] == Phase.RUNNING and phases[3] == Phase.RESTARTING
-    assert status.restarts == 1 and status.restarts_by_reason.application == 1
+    assert phases[-1] == Phase.RUNNING
+    assert phases[3] == Phase.RESTARTING
+    assert status.restarts == 1
+    assert status.restarts_by_reason.application == 1
 
 
 def test_workers_beyond_a_shrunk_gang_are_stopped_without_a_restart():
@@ -332,7 +336,8 @@ def test_finished_workers_of_the_failed_generation_do_not_block_the_new_gang():
     assert next_action(tj(2), status, old, NOW) == CreateWorkers((0, 1), 1)
     new = [running(0, 1), running(1, 1)]
     derived = derive_status(tj(2), [*old, *new], status, NOW)
-    assert derived.phase == Phase.RUNNING and derived.workers.total == 2
+    assert derived.phase == Phase.RUNNING
+    assert derived.workers.total == 2
 
 
 def test_a_still_running_worker_of_an_older_generation_blocks_the_new_gang():
@@ -342,7 +347,7 @@ def test_a_still_running_worker_of_an_older_generation_blocks_the_new_gang():
 
 
 @pytest.mark.parametrize(
-    "worker,generation,is_kept,is_superseded",
+    ("worker", "generation", "is_kept", "is_superseded"),
     [
         (failed(0, 1, restart=1), 2, True, False),  # the generation that just failed
         (succeeded(0, restart=1), 2, True, False),
@@ -368,7 +373,7 @@ JSON_MESSAGE = json.dumps(
 
 
 @pytest.mark.parametrize(
-    "message,expected",
+    ("message", "expected"),
     [
         (
             JSON_MESSAGE,

@@ -30,7 +30,8 @@ def pod(phase="Running", ready=True, labels=None, **status):
 def test_running_ready_pod():
     w = observe_pod(pod(startTime="2026-01-01T12:00:00Z"))
     assert (w.index, w.restart, w.phase, w.ready, w.node) == (1, 2, "Running", True, "vela-0")
-    assert w.started_at == at(0) and not w.deleting
+    assert w.started_at == at(0)
+    assert not w.deleting
 
 
 def test_failed_pod_exit_code_and_termination_message():
@@ -61,7 +62,7 @@ def test_failed_pod_exit_code_and_termination_message():
 
 
 @pytest.mark.parametrize(
-    "extra,reason",
+    ("extra", "reason"),
     [
         ({"reason": "Evicted"}, "Evicted"),
         (

@@ -45,13 +45,16 @@ def test_worker_env_is_the_torchrun_contract():
         "MASTER_PORT": "29500",
     }
     # The pod's entry process gives each of its ranks RANK and LOCAL_RANK.
-    assert "RANK" not in env and "LOCAL_RANK" not in env
+    assert "RANK" not in env
+    assert "LOCAL_RANK" not in env
     assert env["MASTER_ADDR"] == "llm-worker-0.llm.team-a.svc"
-    assert env["CARINA_JOB"] == "llm" and env["CARINA_NAMESPACE"] == "team-a"
+    assert env["CARINA_JOB"] == "llm"
+    assert env["CARINA_NAMESPACE"] == "team-a"
     assert env["CARINA_SPEC"] == "/etc/carina/spec.json"
     assert env["CARINA_RESTART"] == "3"
     assert env["CARINA_CHECKPOINT_URI"] == "s3://carina-checkpoints/team-a/llm"
-    assert env["CARINA_CHECKPOINT_INTERVAL"] == "100" and env["CARINA_CHECKPOINT_KEEP"] == "3"
+    assert env["CARINA_CHECKPOINT_INTERVAL"] == "100"
+    assert env["CARINA_CHECKPOINT_KEEP"] == "3"
     assert env["CARINA_METRICS_PORT"] == "9400"
 
 
@@ -67,7 +70,8 @@ def test_worker_env_is_the_torchrun_contract():
 def test_a_worker_runs_one_rank_per_gpu(resources: dict, local: int, ranks: list[int]):
     pod = build_worker_pod(job(replicas=2, resources=resources), 1, 0, SETTINGS)
     ctx = WorkerContext.from_env(env_of(pod))
-    assert ctx.local_world_size == local and ctx.world_size == 2 * local
+    assert ctx.local_world_size == local
+    assert ctx.world_size == 2 * local
     assert [ctx.for_rank(i).rank for i in range(local)] == ranks
 
 
@@ -79,7 +83,8 @@ def test_ranks_per_worker_must_match_the_gpus():
 def test_worker_pod_has_stable_name_labels_and_owner():
     pod = build_worker_pod(job(replicas=2), index=1, restart=0, settings=SETTINGS)
     meta, spec = pod["metadata"], pod["spec"]
-    assert meta["name"] == "llm-worker-1-r0" and meta["namespace"] == "team-a"
+    assert meta["name"] == "llm-worker-1-r0"
+    assert meta["namespace"] == "team-a"
     assert meta["labels"]["carina.dev/job"] == "llm"
     assert meta["labels"]["carina.dev/index"] == "1"
     assert meta["labels"]["carina.dev/restart"] == "0"
@@ -112,25 +117,30 @@ def test_explicit_checkpoint_uri_and_image_win():
 
 
 PROFILE_CASES = {
-    "vela": dict(
-        selector={"carina.dev/pool": "vela"},
-        gpu_toleration=True,
-        annotations={"k8s.v1.cni.cncf.io/networks": "roce-sriov"},
-        env={"NCCL_IB_GID_INDEX": "3", "NCCL_IB_HCA": "mlx5"},
-        extra={},
-        affinity_key=None,
-    ),
-    "blue-vela": dict(
-        selector={"carina.dev/pool": "blue-vela"},
-        gpu_toleration=True,
-        annotations=None,
-        env={"NCCL_IB_HCA": "mlx5", "NCCL_NET_GDR_LEVEL": "PHB"},
-        extra={"rdma/rdma_shared_device_ib": "1"},
-        affinity_key="carina.dev/scalable-unit",
-    ),
-    "none": dict(
-        selector=None, gpu_toleration=False, annotations=None, env={}, extra={}, affinity_key=None
-    ),
+    "vela": {
+        "selector": {"carina.dev/pool": "vela"},
+        "gpu_toleration": True,
+        "annotations": {"k8s.v1.cni.cncf.io/networks": "roce-sriov"},
+        "env": {"NCCL_IB_GID_INDEX": "3", "NCCL_IB_HCA": "mlx5"},
+        "extra": {},
+        "affinity_key": None,
+    },
+    "blue-vela": {
+        "selector": {"carina.dev/pool": "blue-vela"},
+        "gpu_toleration": True,
+        "annotations": None,
+        "env": {"NCCL_IB_HCA": "mlx5", "NCCL_NET_GDR_LEVEL": "PHB"},
+        "extra": {"rdma/rdma_shared_device_ib": "1"},
+        "affinity_key": "carina.dev/scalable-unit",
+    },
+    "none": {
+        "selector": None,
+        "gpu_toleration": False,
+        "annotations": None,
+        "env": {},
+        "extra": {},
+        "affinity_key": None,
+    },
 }
 
 
@@ -156,7 +166,8 @@ def test_profiles_render_placement_network_and_nccl(profile):
     expected = dict(case["extra"]) | ({"nvidia.com/gpu": "8"} if gpus else {})
     for name, value in expected.items():
         assert res["requests"][name] == value == res["limits"][name]
-    assert res["requests"]["cpu"] == "16" and res["limits"]["memory"] == "64Gi"
+    assert res["requests"]["cpu"] == "16"
+    assert res["limits"]["memory"] == "64Gi"
     affinity = spec.get("affinity")
     if case["affinity_key"] is None:
         assert affinity is None
@@ -210,7 +221,8 @@ def test_configmap_holds_the_workload_kind_and_camelcase_config():
     doc = json.loads(cm["data"]["spec.json"])
     assert doc["kind"] == "pretrain"
     assert doc["config"]["steps"] == 20
-    assert "batchSize" in doc["config"] and "batch_size" not in doc["config"]
+    assert "batchSize" in doc["config"]
+    assert "batch_size" not in doc["config"]
     assert cm["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
 
 

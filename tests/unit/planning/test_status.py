@@ -50,7 +50,7 @@ PHASE_CASES = [
 
 
 @pytest.mark.parametrize(
-    "previous,workers,suspend,expected",
+    ("previous", "workers", "suspend", "expected"),
     [c[1:] for c in PHASE_CASES],
     ids=[c[0] for c in PHASE_CASES],
 )
@@ -73,7 +73,8 @@ def test_workload_kind_generation_and_restarts_are_carried():
     st = derive_status(tj(), [running(0, 2), running(1, 2)], prev, at(1))
     assert st.workload == "pretrain"
     assert st.observed_generation == 1
-    assert st.restarts == 2 and st.restarts_by_reason.infrastructure == 2
+    assert st.restarts == 2
+    assert st.restarts_by_reason.infrastructure == 2
 
 
 def test_running_sets_conditions_and_start_time():
@@ -124,7 +125,8 @@ def test_set_condition_keeps_transition_time_when_only_the_message_changes():
     st = status()
     set_condition(st, ConditionType.RUNNING, True, Reason.WORKERS_RUNNING, "a", at(1))
     set_condition(st, ConditionType.RUNNING, True, Reason.WORKERS_RUNNING, "b", at(2))
-    assert st.conditions[0].last_transition_time == at(1) and st.conditions[0].message == "b"
+    assert st.conditions[0].last_transition_time == at(1)
+    assert st.conditions[0].message == "b"
     set_condition(st, ConditionType.RUNNING, False, Reason.WORKER_FAILED, "c", at(3))
     assert st.conditions[0].last_transition_time == at(3)
     assert len(st.conditions) == 1
@@ -145,14 +147,15 @@ def test_restart_is_recorded_once_by_reason():
     action = RestartGang(Reason.NODE_FAILURE, restart=1, not_before=None, message="node lost")
     st = apply_action(tj(), prev, action, at(1))
     again = apply_action(tj(), st, action, at(2))
-    assert again.restarts == 1 and again.restarts_by_reason.infrastructure == 1
+    assert again.restarts == 1
+    assert again.restarts_by_reason.infrastructure == 1
     assert again.phase == Phase.RESTARTING
     cond = get_condition(again, ConditionType.RESTARTING)
     assert (cond.status, cond.reason) == ("True", Reason.NODE_FAILURE)
 
 
 @pytest.mark.parametrize(
-    "reason,field",
+    ("reason", "field"),
     [
         (Reason.WORKER_FAILED, "application"),
         (Reason.EVICTED, "infrastructure"),
@@ -174,13 +177,16 @@ def test_fail_and_succeed_set_terminal_phase_and_completion():
     failed_st = apply_action(
         tj(), status(Phase.RUNNING), FailJob(Reason.PERMANENT_EXIT_CODE, "x"), at(7)
     )
-    assert failed_st.phase == Phase.FAILED and failed_st.completion_time == at(7)
+    assert failed_st.phase == Phase.FAILED
+    assert failed_st.completion_time == at(7)
     cond = get_condition(failed_st, ConditionType.FAILED)
     assert (cond.status, cond.reason, cond.message) == ("True", "PermanentExitCode", "x")
     done = apply_action(tj(), status(Phase.RUNNING), SucceedJob(), at(8))
-    assert done.phase == Phase.SUCCEEDED and done.completion_time == at(8)
+    assert done.phase == Phase.SUCCEEDED
+    assert done.completion_time == at(8)
 
 
 def test_create_workers_starts_a_pending_job():
     st = apply_action(tj(), status(), CreateWorkers((0, 1), 0), at(2))
-    assert st.phase == Phase.STARTING and st.start_time == at(2)
+    assert st.phase == Phase.STARTING
+    assert st.start_time == at(2)

@@ -203,7 +203,8 @@ def default_pvc_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(PVC_MOUNT_ROOT_ENV, raising=False)
 
 
-def test_pvc_checkpoint_uri_is_mounted_where_the_worker_storage_looks(default_pvc_root):
+@pytest.mark.usefixtures("default_pvc_root")
+def test_pvc_checkpoint_uri_is_mounted_where_the_worker_storage_looks() -> None:
     pod = pod_of(job(checkpoint={"uri": "pvc://ckpts/llm/run1"}))
     name = pvc_volume_name("ckpts")
     assert volumes_of(pod)[name] == {"name": name, "persistentVolumeClaim": {"claimName": "ckpts"}}

@@ -92,7 +92,8 @@ def test_clip_value_gradients_equal_finite_differences_where_inputs_are_clipped(
 
     fd_upper = (loss(-3.0, 4.0 + eps) - loss(-3.0, 4.0 - eps)) / (2 * eps)
     fd_lower = (loss(-3.0 + eps, 4.0) - loss(-3.0 - eps, 4.0)) / (2 * eps)
-    assert upper.grad is not None and lower.grad is not None
+    assert upper.grad is not None
+    assert lower.grad is not None
     assert upper.grad.item() == pytest.approx(fd_upper, rel=1e-3)
     assert lower.grad.item() == pytest.approx(fd_lower, rel=1e-3)
 
@@ -112,9 +113,12 @@ def test_clip_value_gradients_have_the_sign_of_finite_differences_when_clipping_
 
     fd_upper = (err(-0.5, 0.5 + eps) - err(-0.5, 0.5 - eps)) / (2 * eps)
     fd_lower = (err(-0.5 + eps, 0.5) - err(-0.5 - eps, 0.5)) / (2 * eps)
-    assert upper.grad is not None and lower.grad is not None
-    assert fd_upper < 0 and upper.grad.item() < 0
-    assert fd_lower > 0 and lower.grad.item() > 0
+    assert upper.grad is not None
+    assert lower.grad is not None
+    assert fd_upper < 0
+    assert upper.grad.item() < 0
+    assert fd_lower > 0
+    assert lower.grad.item() > 0
 
 
 def test_clip_values_get_no_gradient_when_nothing_is_clipped() -> None:
@@ -123,8 +127,10 @@ def test_clip_values_get_no_gradient_when_nothing_is_clipped() -> None:
     x = torch.randn(1000, generator=torch.Generator().manual_seed(0))
     lower, upper = clip_values(-12.0, 12.0)
     quantization_error(x, lower, upper).backward()
-    assert upper.grad is not None and lower.grad is not None
-    assert upper.grad.item() == 0.0 and lower.grad.item() == 0.0
+    assert upper.grad is not None
+    assert lower.grad is not None
+    assert upper.grad.item() == 0.0
+    assert lower.grad.item() == 0.0
 
 
 def test_mse_clip_range_clips_a_lone_outlier() -> None:

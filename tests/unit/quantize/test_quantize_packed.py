@@ -26,7 +26,8 @@ def test_int4_packing_round_trips_every_code_exactly(width: int) -> None:
     codes = torch.randint(0, 16, (5, width), generator=torch.Generator().manual_seed(width))
     codes = codes.to(torch.uint8)
     p = packed.pack_int4(codes)
-    assert p.dtype == torch.uint8 and p.shape == (5, (width + 1) // 2)
+    assert p.dtype == torch.uint8
+    assert p.shape == (5, (width + 1) // 2)
     assert torch.equal(packed.unpack_int4(p, width), codes)
 
 
@@ -36,7 +37,7 @@ def test_packing_puts_the_even_column_in_the_low_nibble() -> None:
 
 
 def test_packing_refuses_codes_wider_than_4_bits() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"codes must be in \[0, 15\]"):
         packed.pack_int4(torch.tensor([[16]], dtype=torch.uint8))
 
 
@@ -75,12 +76,12 @@ def test_quantized_checkpoint_round_trips_exactly(
         assert torch.equal(model(idx)[0], loaded(idx)[0])
 
 
-def test_int4_layers_take_under_a_fifth_of_float32(tmp_path: Path) -> None:
+def test_int4_layers_take_under_a_fifth_of_float32() -> None:
     # 16 weights in 8 bytes plus a float16 scale and a uint8 zero point: 11 bytes for 64.
     model = tiny_model()
     attach_quantizers(model, 4)
     qweights = quantize_model_weights(model, "rtn", 4, 16, [], True)
-    clips = {n: (-1.0, 1.0) for n in qweights}
+    clips = dict.fromkeys(qweights, (-1.0, 1.0))
     tensors = packed.encode_layers(qweights, clips)
     stored = sum(t.numel() * t.element_size() for t in tensors.values())
     full = sum(m.weight.numel() * 4 for m in quant_layers(model).values())

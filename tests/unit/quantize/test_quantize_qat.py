@@ -100,7 +100,8 @@ def test_the_workload_registers_every_quantize_metric_name_on_the_worker_registr
     metrics.on_perplexity({"w16a16": 9.0, "w4a4": 10.0})
     registered = {f.name for f in telemetry.registry.collect()}
     quantize = {n for n in names.ALL if n.startswith("carina_quantize_")}
-    assert quantize and quantize <= registered
+    assert quantize
+    assert quantize <= registered
     value = telemetry.registry.get_sample_value(
         names.QUANTIZE_ACTIVATION_KURTOSIS,
         {

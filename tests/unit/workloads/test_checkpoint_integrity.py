@@ -105,7 +105,8 @@ def test_a_resume_passes_over_a_damaged_newest_checkpoint_for_the_older_intact_o
 
     restored = checkpoint.restore_latest(store, model, optimizer, on_skip=seen.append)
 
-    assert restored is not None and restored.ref.step == 10
+    assert restored is not None
+    assert restored.ref.step == 10
     for key, value in model.state_dict().items():
         assert torch.equal(value, weights[10][key]), key
     assert [(s.step, s.file) for s in restored.skipped] == [(20, blamed)]
@@ -159,7 +160,9 @@ def test_a_checkpoint_from_before_checksums_still_loads_unverified(
 
     restored = checkpoint.restore_latest(open_store(str(tmp_path)), model, optimizer)
 
-    assert restored is not None and restored.ref.step == 10 and not restored.skipped
+    assert restored is not None
+    assert restored.ref.step == 10
+    assert not restored.skipped
     assert torch.equal(model.state_dict()["tok_emb.weight"], weights[10]["tok_emb.weight"])
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [e["event"] for e in events] == ["checkpoint_unverified"]
@@ -179,7 +182,8 @@ def test_an_unverified_checkpoint_with_a_missing_or_unreadable_file_is_still_pas
     truncate(tmp_path / "step-00000020" / checkpoint.MODEL_FILE)
     model, optimizer = model_and_optimizer()
     restored = checkpoint.restore_latest(open_store(str(tmp_path)), model, optimizer)
-    assert restored is not None and restored.ref.step == 10
+    assert restored is not None
+    assert restored.ref.step == 10
     assert [(s.step, s.file) for s in restored.skipped] == [
         (30, checkpoint.rng_file(0)),
         (20, checkpoint.MODEL_FILE),
@@ -205,19 +209,23 @@ def test_pruning_after_a_fallback_keeps_the_intact_checkpoint_it_just_wrote(
     store = open_store(str(tmp_path))
     model, optimizer = model_and_optimizer()
     restored = checkpoint.restore_latest(store, model, optimizer)
-    assert restored is not None and restored.ref.step == 10
+    assert restored is not None
+    assert restored.ref.step == 10
 
     checkpoint.save(store, 15, model, optimizer, {"step": 15}, model.arch, keep=1)
     # The damaged step 20 is newer but does not count: 15 is kept, 10 goes.
     assert checkpoint.complete_steps(store) == [15, 20]
     again = checkpoint.restore_latest(store, model, optimizer)
-    assert again is not None and again.ref.step == 15
+    assert again is not None
+    assert again.ref.step == 15
 
     # Reaching step 20 again replaces the damaged checkpoint.
     checkpoint.save(store, 20, model, optimizer, {"step": 20}, model.arch, keep=1)
     assert checkpoint.complete_steps(store) == [20]
     latest = checkpoint.restore_latest(store, model, optimizer)
-    assert latest is not None and latest.ref.step == 20 and not latest.skipped
+    assert latest is not None
+    assert latest.ref.step == 20
+    assert not latest.skipped
 
 
 def test_a_pretraining_run_resumes_past_a_damaged_checkpoint_and_reports_it(
@@ -237,11 +245,14 @@ def test_a_pretraining_run_resumes_past_a_damaged_checkpoint_and_reports_it(
     doc = json.loads(progress.read_text())
     assert doc["step"] == 12
     [skipped] = doc["skippedCheckpoints"]
-    assert skipped["step"] == 8 and skipped["file"] == checkpoint.MODEL_FILE
+    assert skipped["step"] == 8
+    assert skipped["file"] == checkpoint.MODEL_FILE
     assert skipped["uri"] == f"{uri}/step-00000008"
     # Step 8 was trained again and saved over the damaged one.
     restored = checkpoint.restore_latest(open_store(uri), *model_and_optimizer())
-    assert restored is not None and restored.ref.step == 12 and not restored.skipped
+    assert restored is not None
+    assert restored.ref.step == 12
+    assert not restored.skipped
     assert checkpoint.complete_steps(open_store(uri)) == [4, 8, 12]
 
 
@@ -260,6 +271,7 @@ def test_a_skipped_checkpoint_is_counted_and_written_into_the_progress_document(
     assert restarted.registry.get_sample_value(f"{names.CHECKPOINT_CORRUPT_TOTAL}", labels) == 1
     doc = json.loads(progress.read_text())
     assert doc["skippedCheckpoints"] == [skipped.to_json()]
-    assert doc["step"] == 6 and doc["loss"] == 2.0  # what the file showed, until a resume
+    assert doc["step"] == 6
+    assert doc["loss"] == 2.0
     restarted.on_resume(checkpoint.CheckpointRef(4, "file:///c/step-00000004"))
     assert json.loads(progress.read_text())["step"] == 4

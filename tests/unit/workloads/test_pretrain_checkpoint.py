@@ -65,7 +65,8 @@ def test_a_checkpoint_without_its_manifest_is_invisible(tmp_path: Path) -> None:
     (tmp_path / "step-00000009" / "model.safetensors").write_bytes(b"partial")
     assert checkpoint.complete_steps(store) == [3]
     latest = checkpoint.latest(store)
-    assert latest is not None and latest.step == 3
+    assert latest is not None
+    assert latest.step == 3
 
 
 def test_keep_prunes_all_but_the_newest_complete_checkpoints(tmp_path: Path) -> None:
@@ -106,9 +107,11 @@ def test_resume_is_exact_20_steps_equal_10_then_preempt_then_10(tmp_path: Path) 
         return run_pretrain(cfg, ctx, on_step), losses
 
     code, straight = run(f"file://{tmp_path}/a", None)
-    assert code == ExitCode.SUCCEEDED and len(straight) == 20
+    assert code == ExitCode.SUCCEEDED
+    assert len(straight) == 20
     code, first = run(f"file://{tmp_path}/b", stop_at=10)
-    assert code == ExitCode.PREEMPTED and len(first) == 10
+    assert code == ExitCode.PREEMPTED
+    assert len(first) == 10
     ack = json.loads((tmp_path / "term").read_text())
     assert ack == {"checkpoint": {"step": 10, "uri": f"file://{tmp_path}/b/step-00000010"}}
     manifest = json.loads((tmp_path / "b/step-00000010/manifest.json").read_text())

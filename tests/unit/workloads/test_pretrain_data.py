@@ -21,13 +21,15 @@ from carina.workloads.errors import WorkerError
 def test_byte_tokenizer_round_trips_utf8_and_drops_specials() -> None:
     tok = ByteTokenizer()
     ids = tok.encode("héllo ✓")
-    assert max(ids) < 256 and tok.decode([tok.bos_id, *ids, tok.eos_id]) == "héllo ✓"
+    assert max(ids) < 256
+    assert tok.decode([tok.bos_id, *ids, tok.eos_id]) == "héllo ✓"
 
 
 def test_stdlib_corpus_is_deterministic_and_capped() -> None:
     spec = DataSpec(source="python-stdlib", max_bytes=200_000)
     a, b = load_documents(spec, 0), load_documents(spec, 0)
-    assert a == b and sum(map(len, a)) == 200_000
+    assert a == b
+    assert sum(map(len, a)) == 200_000
 
 
 def test_files_corpus_reads_globs_in_sorted_order(tmp_path: Path) -> None:
@@ -52,7 +54,8 @@ def test_tokenizer_file_without_the_tokenizers_package_is_a_config_error(tmp_pat
     except ImportError:
         with pytest.raises(WorkerError) as e:
             load_tokenizer(str(tmp_path / "tok.json"))
-        assert e.value.exit_code == ExitCode.BAD_CONFIG and "tokenizers" in e.value.message
+        assert e.value.exit_code == ExitCode.BAD_CONFIG
+        assert "tokenizers" in e.value.message
     else:
         with pytest.raises(WorkerError) as e:
             load_tokenizer(str(tmp_path / "tok.json"))
@@ -62,7 +65,8 @@ def test_tokenizer_file_without_the_tokenizers_package_is_a_config_error(tmp_pat
 def test_every_fiftieth_document_is_held_out() -> None:
     docs = [bytes([i]) for i in range(100)]
     train, val = split_documents(docs, 0.02)
-    assert val == [bytes([49]), bytes([99])] and len(train) == 98
+    assert val == [bytes([49]), bytes([99])]
+    assert len(train) == 98
 
 
 def test_ranks_split_each_global_micro_batch_without_overlap() -> None:

@@ -45,7 +45,7 @@ def loss_curve() -> list[float]:
     torch.use_deterministic_algorithms(True)
     losses: list[float] = []
 
-    def on_step(rec: StepRecord, preempt: PreemptionFlag) -> None:
+    def on_step(rec: StepRecord, _preempt: PreemptionFlag) -> None:
         losses.append(rec.loss)
 
     try:

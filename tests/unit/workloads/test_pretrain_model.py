@@ -174,7 +174,8 @@ def test_ds_moe_training_loss_adds_the_mutual_information_term() -> None:
         _, eval_loss = model(idx, targets)
         model.train()
         _, train_loss = model(idx, targets)
-    assert eval_loss is not None and train_loss is not None
+    assert eval_loss is not None
+    assert train_loss is not None
     # L_MI = -H(e) + H(e|x) lies in [-log E, log E]; α = 4e-4 keeps the shift that small.
     assert abs(float(train_loss - eval_loss)) <= 4e-4 * math.log(4) + 1e-6
     assert float(train_loss) != float(eval_loss)
@@ -204,7 +205,8 @@ def test_sampled_generation_is_reproducible_with_a_seeded_generator() -> None:
     b = model.generate(
         prompt, 10, temperature=1.0, top_k=20, generator=torch.Generator().manual_seed(3)
     )
-    assert torch.equal(a, b) and a.shape == (1, 14)
+    assert torch.equal(a, b)
+    assert a.shape == (1, 14)
 
 
 def test_generation_stops_when_every_row_has_emitted_eos() -> None:

@@ -31,7 +31,8 @@ def test_power_lr_doubles_with_batch_size_until_the_cap() -> None:
     # With the paper's cap η_max = 0.02, doubling stops where β·a·n^b would exceed it.
     capped = [power_lr(tokens, beta, 4.0, -0.51, 0.02) for beta in (1, 2, 4, 8, 16, 32)]
     assert capped[1] == pytest.approx(2 * capped[0])
-    assert capped[-1] == 0.02 and capped[-2] == 0.02
+    assert capped[-1] == 0.02
+    assert capped[-2] == 0.02
 
 
 def test_power_lr_follows_the_power_law_in_tokens() -> None:
@@ -46,7 +47,8 @@ def test_power_schedule_warms_up_linearly_then_decays_exponentially_to_the_floor
     assert warm == pytest.approx([(s + 1) / 10 * warm[-1] for s in range(10)])
     assert lr(spec, 899, total) > lr(spec, 950, total) > lr(spec, 999, total)
     assert lr(spec, 999, total) == pytest.approx(0.0, abs=1e-12)
-    assert exponential_decay(0.0, 0.1) == 1.0 and exponential_decay(1.0, 0.1) == 0.1
+    assert exponential_decay(0.0, 0.1) == 1.0
+    assert exponential_decay(1.0, 0.1) == 0.1
 
 
 def test_wsd_is_flat_between_warmup_and_the_final_decay() -> None:

@@ -52,8 +52,11 @@ def test_progress_file_holds_what_the_substrate_reads(tmp_path: Path) -> None:
     t.on_step(4, loss=2.0, lr=1e-3, tokens=10, tokens_per_second=50.0, mfu=0.0)
     t.on_checkpoint(CheckpointRef(4, "file:///c/step-00000004"), seconds=0.1)
     doc = json.loads((tmp_path / "p.json").read_text())
-    assert doc["step"] == 4 and doc["totalSteps"] == 10 and doc["loss"] == 2.0
-    assert doc["tokensPerSecond"] == 50.0 and doc["updatedAt"].endswith("Z")
+    assert doc["step"] == 4
+    assert doc["totalSteps"] == 10
+    assert doc["loss"] == 2.0
+    assert doc["tokensPerSecond"] == 50.0
+    assert doc["updatedAt"].endswith("Z")
     assert doc["lastCheckpoint"]["step"] == 4
 
 

@@ -98,7 +98,8 @@ def test_interval_saves_land_on_the_interval_and_the_last_step_is_saved_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     w = Counting(context(tmp_path, checkpoint_interval=2), total=6)
-    assert run(w) == ExitCode.SUCCEEDED and w.finished
+    assert run(w) == ExitCode.SUCCEEDED
+    assert w.finished
     assert [e["step"] for e in events(capsys, "checkpoint")] == [2, 4, 6]
     store = open_store(f"file://{tmp_path}/ckpt")
     assert checkpoint.complete_steps(store) == [2, 4, 6]
@@ -141,7 +142,8 @@ def test_a_resume_reaches_the_checkpoint_gauge_and_the_progress_document(
     registry = again.telemetry.registry
     assert registry.get_sample_value(metric_names.CHECKPOINT_LAST_STEP, labels) == 2
     doc = json.loads((tmp_path / "progress.json").read_text())
-    assert doc["step"] == 2 and doc["lastCheckpoint"]["step"] == 2
+    assert doc["step"] == 2
+    assert doc["lastCheckpoint"]["step"] == 2
     again.close()
 
 
@@ -154,7 +156,8 @@ def test_sigterm_saves_once_acknowledges_the_checkpoint_and_exits_75(
 
     # Step 2 is also an interval step: the preemption save finds it saved already.
     w = Counting(context(tmp_path, checkpoint_interval=2), total=10)
-    assert run(w, on_step) == ExitCode.PREEMPTED and not w.finished
+    assert run(w, on_step) == ExitCode.PREEMPTED
+    assert not w.finished
     captured = capsys.readouterr().out.splitlines()
     log = [json.loads(line) for line in captured]
     assert [e["step"] for e in log if e["event"] == "checkpoint"] == [2]
@@ -177,7 +180,9 @@ def test_steps_are_logged_every_log_every_and_the_tokens_of_the_others_still_cou
         w.close()
     steps = events(capsys, "step")
     assert [e["step"] for e in steps] == [2, 4, 5] == [r.step for r in records]
-    assert steps[0]["loss"] == 2.0 and steps[0]["extra"] == 2 and steps[0]["lr"] == 0.1
+    assert steps[0]["loss"] == 2.0
+    assert steps[0]["extra"] == 2
+    assert steps[0]["lr"] == 0.1
     assert tokens == 5 * TOKENS
 
 
@@ -193,7 +198,8 @@ def test_mfu_is_unknown_without_a_peak_rather_than_zero(
     finally:
         w.close()
     assert events(capsys, "step")[0]["mfu"] is None
-    assert gauge is not None and math.isnan(gauge)
+    assert gauge is not None
+    assert math.isnan(gauge)
 
 
 def test_mfu_is_unknown_when_the_workload_cannot_count_its_flops(
@@ -228,7 +234,7 @@ def test_run_workload_restores_the_sigterm_handler_and_closes_the_workload(
     built: list[Counting] = []
     before = signal.getsignal(signal.SIGTERM)
 
-    def build(d: Dist, preempt: PreemptionFlag) -> Counting:
+    def build(_d: Dist, preempt: PreemptionFlag) -> Counting:
         assert signal.getsignal(signal.SIGTERM) != before  # installed while it runs
         built.append(Counting(ctx, total=2, preempt=preempt))
         return built[0]
@@ -239,4 +245,5 @@ def test_run_workload_restores_the_sigterm_handler_and_closes_the_workload(
     ctx = context(tmp_path, metrics_port=port)
     assert run_workload(ctx, build) == ExitCode.SUCCEEDED
     assert signal.getsignal(signal.SIGTERM) == before
-    assert built[0].finished and built[0].telemetry.server is None  # metrics server stopped
+    assert built[0].finished
+    assert built[0].telemetry.server is None

@@ -43,7 +43,8 @@ def test_invalid_spec_exits_64_with_the_field_path(tmp_path: Path, capsys) -> No
     spec.write_text(json.dumps({"kind": "pretrain", "config": {"model": {"nHeads": "x"}}}))
     assert main({"CARINA_SPEC": str(spec)}) == ExitCode.BAD_CONFIG
     err = capsys.readouterr().err
-    assert "config.model.nHeads" in err and "Traceback" not in err
+    assert "config.model.nHeads" in err
+    assert "Traceback" not in err
 
 
 def test_missing_spec_file_exits_66(tmp_path: Path) -> None:
@@ -89,7 +90,8 @@ def test_sigterm_leaves_a_complete_resumable_checkpoint_and_exits_75(tmp_path: P
     ack = json.loads((tmp_path / "termination-log").read_text())["checkpoint"]
     store = open_store(f"file://{tmp_path}/ckpt")
     latest = checkpoint.latest(store)
-    assert latest is not None and ack == {"step": latest.step, "uri": latest.uri}
+    assert latest is not None
+    assert ack == {"step": latest.step, "uri": latest.uri}
     manifest = checkpoint.read_manifest(store, latest.step)
     assert set(manifest["files"]) <= {p.name for p in Path(latest.uri[7:]).iterdir()}
     assert json.loads(progress.read_text())["lastCheckpoint"]["step"] == latest.step
@@ -130,13 +132,15 @@ def test_two_gloo_ranks_under_torchrun_train_and_the_loss_falls(tmp_path: Path) 
     )
     assert done.returncode == 0, done.stderr[-3000:]
     log = events(done.stdout)
-    assert log[0]["event"] == "start" and log[0]["worldSize"] == 2
+    assert log[0]["event"] == "start"
+    assert log[0]["worldSize"] == 2
     losses = [e["loss"] for e in log if e["event"] == "step"]
     assert len(losses) == 40
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5
     assert checkpoint.complete_steps(open_store(f"file://{tmp_path}/ckpt")) == [20, 40]
     manifest = checkpoint.read_manifest(open_store(f"file://{tmp_path}/ckpt"), 40)
-    assert manifest["worldSize"] == 2 and len(manifest["files"]) == 4
+    assert manifest["worldSize"] == 2
+    assert len(manifest["files"]) == 4
 
 
 @pytest.mark.slow
@@ -156,7 +160,8 @@ def test_sigterm_to_torchrun_makes_both_ranks_agree_and_save_once(tmp_path: Path
     progress = tmp_path / "progress.json"
     deadline = time.monotonic() + 120
     while not (progress.exists() and json.loads(progress.read_text())["step"] >= 3):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no step 3 before the deadline"
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)  # torchrun forwards it to both ranks
     stdout, _ = proc.communicate(timeout=120)
@@ -164,8 +169,10 @@ def test_sigterm_to_torchrun_makes_both_ranks_agree_and_save_once(tmp_path: Path
     assert proc.returncode != 0
     log = events(stdout)
     saved = [e for e in log if e["event"] == "checkpoint"]
-    assert len(saved) == 1 and any(e["event"] == "preempted" for e in log)
+    assert len(saved) == 1
+    assert any(e["event"] == "preempted" for e in log)
     ack = json.loads((tmp_path / "termination-log").read_text())["checkpoint"]
     assert ack == {"step": saved[0]["step"], "uri": saved[0]["uri"]}
     manifest = checkpoint.read_manifest(open_store(f"file://{tmp_path}/ckpt"), ack["step"])
-    assert manifest["worldSize"] == 2 and "rng-rank-00001.safetensors" in manifest["files"]
+    assert manifest["worldSize"] == 2
+    assert "rng-rank-00001.safetensors" in manifest["files"]

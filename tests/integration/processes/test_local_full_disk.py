@@ -33,7 +33,8 @@ def test_a_write_on_a_full_disk_raises_storage_full_and_the_next_one_works_again
 ) -> None:
     store = Store(tmp_path / "carina.db")
     written = fill_to_the_last_page(store)
-    assert store.full and "database or disk is full" in store.full
+    assert store.full
+    assert "database or disk is full" in store.full
     assert len(store.list_jobs("team-a")) == written  # reads go on, nothing half-written
     store._db().execute("PRAGMA max_page_count = 1000000")  # the disk has room again
     store.create_job("team-a", make_job("after"), now=1.0)

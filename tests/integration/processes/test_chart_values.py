@@ -19,7 +19,8 @@ SCRIPT = ROOT / "scripts" / "helm-readme.py"
 def readme() -> ModuleType:
     """scripts/helm-readme.py as a module (its name has a dash)."""
     spec = importlib.util.spec_from_file_location("helm_readme", SCRIPT)
-    assert spec and spec.loader
+    assert spec
+    assert spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)

@@ -91,7 +91,7 @@ def pretrain_rank(rank: int, world: int, parallelism: str) -> tuple[str, list[fl
     """One rank of `run_pretrain` (it picks the device and the backend itself)."""
     losses: list[float] = []
 
-    def on_step(rec: StepRecord, preempt: PreemptionFlag) -> None:
+    def on_step(rec: StepRecord, _preempt: PreemptionFlag) -> None:
         losses.append(rec.loss)
 
     ctx = WorkerContext(local_world_size=world, world_size=world, local_rank=rank)
@@ -108,10 +108,12 @@ def test_bf16_pretraining_trains_on_the_device(device: torch.device) -> None:
         trainer.run(lambda rec, preempt: losses.append(rec.loss))
         assert {p.device for p in trainer.raw.parameters()} == {device}
         moments = [s["exp_avg"] for s in trainer.optimizer.state.values()]
-        assert moments and {m.device for m in moments} == {device}
+        assert moments
+        assert {m.device for m in moments} == {device}
     finally:
         trainer.close()
-    assert len(losses) == 8 and losses[-1] < 0.7 * losses[0]
+    assert len(losses) == 8
+    assert losses[-1] < 0.7 * losses[0]
 
 
 @pytest.mark.slow
@@ -240,7 +242,8 @@ def test_evaluation_on_the_device_scores_what_the_cpu_scores(device: torch.devic
     assert [n for _, n in scored] == [n for _, n in scored_cpu]
     assert [lp for lp, _ in scored] == pytest.approx([lp for lp, _ in scored_cpu], abs=1e-3)
     accuracy = run_task(model, choice, data["mmlu"], cfg.batch_size, cfg.max_new_tokens)
-    assert accuracy.n == len(data["mmlu"]) and 0.0 <= accuracy.score <= 1.0
+    assert accuracy.n == len(data["mmlu"])
+    assert 0.0 <= accuracy.score <= 1.0
 
     result = run_task(model, refusal, data["qa"], cfg.batch_size, cfg.max_new_tokens)
     one_by_one = [generate_answers(model, TOK, [qa_prompt(ex)], 4, 1)[0] for ex in data["qa"]]

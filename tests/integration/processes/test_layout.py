@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_stdlib_platform_is_not_shadowed_from_the_repository_root() -> None:
@@ -52,7 +52,8 @@ def test_non_editable_install_imports_without_torch(tmp_path: Path) -> None:
     cli = subprocess.run(
         [str(env_dir / "bin" / "carina"), "version"], capture_output=True, text=True, cwd=tmp_path
     )
-    assert cli.returncode == 0 and cli.stdout.startswith("carina "), cli.stderr
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout.startswith("carina "), cli.stderr
 
 
 def test_images_leave_the_development_only_test_cluster_out() -> None:

@@ -88,7 +88,7 @@ def train_fsdp(rank: int, world: int, uri: str, interval: int) -> tuple[dict[int
         states = {trainer.step: full_state(trainer.raw, trainer.optimizer)} if trainer.step else {}
         losses: dict[int, float] = {}
 
-        def on_step(rec: StepRecord, preempt: PreemptionFlag) -> None:
+        def on_step(rec: StepRecord, _preempt: PreemptionFlag) -> None:
             losses[rec.step] = rec.loss
             if rec.step == SAVED_AT:
                 states[rec.step] = full_state(trainer.raw, trainer.optimizer)
@@ -119,7 +119,8 @@ def test_fsdp_saves_shards_per_rank_and_resumes_on_two_ranks_or_one(
     name = checkpoint.step_dir(SAVED_AT)
     store = open_store(str(four))
     manifest = checkpoint.read_manifest(store, SAVED_AT)
-    assert manifest["layout"] == checkpoint.LAYOUT_DCP and manifest["worldSize"] == 4
+    assert manifest["layout"] == checkpoint.LAYOUT_DCP
+    assert manifest["worldSize"] == 4
     on_disk = {p.name for p in (four / name).iterdir()}
     shards = {f"__{r}_0.distcp" for r in range(4)}
     assert shards | {".metadata", "manifest.json"} <= on_disk
@@ -262,7 +263,8 @@ def test_the_manifest_has_a_checksum_of_every_shard_and_a_damaged_one_is_caught(
         with pytest.raises(checkpoint.CorruptCheckpoint, match=r"__0_0\.distcp: sha256"):
             checkpoint.load(store, 2, model, optimizer)
         restored = checkpoint.restore_latest(store, model, optimizer)
-    assert restored is not None and restored.ref.step == 1
+    assert restored is not None
+    assert restored.ref.step == 1
     assert [(s.step, s.file) for s in restored.skipped] == [(2, "__0_0.distcp")]
 
 

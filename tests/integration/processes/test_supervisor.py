@@ -125,7 +125,9 @@ def test_a_rank_killed_by_a_signal_exits_as_a_shell_reports_it(tmp_path: Path) -
     os.kill(_pid_of_rank(proc.pid, 1), signal.SIGKILL)
     assert proc.wait(timeout=30) == 128 + signal.SIGKILL
     message = termination(out)
-    assert message is not None and message.rank == 1 and message.exit_code == 137
+    assert message is not None
+    assert message.rank == 1
+    assert message.exit_code == 137
 
 
 def test_sigterm_reaches_every_rank_and_rank_0_acknowledges_the_checkpoint(
@@ -141,7 +143,8 @@ def test_sigterm_reaches_every_rank_and_rank_0_acknowledges_the_checkpoint(
     message = termination(out)
     assert message is not None
     assert (message.checkpoint_step, message.checkpoint_uri) == (7, "file:///ckpt/step-00000007")
-    assert message.rank is None and message.exit_code is None
+    assert message.rank is None
+    assert message.exit_code is None
 
 
 def test_a_rank_that_ignores_the_stop_is_killed_after_the_grace(tmp_path: Path) -> None:
