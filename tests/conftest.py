@@ -7,6 +7,8 @@ torch is imported only when such a test runs, so the rest of the unit tests do w
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -37,3 +39,12 @@ def device(request: pytest.FixtureRequest) -> Any:
     if request.param == "cuda" and not torch.cuda.is_available():
         pytest.skip("cuda: torch.cuda.is_available() is False on this machine")
     return torch.device(request.param, 0) if request.param == "cuda" else torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _ieee_floats() -> Iterator[None]:
+    """Every test starts and leaves with IEEE denormals (a training run may flush them)."""
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_flush_denormal(False)

@@ -70,6 +70,9 @@ NODE_FAILURE_REASONS = frozenset(
 EVICTION_REASONS = frozenset({"Evicted", "Deleted"})
 PREEMPTION_REASONS = frozenset({"Preempted"})
 
+# How long a gang waits on the deletion of older workers before it looks again on its own.
+STALE_RECHECK = timedelta(seconds=10)
+
 # When two workers fail for different reasons in one reconcile, the more fundamental one
 # names the restart: a lost node makes the other ranks' NCCL calls fail too.
 _PRECEDENCE = (
@@ -247,7 +250,10 @@ def next_action(
     stale = [w for w in workers if blocks_new_gang(w, status.restarts, replicas)]
     if stale:
         if all(w.deleting for w in stale):
-            return Wait(None)
+            # Their deletion's last event brings the next look; look again anyway after a
+            # while, so an event a substrate missed (a restart of the operator between the
+            # list and the watch) cannot hold the gang forever.
+            return Wait(now + STALE_RECHECK)
         cond = next((c for c in status.conditions if c.type == ConditionType.RESTARTING), None)
         reason = Reason(cond.reason) if cond and cond.status == "True" else Reason.WORKER_FAILED
         return RestartGang(reason, status.restarts, status.restart_not_before)

@@ -11,6 +11,7 @@ from planning_fakes import at, failed, pending, running, succeeded, tj
 from carina.platform.api.reasons import Reason
 from carina.platform.api.types import Phase, RestartCounts, TrainingJobStatus
 from carina.platform.planning.failure_policy import (
+    STALE_RECHECK,
     CreateWorkers,
     DeleteJob,
     FailJob,
@@ -161,7 +162,7 @@ CASES = [
         tj(2),
         st(Phase.RESTARTING, restarts=1),
         [ObservedWorker(0, "Running", True, 0, deleting=True)],
-        Wait(None),
+        Wait(NOW + STALE_RECHECK),
     ),
     (
         "backoff not over yet",
