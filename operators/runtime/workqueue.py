@@ -9,20 +9,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Hashable
+from typing import Generic, TypeVar
 
 from carina.operators.runtime import metrics
 
+K = TypeVar("K", bound=Hashable)
 
-class WorkQueue:
+
+class WorkQueue(Generic[K]):
+    """Keys of type K (the operator's are (namespace, name) pairs)."""
+
     def __init__(self, base_delay: float = 0.5, max_delay: float = 60.0):
-        self._queue: asyncio.Queue[Hashable] = asyncio.Queue()
-        self._dirty: set[Hashable] = set()
-        self._processing: set[Hashable] = set()
-        self._timers: dict[Hashable, asyncio.TimerHandle] = {}
-        self._failures: dict[Hashable, int] = {}
+        self._queue: asyncio.Queue[K] = asyncio.Queue()
+        self._dirty: set[K] = set()
+        self._processing: set[K] = set()
+        self._timers: dict[K, asyncio.TimerHandle] = {}
+        self._failures: dict[K, int] = {}
         self._base, self._max = base_delay, max_delay
 
-    def add(self, key: Hashable) -> None:
+    def add(self, key: K) -> None:
         if key in self._dirty:
             return
         self._dirty.add(key)
@@ -30,7 +35,7 @@ class WorkQueue:
             self._queue.put_nowait(key)
         metrics.queue_depth.set(len(self._dirty))
 
-    def add_after(self, key: Hashable, delay: float) -> None:
+    def add_after(self, key: K, delay: float) -> None:
         """Add the key after `delay` seconds (an earlier pending wake-up wins)."""
         if delay <= 0:
             self.add(key)
@@ -44,33 +49,33 @@ class WorkQueue:
             timer.cancel()
         self._timers[key] = loop.call_at(when, self._fire, key)
 
-    def _fire(self, key: Hashable) -> None:
+    def _fire(self, key: K) -> None:
         self._timers.pop(key, None)
         self.add(key)
 
-    def retry(self, key: Hashable) -> None:
+    def retry(self, key: K) -> None:
         """Add the key again after an exponential per-key backoff (a failed reconcile)."""
         n = self._failures.get(key, 0)
         self._failures[key] = n + 1
         self.add_after(key, min(self._base * 2**n, self._max))
 
-    def succeeded(self, key: Hashable) -> None:
+    def succeeded(self, key: K) -> None:
         self._failures.pop(key, None)
 
-    def forget(self, key: Hashable) -> None:
+    def forget(self, key: K) -> None:
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
         self._failures.pop(key, None)
 
-    async def get(self) -> Hashable:
+    async def get(self) -> K:
         key = await self._queue.get()
         self._dirty.discard(key)
         self._processing.add(key)
         metrics.queue_depth.set(len(self._dirty))
         return key
 
-    def done(self, key: Hashable) -> None:
+    def done(self, key: K) -> None:
         self._processing.discard(key)
         if key in self._dirty:
             self._queue.put_nowait(key)

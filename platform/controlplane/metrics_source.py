@@ -11,7 +11,7 @@ import time
 
 import httpx
 
-from carina.platform.controlplane.backends.base import Unavailable
+from carina.platform.controlplane.backend_errors import Unavailable
 from carina.platform.controlplane.schemas import MetricSeries, Point
 from carina.workloads.metric_names import WORKER_LOSS as LOSS
 from carina.workloads.metric_names import WORKER_STEP as STEP

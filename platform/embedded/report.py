@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from carina.platform.api.manifests import ManifestError, load_jobs
 from carina.platform.embedded.launcher import run_paths
@@ -63,7 +64,7 @@ def smooth(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     ]
 
 
-def _duration(status: dict) -> str:
+def _duration(status: dict[str, Any]) -> str:
     try:
         start = datetime.fromisoformat(status["startTime"].replace("Z", "+00:00"))
         end = datetime.fromisoformat(status["completionTime"].replace("Z", "+00:00"))

@@ -49,13 +49,14 @@ GENERATION_BATCH = 64
 def qa_examples(cfg: FinetuneConfig) -> list[QAExample]:
     """The training questions; fine-tuning needs QA data (grounded-qa, squad2 or carina-qa)."""
     data = load_task_data(cfg.data)
-    if not data or not all(isinstance(x, QAExample) for x in data):
+    examples = [x for x in data if isinstance(x, QAExample)]
+    if not data or len(examples) != len(data):
         raise WorkerError(
             ExitCode.BAD_CONFIG,
             "config.data: finetune needs question-answer data "
             "(generator grounded-qa, or format squad2 or carina-qa)",
         )
-    return data
+    return examples
 
 
 def build_dataset(

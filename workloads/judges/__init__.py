@@ -7,6 +7,7 @@ OpenAI-compatible chat endpoint). Every judge takes a batch of `JudgeItem`s and 
 the caller falls back to the gold and the run goes on.
 """
 
-from carina.workloads.judges.base import Judge, JudgeItem, Verdict, build_judge
+from carina.workloads.judges.base import Judge, JudgeItem, Verdict
+from carina.workloads.judges.factory import build_judge
 
 __all__ = ["Judge", "JudgeItem", "Verdict", "build_judge"]

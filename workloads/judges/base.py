@@ -1,11 +1,12 @@
-"""The judge interface and the factory that builds one from a `JudgeSpec`."""
+"""The judge interface: what every judge takes (`JudgeItem`) and returns (`Verdict`).
+
+The implementations import it; `factory.build_judge` imports them, so it lives above them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
-
-from carina.workloads.config import JudgeKind, JudgeSpec
 
 
 @dataclass(frozen=True)
@@ -36,23 +37,3 @@ class Judge(Protocol):
     name: str
 
     def judge(self, items: list[JudgeItem]) -> list[Verdict]: ...
-
-
-def build_judge(spec: JudgeSpec) -> Judge:
-    """The judge `spec` asks for (each kind imports its own dependencies, when built)."""
-    kind = JudgeKind(spec.kind)
-    if kind == JudgeKind.EXACT:
-        from carina.workloads.judges.rule import ExactJudge
-
-        return ExactJudge()
-    if kind == JudgeKind.RULE:
-        from carina.workloads.judges.rule import RuleJudge
-
-        return RuleJudge()
-    if kind == JudgeKind.EMBEDDING:
-        from carina.workloads.judges.embedding import EmbeddingJudge
-
-        return EmbeddingJudge(threshold=spec.threshold)
-    from carina.workloads.judges.http import HttpJudge
-
-    return HttpJudge.from_spec(spec)

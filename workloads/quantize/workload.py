@@ -64,7 +64,8 @@ class QuantizeJob(Workload):
         torch.manual_seed(cfg.seed)
         model = checkpoint.load_pretrained(cfg.base, d.device)
         assert isinstance(model, Transformer)
-        self.raw, self.arch = model, model.arch
+        self.raw: Transformer = model
+        self.arch = model.arch
         if cfg.seq_len > self.arch.max_seq_len:
             raise WorkerError(
                 ExitCode.BAD_CONFIG,

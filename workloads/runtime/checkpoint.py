@@ -49,7 +49,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -72,8 +72,12 @@ from carina.workloads.config import Architecture, ExitCode
 from carina.workloads.contract import step_dir as step_dir  # the contract names the layout
 from carina.workloads.errors import WorkerError
 from carina.workloads.runtime import checksums
+from carina.workloads.runtime.checkpoint_refs import CheckpointRef, SkippedCheckpoint
 from carina.workloads.runtime.storage import Store, open_store, scratch_dir
 from carina.workloads.runtime.telemetry import log_event
+
+if TYPE_CHECKING:
+    from carina.workloads.models.transformer import Transformer
 
 FORMAT_VERSION = 2  # 2: the manifest records each file's sha256 and size
 MANIFEST = "manifest.json"
@@ -87,27 +91,6 @@ _RNG_FILE = re.compile(r"^rng-rank-\d{5}\.safetensors$")
 
 def rng_file(rank: int) -> str:
     return f"rng-rank-{rank:05d}.safetensors"
-
-
-@dataclass(frozen=True)
-class CheckpointRef:
-    """A complete checkpoint: its step and the URI of its directory."""
-
-    step: int
-    uri: str
-
-
-@dataclass(frozen=True)
-class SkippedCheckpoint:
-    """A complete checkpoint that fails the integrity rule: which file, and why."""
-
-    step: int
-    uri: str  # the checkpoint's directory
-    file: str
-    reason: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"step": self.step, "uri": self.uri, "file": self.file, "reason": self.reason}
 
 
 class CorruptCheckpoint(WorkerError):
@@ -631,11 +614,11 @@ def load_uri(
 
 def load_pretrained(
     uri: str, device: torch.device | str = "cpu", on_skip: SkipCallback | None = None
-) -> nn.Module:
+) -> Transformer:
     """A Transformer with the weights of the checkpoint at `uri` (for fine-tuning, eval)."""
     from carina.workloads.models.transformer import Transformer
 
-    def build(store: Store, step: int) -> nn.Module:
+    def build(store: Store, step: int) -> Transformer:
         model = Transformer(Architecture(**read_manifest(store, step)["architecture"]))
         load(store, step, model)
         return model

@@ -18,7 +18,8 @@ from torch import nn
 
 from carina.workloads.config import Architecture
 from carina.workloads.runtime import checkpoint
-from carina.workloads.runtime.checkpoint import CheckpointRef, Restored
+from carina.workloads.runtime.checkpoint import Restored
+from carina.workloads.runtime.checkpoint_refs import CheckpointRef
 from carina.workloads.runtime.storage import Store
 from carina.workloads.runtime.telemetry import Telemetry
 

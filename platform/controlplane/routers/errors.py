@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import HTTPException, status
 
 from carina.platform.api.manifests import FieldError
-from carina.platform.controlplane.backends.base import (
+from carina.platform.controlplane.backend_errors import (
     AlreadyExists,
     BackendError,
     Invalid,

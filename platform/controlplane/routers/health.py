@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from carina.platform.controlplane.backends.base import Unavailable
+from carina.platform.controlplane.backend_errors import Unavailable
 from carina.platform.controlplane.deps import BackendDep, CurrentPrincipal
 from carina.platform.controlplane.routers.errors import http_errors
 from carina.platform.controlplane.schemas import ErrorResponse, Health

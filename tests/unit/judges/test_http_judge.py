@@ -1,122 +1,91 @@
-"""The http judge against a real local server speaking the OpenAI chat-completions protocol."""
+"""The http judge's logic, in process: replies come from an httpx.MockTransport, no socket.
+
+The same judge against a real server on loopback (timeouts, retries, refused connections, the
+bearer token on the wire) is tests/integration/processes/test_http_judge_server.py.
+"""
 
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
 from carina.workloads.config import JudgeKind, JudgeSpec
 from carina.workloads.errors import WorkerError
-from carina.workloads.judges import JudgeItem, build_judge
+from carina.workloads.judges import JudgeItem, Verdict, build_judge
 from carina.workloads.judges.http import HttpJudge, chat_url, parse_verdict, render_prompt
 
 
-class ChatServer(ThreadingHTTPServer):
-    """Grades by the candidate in the user message; some candidates trigger failures."""
+def chat_reply(content: str, model: str = "judge") -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": content},
+            }
+        ],
+    }
 
-    daemon_threads = True
+
+class ChatEndpoint:
+    """Grades by the candidate in the user message, as the chat-completions protocol says."""
 
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), ChatHandler)
         self.requests: list[dict[str, Any]] = []
-        self.headers_seen: list[dict[str, str]] = []
-        self.flaky_failures = 0
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-
-class ChatHandler(BaseHTTPRequestHandler):
-    server: ChatServer
-
-    def log_message(self, *args: Any) -> None:  # keep test output quiet
-        pass
-
-    def do_POST(self) -> None:
-        if self.path != "/v1/chat/completions":
-            self._send(404, {"error": "not found"})
-            return
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.requests.append(body)
-        self.server.headers_seen.append(dict(self.headers))
-        user = body["messages"][-1]["content"]
-        candidate = user.split("Candidate answer: ")[1].split("\n")[0]
-        if candidate == "SLOW":
-            time.sleep(1.0)
-        if candidate == "FLAKY" and self.server.flaky_failures < 1:
-            self.server.flaky_failures += 1
-            self._send(503, {"error": "overloaded"})
-            return
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/v1/chat/completions":
+            return httpx.Response(404, json={"error": "not found"})
+        body = json.loads(request.content)
+        self.requests.append(body)
+        candidate = body["messages"][-1]["content"].split("Candidate answer: ")[1].split("\n")[0]
         if candidate == "GARBAGE":
-            content = "Well, it depends on what you mean."
-        elif candidate == "NOJSON":
-            self._send_raw(200, b"<html>oops</html>")
-            return
-        else:
-            content = "ACCEPT" if candidate in ("Rome", "FLAKY", "SLOW") else "REJECT."
-        self._send(
-            200,
-            {
-                "id": "chatcmpl-1",
-                "object": "chat.completion",
-                "model": body["model"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": content},
-                    }
-                ],
-            },
+            return httpx.Response(200, json=chat_reply("Well, it depends on what you mean."))
+        if candidate == "NOJSON":
+            return httpx.Response(200, content=b"<html>oops</html>")
+        if candidate == "DOWN":
+            raise httpx.ConnectError("connection refused", request=request)
+        return httpx.Response(
+            200, json=chat_reply("ACCEPT" if candidate == "Rome" else "REJECT.", body["model"])
         )
 
-    def _send(self, status: int, obj: dict[str, Any]) -> None:
-        self._send_raw(status, json.dumps(obj).encode())
 
-    def _send_raw(self, status: int, data: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-
-@pytest.fixture
-def server() -> Iterator[ChatServer]:
-    srv = ChatServer()
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+def in_process(judge: HttpJudge, endpoint: ChatEndpoint) -> HttpJudge:
+    """The judge with its client's headers and timeout, its requests answered by `endpoint`."""
+    old = judge.client
+    judge.client = httpx.Client(
+        transport=httpx.MockTransport(endpoint), headers=old.headers, timeout=old.timeout
+    )
+    old.close()
+    return judge
 
 
-def ask(judge: HttpJudge, *candidates: str):
+def ask(judge: HttpJudge, *candidates: str) -> list[Verdict]:
     return judge.judge([JudgeItem("Where does Ada live?", ("Rome",), c) for c in candidates])
 
 
-def test_verdicts_follow_the_endpoints_replies(server: ChatServer):
-    judge = HttpJudge(server.url, model="grader")
+def test_verdicts_follow_the_endpoints_replies() -> None:
+    endpoint = ChatEndpoint()
+    judge = in_process(HttpJudge("http://judge/v1", model="grader"), endpoint)
     assert [v.accepted for v in ask(judge, "Rome", "Oslo")] == [True, False]
-    request = server.requests[0]
+    request = next(r for r in endpoint.requests if "Rome" in r["messages"][-1]["content"])
     assert request["model"] == "grader"
     assert request["temperature"] == 0
     assert request["messages"][0]["role"] == "system"
     assert "Reference answer: Rome" in request["messages"][-1]["content"]
 
 
-def test_prompt_template_fills_question_gold_and_candidate(server: ChatServer):
+def test_prompt_template_fills_question_gold_and_candidate() -> None:
+    endpoint = ChatEndpoint()
     template = 'Q={question} G={gold} {"json": "braces stay"}\nCandidate answer: {candidate}\n'
-    judge = HttpJudge(server.url, template=template)
-    ask(judge, "Rome")
-    sent = server.requests[0]["messages"][-1]["content"]
+    ask(in_process(HttpJudge("http://judge/v1", template=template), endpoint), "Rome")
+    sent = endpoint.requests[0]["messages"][-1]["content"]
     assert sent == (
         'Q=Where does Ada live? G=Rome {"json": "braces stay"}\nCandidate answer: Rome\n'
     )
@@ -127,17 +96,8 @@ def test_unanswerable_gold_is_spelled_out_for_the_grader():
     assert text.startswith("unanswerable")
 
 
-def test_timeout_is_a_rejection_with_a_clear_error(server: ChatServer):
-    judge = HttpJudge(server.url, timeout=0.2, retries=1)
-    verdict = ask(judge, "SLOW")[0]
-    assert not verdict.accepted
-    assert verdict.error is not None
-    assert "timed out" in verdict.error
-    assert "2 tries" in verdict.error
-
-
-def test_malformed_reply_is_rejected_and_the_batch_goes_on(server: ChatServer):
-    judge = HttpJudge(server.url)
+def test_malformed_reply_is_rejected_and_the_batch_goes_on() -> None:
+    judge = in_process(HttpJudge("http://judge/v1"), ChatEndpoint())
     verdicts = ask(judge, "GARBAGE", "Rome", "NOJSON")
     assert not verdicts[0].accepted
     assert verdicts[0].error is not None
@@ -148,27 +108,21 @@ def test_malformed_reply_is_rejected_and_the_batch_goes_on(server: ChatServer):
     assert "not JSON" in verdicts[2].error
 
 
-def test_server_errors_are_retried(server: ChatServer):
-    judge = HttpJudge(server.url, retries=2)
-    verdict = ask(judge, "FLAKY")[0]
-    assert verdict.accepted
-    assert server.flaky_failures == 1
-
-
-def test_unreachable_endpoint_is_a_rejection_not_a_crash():
-    judge = HttpJudge("http://127.0.0.1:9/v1", timeout=0.5, retries=0)
-    verdict = ask(judge, "Rome")[0]
+def test_a_connection_error_is_a_rejection_not_a_crash() -> None:
+    judge = in_process(HttpJudge("http://judge/v1", retries=0), ChatEndpoint())
+    verdict = ask(judge, "DOWN")[0]
     assert not verdict.accepted
     assert verdict.error is not None
     assert "cannot reach" in verdict.error
+    assert "1 tries" in verdict.error
 
 
-def test_spec_builds_an_http_judge_with_a_bearer_token(server: ChatServer, monkeypatch):
+def test_spec_builds_an_http_judge_with_a_bearer_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CARINA_JUDGE_TOKEN", "s3cret")
-    spec = JudgeSpec(kind=JudgeKind.HTTP, url=server.url, api_key_env="CARINA_JUDGE_TOKEN")
+    spec = JudgeSpec(kind=JudgeKind.HTTP, url="http://judge/v1", api_key_env="CARINA_JUDGE_TOKEN")
     judge = build_judge(spec)
-    assert [v.accepted for v in judge.judge([JudgeItem("q", ("Rome",), "Rome")])] == [True]
-    assert server.headers_seen[0]["Authorization"] == "Bearer s3cret"
+    assert isinstance(judge, HttpJudge)
+    assert judge.client.headers["Authorization"] == "Bearer s3cret"
 
 
 def test_missing_token_variable_is_a_config_error(monkeypatch):

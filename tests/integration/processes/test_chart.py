@@ -90,7 +90,8 @@ def test_an_operator_watching_namespaces_peers_in_each_of_them() -> None:
 def test_the_peering_crds_come_from_the_subchart_and_can_be_left_out() -> None:
     with_crds = helm("template", "carina", str(CHART), "--include-crds").stdout
     assert "name: clusterkopfpeerings.kopf.dev" in with_crds
-    assert "name: trainingjobs.carina.dev" in with_crds
+    for kind in ("trainingjobs", "clusterqueues", "localqueues", "trainingpriorityclasses"):
+        assert f"name: {kind}.carina.dev" in with_crds
     without = helm(
         "template",
         "carina",
@@ -229,6 +230,12 @@ def test_the_operator_may_run_jobs_and_nothing_more(default: list[dict[str, Any]
         ("", "configmaps", "patch"),
         ("", "events", "create"),
         ("kopf.dev", "clusterkopfpeerings", "patch"),
+        # Admission to the queues' quota, by one writer the replicas elect with a Lease.
+        ("carina.dev", "clusterqueues/status", "patch"),
+        ("carina.dev", "localqueues/status", "patch"),
+        ("", "namespaces", "get"),
+        ("coordination.k8s.io", "leases", "create"),
+        ("coordination.k8s.io", "leases", "update"),
     ]:
         assert needed in rules
     assert {resource for _, resource, _ in rules} <= {
@@ -243,8 +250,17 @@ def test_the_operator_may_run_jobs_and_nothing_more(default: list[dict[str, Any]
         "customresourcedefinitions",
         "clusterkopfpeerings",
         "kopfpeerings",
+        "clusterqueues",
+        "clusterqueues/status",
+        "localqueues",
+        "localqueues/status",
+        "trainingpriorityclasses",
+        "leases",
     }
     assert ("apiextensions.k8s.io", "customresourcedefinitions", "create") not in rules
+    # The queues are the cluster admin's to write: the operator reads them, patches status.
+    for kind in ("clusterqueues", "localqueues", "trainingpriorityclasses"):
+        assert {verb for _, resource, verb in rules if resource == kind} == {"get", "list", "watch"}
 
 
 def test_the_control_plane_reviews_callers_and_manages_jobs_only(
@@ -257,6 +273,8 @@ def test_the_control_plane_reviews_callers_and_manages_jobs_only(
         assert ("carina.dev", "trainingjobs", verb) in rules
     assert ("", "pods/log", "get") in rules
     assert not {r for r in rules if r[1] in {"pods", "services", "configmaps", "secrets"}}
+    for kind in ("clusterqueues", "localqueues", "trainingpriorityclasses"):
+        assert {verb for _, resource, verb in rules if resource == kind} == {"get", "list", "watch"}
 
 
 def test_workers_get_an_account_with_no_rights_and_no_token(default: list[dict[str, Any]]) -> None:
@@ -372,6 +390,7 @@ def test_the_packaged_chart_carries_the_rules_and_dashboards_themselves(tmp_path
     objects = [doc for doc in yaml.safe_load_all(out) if doc]
     [rule] = of_kind(objects, "PrometheusRule")
     assert rule["spec"] == yaml.safe_load(RULES.read_text())
-    assert (
-        len([o for o in of_kind(objects, "ConfigMap") if "dashboard" in o["metadata"]["name"]]) == 3
-    )
+    dashboards = (CHART.parents[1] / "dashboards").glob("*.json")
+    assert len(
+        [o for o in of_kind(objects, "ConfigMap") if "dashboard" in o["metadata"]["name"]]
+    ) == len(list(dashboards))
