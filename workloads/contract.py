@@ -18,8 +18,8 @@ holds, or one (or an explicit count) on a CPU worker. Its environment names:
     CARINA_CHECKPOINT_INTERVAL save every N steps (0 = only at the end and on SIGTERM)
     CARINA_CHECKPOINT_KEEP     keep the newest K complete checkpoints (0 = all)
     CARINA_RESTART             the gang's generation (how many times the job restarted)
-    CARINA_METRICS_PORT        Prometheus port of local rank 0 (0 = off)
-    CARINA_PROGRESS_FILE       global rank 0 writes the progress document here (embedded only)
+    CARINA_METRICS_PORT        Prometheus port of local rank 0 (0 = off); the one channel of
+                               live progress: both substrates scrape global rank 0's /metrics
     CARINA_TERMINATION_LOG     the worker's termination message (default /dev/termination-log)
 
 and each rank's adds `RANK = GROUP_RANK * LOCAL_WORLD_SIZE + LOCAL_RANK` and `LOCAL_RANK`, the
@@ -30,23 +30,25 @@ preempted after a checkpoint, 76 transient infrastructure error; any other non-z
 crash, retried from the newest checkpoint. A rank killed by signal N counts as 128 + N.
 
 The termination message (`TerminationMessage`, JSON, at most 4,096 bytes as Kubernetes keeps
-it) is written by the worker's entry process when its ranks are done: the checkpoint global
-rank 0 acknowledged on SIGTERM, and on a failure which rank failed first, its exit code and
-its last log lines. Where the entry process itself died, the kubelet falls back to the
-container's log tail (`FallbackToLogsOnError`): `TerminationMessage.parse` reads that text as
-the log tail.
+it) is written by the worker's entry process when its ranks are done: global rank 0's final
+word on a success or after SIGTERM (its last step, total steps and loss, and its newest
+checkpoint: the metrics endpoint is gone once the worker exits), and on a failure which rank
+failed first, its exit code and its last log lines. Where the entry process itself died, the
+kubelet falls back to the container's log tail (`FallbackToLogsOnError`):
+`TerminationMessage.parse` reads that text as the log tail.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlparse
 
 __all__ = [
@@ -59,7 +61,6 @@ __all__ = [
     "SPEC_FILE",
     "TERMINATION_MESSAGE_LIMIT",
     "ExitCode",
-    "ProgressDocument",
     "TerminationMessage",
     "WorkerContext",
     "checkpoint_step_uri",
@@ -102,7 +103,6 @@ CARINA_CHECKPOINT_INTERVAL = "CARINA_CHECKPOINT_INTERVAL"
 CARINA_CHECKPOINT_KEEP = "CARINA_CHECKPOINT_KEEP"
 CARINA_RESTART = "CARINA_RESTART"
 CARINA_METRICS_PORT = "CARINA_METRICS_PORT"
-CARINA_PROGRESS_FILE = "CARINA_PROGRESS_FILE"
 CARINA_TERMINATION_LOG = "CARINA_TERMINATION_LOG"
 
 # Set per rank by the entry process, never by a substrate.
@@ -125,7 +125,6 @@ CONTRACT_ENV = frozenset(
         CARINA_CHECKPOINT_KEEP,
         CARINA_RESTART,
         CARINA_METRICS_PORT,
-        CARINA_PROGRESS_FILE,
         CARINA_TERMINATION_LOG,
     }
 )
@@ -173,7 +172,6 @@ class WorkerContext:
     checkpoint_keep: int = DEFAULT_CHECKPOINT_KEEP
     restart: int = 0
     metrics_port: int = 0
-    progress_file: str | None = None
     termination_log: str | None = None
 
     @property
@@ -221,7 +219,6 @@ class WorkerContext:
             checkpoint_keep=_int(env, CARINA_CHECKPOINT_KEEP, DEFAULT_CHECKPOINT_KEEP),
             restart=_int(env, CARINA_RESTART, 0),
             metrics_port=_int(env, CARINA_METRICS_PORT, 0),
-            progress_file=env.get(CARINA_PROGRESS_FILE) or None,
             termination_log=env.get(CARINA_TERMINATION_LOG) or None,
         )
         if not 0 <= ctx.local_rank < ctx.local_world_size:
@@ -252,7 +249,6 @@ class WorkerContext:
         optional = {
             CARINA_SPEC: self.spec,
             CARINA_CHECKPOINT_URI: self.checkpoint_uri,
-            CARINA_PROGRESS_FILE: self.progress_file,
             CARINA_TERMINATION_LOG: self.termination_log,
         }
         env.update({k: v for k, v in optional.items() if v})
@@ -315,62 +311,19 @@ def checkpoint_step_uri(root: str, step: int) -> str:
 
 
 @dataclass(frozen=True)
-class ProgressDocument:
-    """What global rank 0 writes to CARINA_PROGRESS_FILE (camelCase JSON)."""
-
-    step: int
-    total_steps: int
-    loss: float | None = None
-    tokens_per_second: float | None = None
-    updated_at: str | None = None
-    last_checkpoint: dict[str, Any] | None = None  # {"step", "uri", "time"}
-    # Damaged checkpoints this attempt's resume passed over: {"step", "uri", "file", "reason"}
-    skipped_checkpoints: tuple[dict[str, Any], ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "step": self.step,
-            "totalSteps": self.total_steps,
-            "loss": self.loss,
-            "tokensPerSecond": self.tokens_per_second,
-            "updatedAt": self.updated_at,
-        }
-        if self.last_checkpoint:
-            doc["lastCheckpoint"] = self.last_checkpoint
-        if self.skipped_checkpoints:
-            doc["skippedCheckpoints"] = list(self.skipped_checkpoints)
-        return doc
-
-    @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> ProgressDocument | None:
-        try:
-            return cls(
-                step=int(doc.get("step") or 0),
-                total_steps=int(doc.get("totalSteps") or 0),
-                loss=None if doc.get("loss") is None else float(doc["loss"]),
-                tokens_per_second=(
-                    None if doc.get("tokensPerSecond") is None else float(doc["tokensPerSecond"])
-                ),
-                updated_at=doc.get("updatedAt"),
-                last_checkpoint=(
-                    dict(doc["lastCheckpoint"])
-                    if isinstance(doc.get("lastCheckpoint"), dict)
-                    else None
-                ),
-                skipped_checkpoints=tuple(
-                    dict(s) for s in doc.get("skippedCheckpoints") or () if isinstance(s, dict)
-                ),
-            )
-        except (TypeError, ValueError):
-            return None
-
-
-@dataclass(frozen=True)
 class TerminationMessage:
-    """A worker's last word: the checkpoint it saved, and which rank failed first and how."""
+    """A worker's last word: where rank 0 got to, the checkpoint it saved, and who failed how.
+
+    `step`, `total_steps` and `loss` are global rank 0's final progress (on a success or after
+    SIGTERM); the platform puts them into status.progress, since the metrics endpoint that
+    reported progress while the worker ran is gone once it exits.
+    """
 
     checkpoint_step: int | None = None
     checkpoint_uri: str | None = None
+    step: int | None = None  # optimizer steps completed
+    total_steps: int | None = None
+    loss: float | None = None  # of the last logged step
     rank: int | None = None  # global rank of the first rank that failed
     exit_code: int | None = None
     log_tail: str = ""
@@ -378,6 +331,13 @@ class TerminationMessage:
     def to_text(self) -> str:
         """JSON within TERMINATION_MESSAGE_LIMIT bytes (the log tail is cut from the front)."""
         doc: dict[str, Any] = {}
+        if self.step is not None:
+            progress: dict[str, Any] = {"step": self.step}
+            if self.total_steps is not None:
+                progress["totalSteps"] = self.total_steps
+            if self.loss is not None and math.isfinite(self.loss):
+                progress["loss"] = self.loss
+            doc["progress"] = progress
         if self.checkpoint_step is not None and self.checkpoint_uri:
             doc["checkpoint"] = {"step": self.checkpoint_step, "uri": self.checkpoint_uri}
         if self.rank is not None:
@@ -410,12 +370,18 @@ class TerminationMessage:
                 step, uri = int(ckpt["step"]), str(ckpt["uri"])
             except (KeyError, TypeError, ValueError):
                 step = uri = None
+        said = doc.get("progress")
+        said = said if isinstance(said, dict) else {}
+        loss = said.get("loss")
         rank = doc.get("rank")
         code = doc.get("exitCode")
         log = doc.get("log")
         return cls(
             checkpoint_step=step,
             checkpoint_uri=uri,
+            step=_whole(said.get("step")),
+            total_steps=_whole(said.get("totalSteps")),
+            loss=float(loss) if _number(loss) and math.isfinite(loss) else None,
             rank=rank if isinstance(rank, int) else None,
             exit_code=code if isinstance(code, int) else None,
             log_tail=log if isinstance(log, str) else "",
@@ -426,6 +392,14 @@ class TerminationMessage:
         lines = [ln.rstrip() for ln in self.log_tail.splitlines() if ln.strip()]
         text = " | ".join(lines[-count:])
         return text if len(text) <= width else "..." + text[-(width - 3) :]
+
+
+def _number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _whole(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def exit_code_of(returncode: int) -> int:

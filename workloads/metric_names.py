@@ -1,7 +1,9 @@
 """Every Prometheus metric a worker exports, by name: the one list dashboards are checked against.
 
 Labels on all of them: `job`, `namespace`, `rank` (bounded: never a step or a pod UID).
-A histogram also exports `<name>_bucket`, `<name>_sum` and `<name>_count`.
+A histogram also exports `<name>_bucket`, `<name>_sum` and `<name>_count`. The one exception is
+`carina_checkpoint_damaged`, which names each damaged checkpoint a resume passed over
+(`DAMAGED_LABELS`): a handful at most per attempt, never one per step.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ WORKER_MFU = "carina_worker_mfu"  # gauge: model FLOPs utilization, 0-1; NaN: un
 CHECKPOINT_SAVE_SECONDS = "carina_checkpoint_save_seconds"  # histogram: collective save time
 CHECKPOINT_LAST_STEP = "carina_checkpoint_last_step"  # gauge: step of the newest checkpoint
 CHECKPOINT_CORRUPT_TOTAL = "carina_checkpoint_corrupt_total"  # counter: damaged ones skipped
+# gauge, 1 per damaged checkpoint this attempt's resume passed over (for the whole attempt);
+# the platform's only source for the CheckpointCorrupt Warning and status.damagedCheckpoints
+CHECKPOINT_DAMAGED = "carina_checkpoint_damaged"
+DAMAGED_LABELS = (*LABELS, "step", "uri", "file", "reason")
 FINETUNE_SSR_ACCEPTANCE_RATIO = (
     "carina_finetune_ssr_acceptance_ratio"  # gauge: own answers kept, 0-1
 )
@@ -43,6 +49,7 @@ ALL = (
     CHECKPOINT_SAVE_SECONDS,
     CHECKPOINT_LAST_STEP,
     CHECKPOINT_CORRUPT_TOTAL,
+    CHECKPOINT_DAMAGED,
     FINETUNE_SSR_ACCEPTANCE_RATIO,
     QUANTIZE_ACTIVATION_KURTOSIS,
     QUANTIZE_CHANNEL_MAX_MEDIAN_RATIO,

@@ -5,7 +5,7 @@ ranks of `python -m carina.workloads` (or of the command given), one per GPU, ea
 the contract's per-rank environment, and:
 
 - forwards SIGTERM (and SIGINT) to every rank: each saves at the next step boundary, the
-  ranks agree on it, and global rank 0 acknowledges the checkpoint;
+  ranks agree on it, and global rank 0 acknowledges the checkpoint and its last step;
 - when a rank fails first, stops the others (SIGTERM, then SIGKILL after
   `CARINA_SUPERVISOR_GRACE` seconds, default 15: a gang with a dead rank cannot finish a
   collective) and exits with the failing rank's code, so a permanent code (64-66) still
@@ -13,8 +13,9 @@ the contract's per-rank environment, and:
 - passes each rank's output through to its own stdout, line by line, prefixed with
   `[rank N]` when the worker has more than one rank, and keeps each rank's last lines;
 - writes the worker's termination message (`TerminationMessage`) once every rank is gone:
-  rank 0's checkpoint acknowledgement, and on a failure the first failing rank, its exit
-  code and its last log lines.
+  global rank 0's final word (its last step, total steps and loss, and its newest
+  checkpoint, on a success or after SIGTERM), and on a failure the first failing rank, its
+  exit code and its last log lines.
 
 The process and its ranks share one process group, so a signal to the group (the embedded
 platform's SIGKILL) reaches them all. Standard library only: it must start even where the
@@ -176,7 +177,7 @@ class Supervisor:
     # ---------------------------------------------------------------- the last word
 
     def termination_message(self, outcome: Outcome) -> TerminationMessage:
-        """Rank 0's checkpoint acknowledgement and, on a failure, who failed and how."""
+        """Rank 0's final word (progress, checkpoint) and, on a failure, who failed and how."""
         ack = None
         first = next((r for r in self.ranks if r.rank == 0), None)
         if first is not None:
@@ -187,6 +188,9 @@ class Supervisor:
         return TerminationMessage(
             checkpoint_step=ack.checkpoint_step if ack else None,
             checkpoint_uri=ack.checkpoint_uri if ack else None,
+            step=ack.step if ack else None,
+            total_steps=ack.total_steps if ack else None,
+            loss=ack.loss if ack else None,
             rank=failed.rank if failed is not None and real_failure else None,
             exit_code=outcome.code if real_failure else None,
             log_tail="\n".join(failed.tail) if failed is not None and real_failure else "",

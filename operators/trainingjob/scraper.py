@@ -2,10 +2,11 @@
 
 Why this path (docs/architecture.md, "Operator"): workers need no API credentials at all
 (automountServiceAccountToken is off), the operator needs no permission beyond reading pods,
-and the numbers are the ones the worker already exports for Prometheus: step, loss and the
-step of the newest complete checkpoint (every save reaches status.lastCheckpoint, not only
-the one a preempted worker acknowledges). One small GET per running job per interval, from
-one place, bounded in concurrency.
+and the numbers are the ones the worker already exports for Prometheus: step, loss, the step
+of the newest complete checkpoint (every save reaches status.lastCheckpoint, not only the one
+a preempted worker acknowledges) and the damaged checkpoints a resume passed over. The
+embedded substrate reads the same endpoint with the same parser (`planning.progress`). One
+small GET per running job per interval, from one place, bounded in concurrency.
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ import logging
 import aiohttp
 
 from carina.operators.runtime.cache import Key
-from carina.operators.trainingjob.reconcile import Reconciler
+from carina.operators.trainingjob.reconcile import Reconciler, Scraped
 from carina.platform.api.types import Phase
-from carina.platform.planning.progress import parse_checkpoint_step, parse_progress
+from carina.platform.planning.progress import read_scrape
 
 log = logging.getLogger(__name__)
 
 
-def targets(reconciler: Reconciler) -> list[tuple[Key, str]]:
-    """(job, URL of its rank-0 metrics) for every Running job whose rank 0 has an IP."""
+def targets(reconciler: Reconciler) -> list[tuple[Key, int, str]]:
+    """(job, generation, URL of its rank-0 metrics) for every Running job whose rank 0 has
+    an IP."""
     settings = reconciler.settings
     out = []
     for key, body in reconciler.cache.jobs.items():
@@ -37,19 +39,46 @@ def targets(reconciler: Reconciler) -> list[tuple[Key, str]]:
                 url = settings.progress_url.format(
                     ip=rec.ip, port=settings.render.metrics_port, namespace=key[0], job=key[1]
                 )
-                out.append((key, url))
+                out.append((key, restarts, url))
     return out
+
+
+def take(reconciler: Reconciler, key: Key, restart: int, text: str) -> bool:
+    """Keep what rank 0 of generation `restart` said (its /metrics text); whether it moved.
+
+    What a generation's rank 0 said is kept with the generation, so a restarted gang's status
+    keeps the last known progress until its own rank 0 reports.
+    """
+    now = reconciler.clock()
+    scrape = read_scrape(text, now)
+    old = reconciler.scraped.get(key)
+    if old is None or old.restart != restart:
+        old = Scraped(restart, None)  # nothing yet from this generation's rank 0
+    progress, saved = scrape.progress, scrape.checkpoint_step
+    stepped = progress is not None and (
+        old.progress is None
+        or old.progress.step != progress.step
+        or old.progress.loss != progress.loss
+    )
+    checkpointed = saved is not None and (old.checkpoint is None or saved != old.checkpoint[0])
+    damaged = scrape.damaged != old.damaged
+    reconciler.scraped[key] = Scraped(
+        restart,
+        progress if stepped else old.progress,
+        (saved, now) if saved is not None and checkpointed else old.checkpoint,
+        scrape.damaged,
+    )
+    return stepped or checkpointed or damaged
 
 
 async def scrape_once(
     reconciler: Reconciler, session: aiohttp.ClientSession, limit: asyncio.Semaphore
 ) -> int:
-    """Scrape every target once; enqueue the jobs whose progress or checkpoint moved.
-
-    Returns how many did.
+    """Scrape every target once; enqueue the jobs whose progress, checkpoint or damaged
+    checkpoints moved (`take`). Returns how many did.
     """
 
-    async def one(key: Key, url: str) -> None:
+    async def one(key: Key, restart: int, url: str) -> None:
         async with limit:
             try:
                 async with session.get(url) as resp:
@@ -59,25 +88,12 @@ async def scrape_once(
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 log.debug("progress of %s/%s: %s", *key, exc)
                 return
-        now = reconciler.clock()
-        progress = parse_progress(text, now)
-        saved = parse_checkpoint_step(text)
-        old = reconciler.progress.get(key)
-        old_saved = reconciler.checkpoints.get(key)
-        stepped = progress is not None and (
-            old is None or old.step != progress.step or old.loss != progress.loss
-        )
-        checkpointed = saved is not None and (old_saved is None or saved > old_saved[0])
-        if progress is not None and stepped:
-            reconciler.progress[key] = progress
-        if saved is not None and checkpointed:
-            reconciler.checkpoints[key] = (saved, now)
-        if stepped or checkpointed:
+        if take(reconciler, key, restart, text):
             reconciler.queue.add(key)
             moved.append(key)
 
     moved: list[Key] = []
-    await asyncio.gather(*(one(k, u) for k, u in targets(reconciler)))
+    await asyncio.gather(*(one(k, r, u) for k, r, u in targets(reconciler)))
     return len(moved)
 
 

@@ -53,10 +53,6 @@ class RunPaths:
         return self.root / "spec.json"
 
     @property
-    def progress(self) -> Path:
-        return self.root / "progress.json"
-
-    @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 
@@ -104,11 +100,7 @@ def worker_env(
         checkpoint=checkpoint_uri(job, paths),
         spec_path=str(paths.spec),
     )
-    ctx = dataclasses.replace(
-        ctx,
-        progress_file=str(paths.progress),
-        termination_log=str(paths.termination_log(restart, index)),
-    )
+    ctx = dataclasses.replace(ctx, termination_log=str(paths.termination_log(restart, index)))
     per_rank = str(max(1, threads // ctx.local_world_size))
     env = {
         **ctx.pod_env(),
@@ -267,12 +259,3 @@ def read_exit_code(path: Path) -> int | None:
         return _REAPED.get(path)
     _REAPED.pop(path, None)
     return code
-
-
-def read_json(path: Path) -> dict[str, object] | None:
-    """A small JSON file a worker wrote, or None when absent or partial."""
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None

@@ -6,12 +6,12 @@ processes; `derive_status` and `next_action` read nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from carina.platform.api.types import CheckpointStatus
+from carina.platform.api.types import CheckpointStatus, Progress
 from carina.workloads.contract import TerminationMessage
 
 WorkerPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Unknown"]
@@ -33,9 +33,10 @@ class ObservedWorker:
     exit_code: int | None = None
     reason: str | None = None  # e.g. "Evicted", "NodeLost", "Unschedulable"
     node: str | None = None
-    # The worker's last word (contract.TerminationMessage): JSON with the checkpoint it
-    # saved, the first failing rank, its exit code and log tail; or, where the entry process
-    # itself died, the kubelet's copy of the log tail (FallbackToLogsOnError).
+    # The worker's last word (contract.TerminationMessage): JSON with global rank 0's final
+    # progress and newest checkpoint, the first failing rank, its exit code and log tail; or,
+    # where the entry process itself died, the kubelet's copy of the log tail
+    # (FallbackToLogsOnError).
     termination_message: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -58,6 +59,50 @@ def parse_checkpoint(message: str | None, when: datetime | None) -> CheckpointSt
     if parsed is None or parsed.checkpoint_step is None or not parsed.checkpoint_uri:
         return None
     return CheckpointStatus(step=parsed.checkpoint_step, uri=parsed.checkpoint_uri, time=when)
+
+
+def _final_word(
+    workers: Sequence[ObservedWorker], generation: int
+) -> tuple[TerminationMessage, ObservedWorker] | None:
+    for w in workers:
+        if w.restart != generation:
+            continue
+        said = TerminationMessage.parse(w.termination_message)
+        if said is not None and said.step is not None:
+            return said, w
+    return None
+
+
+def said_final_word(workers: Sequence[ObservedWorker], generation: int) -> bool:
+    """Whether global rank 0 of `generation` has given its final progress (it has exited)."""
+    return _final_word(workers, generation) is not None
+
+
+def final_progress(
+    workers: Sequence[ObservedWorker], generation: int, last: Progress | None, now: datetime
+) -> Progress | None:
+    """The progress global rank 0 of `generation` ended with, from its termination message.
+
+    Its step, total steps and loss, over the last known progress (tokens per second stay as
+    last reported); `last` itself when they agree, so status does not change again on every
+    reconcile. None when no worker of the generation has said it.
+    """
+    found = _final_word(workers, generation)
+    if found is None:
+        return None
+    said, worker = found
+    base = last or Progress()
+    final = base.model_copy(
+        update={
+            "step": said.step,
+            "total_steps": base.total_steps if said.total_steps is None else said.total_steps,
+            "loss": base.loss if said.loss is None else said.loss,
+        }
+    )
+    if final == base:
+        return base
+    final.updated_at = worker.finished_at or now
+    return final
 
 
 def _time(value: Any) -> datetime | None:

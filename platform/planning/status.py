@@ -1,8 +1,10 @@
 """Status derivation: one pure function from spec + observed workers to TrainingJobStatus.
 
-`derive_status` reports what is (counts, phase, conditions); `apply_action` folds the failure
-policy's decision into it (a restart recorded, the job failed or succeeded). A substrate
-writes the result once per reconcile, only when it changed.
+`derive_status` reports what is: counts, phase, conditions, and what the workers' termination
+messages say (the checkpoints they acknowledged, the step global rank 0 ended at); otherwise
+status keeps the last known progress. `apply_action` folds the failure policy's decision into
+it (a restart recorded, the job failed or succeeded). A substrate writes the result once per
+reconcile, only when it changed.
 """
 
 from __future__ import annotations
@@ -33,14 +35,14 @@ from carina.platform.planning.actions import (
     SucceedJob,
 )
 from carina.platform.planning.failure_policy import blocks_new_gang, kept
-from carina.platform.planning.observed import ObservedWorker, parse_checkpoint
+from carina.platform.planning.observed import ObservedWorker, final_progress, parse_checkpoint
 
 
 def set_condition(
     status: TrainingJobStatus,
     type_: ConditionType,
     value: bool,
-    reason: Reason,
+    reason: str,
     message: str,
     now: datetime,
     generation: int | None = None,
@@ -120,6 +122,8 @@ def derive_status(
         succeeded=sum(1 for w in current if w.phase == "Succeeded"),
         failed=sum(1 for w in current if w.phase == "Failed"),
     )
+    # The workers' final words (termination messages): the checkpoint each acknowledged (the
+    # newest wins) and where global rank 0 of the current generation ended.
     for w in workers:
         ckpt = parse_checkpoint(w.termination_message, w.finished_at)
         if ckpt and (status.last_checkpoint is None or ckpt.step > status.last_checkpoint.step):
@@ -127,6 +131,9 @@ def derive_status(
 
     if status.phase in FINISHED_PHASES:
         return status
+    final = final_progress(workers, status.restarts, status.progress, now)
+    if final is not None:
+        status.progress = final
 
     stale = any(blocks_new_gang(w, status.restarts, replicas) for w in workers)
     all_running = len(current) == replicas and all(w.ready for w in current) and not stale

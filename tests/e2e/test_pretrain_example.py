@@ -55,7 +55,7 @@ def test_pretrain_tiny_example_trains_on_two_workers(tmp_path: Path) -> None:
             CARINA_NAMESPACE="e2e",
             CARINA_CHECKPOINT_URI=f"file://{tmp_path}/ckpt",
             CARINA_CHECKPOINT_INTERVAL="30",
-            CARINA_PROGRESS_FILE=str(tmp_path / "progress.json"),
+            CARINA_TERMINATION_LOG=str(tmp_path / f"termination-{rank}"),
         )
         procs.append(
             subprocess.Popen(
@@ -75,6 +75,9 @@ def test_pretrain_tiny_example_trains_on_two_workers(tmp_path: Path) -> None:
     assert evals[1] < evals[0] < steps[0]
     assert outputs[1][0] == ""  # only rank 0 logs
     assert checkpoint.complete_steps(open_store(f"file://{tmp_path}/ckpt")) == [30, 60]
-    progress = json.loads((tmp_path / "progress.json").read_text())
-    assert progress["step"] == 60
-    assert progress["lastCheckpoint"]["step"] == 60
+    # Rank 0's final word, where status takes the last step from; the other ranks say nothing.
+    said = json.loads((tmp_path / "termination-0").read_text())
+    assert said["progress"]["step"] == 60
+    assert said["progress"]["totalSteps"] == 60
+    assert said["checkpoint"]["step"] == 60
+    assert not (tmp_path / "termination-1").exists()

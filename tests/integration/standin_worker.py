@@ -2,9 +2,12 @@
 
 Reads RANK/WORLD_SIZE and the CARINA_* variables like `python -m carina.workloads`: trains
 `config.steps` "steps" (a sleep each), saves a checkpoint file every interval under a
-file:// CARINA_CHECKPOINT_URI, resumes from the newest one, writes the progress file on
-rank 0, and on SIGTERM saves, writes the termination message and exits 75. Every rank
-prints `step N` per step so tests can count steps trained twice.
+file:// CARINA_CHECKPOINT_URI, resumes from the newest one, and serves the worker's progress
+gauges (`carina_worker_step` ..., `carina_checkpoint_last_step`) on CARINA_METRICS_PORT
+(local rank 0 gets the port; the step reads 0 until this attempt's first step). Global rank 0
+writes its final word to the termination message when it finishes and on SIGTERM (after a
+save; it then exits 75). Every rank prints `step N` per step so tests can count steps
+trained twice.
 Knobs: STANDIN_STEP_SECONDS (default 0.05), STANDIN_EXIT_AT_STEP + STANDIN_EXIT_CODE (on
 global rank STANDIN_EXIT_RANK, default 0, of the first generation).
 """
@@ -15,11 +18,14 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlparse
 
 stop = False
+gauges: dict[str, float] = {}
 
 
 def _on_term(*_: object) -> None:
@@ -33,6 +39,31 @@ def _atomic(path: Path, obj: object) -> None:
     os.replace(tmp, path)
 
 
+class _Metrics(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        labels = f'{{job="{os.environ.get("CARINA_JOB", "")}",rank="{os.environ["RANK"]}"}}'
+        body = "".join(f"{name}{labels} {value}\n" for name, value in dict(gauges).items())
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def _serve_metrics() -> None:
+    port = int(os.environ.get("CARINA_METRICS_PORT") or 0)
+    if port <= 0:
+        return
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", port), _Metrics)
+    except OSError as e:  # as the real worker: metrics are advisory
+        print(f"standin: metrics port {port}: {e}", file=sys.stderr, flush=True)
+        return
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+
 def main() -> int:
     signal.signal(signal.SIGTERM, _on_term)
     rank = int(os.environ["RANK"])
@@ -42,28 +73,38 @@ def main() -> int:
     uri = os.environ.get("CARINA_CHECKPOINT_URI", "")
     ckpt_dir = Path(urlparse(uri).path) if uri.startswith("file://") else Path(uri)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    progress = os.environ.get("CARINA_PROGRESS_FILE")
     delay = float(os.environ.get("STANDIN_STEP_SECONDS", "0.05"))
     exit_at = int(os.environ.get("STANDIN_EXIT_AT_STEP", "0"))
     exit_rank = int(os.environ.get("STANDIN_EXIT_RANK", "0"))
     done = [int(p.stem.split("-")[1]) for p in ckpt_dir.glob("step-*.json")]
     step = max(done, default=0)
     last_ckpt = {"step": step, "uri": f"{uri}/step-{step:08d}"} if step else None
+    gauges.update(
+        carina_worker_step=0,
+        carina_worker_total_steps=steps,
+        carina_checkpoint_last_step=step,
+    )
+    _serve_metrics()
 
     def save() -> None:
         nonlocal last_ckpt
         if rank == 0:
             _atomic(ckpt_dir / f"step-{step:08d}.json", {"step": step})
         last_ckpt = {"step": step, "uri": f"{uri}/step-{step:08d}"}
+        gauges["carina_checkpoint_last_step"] = step
+
+    def final_word() -> None:
+        if rank == 0:
+            said = {"progress": {"step": step, "totalSteps": steps, "loss": 5.0 / max(step, 1)}}
+            Path(os.environ["CARINA_TERMINATION_LOG"]).write_text(
+                json.dumps({**said, "checkpoint": last_ckpt} if last_ckpt else said)
+            )
 
     print(f"resume from {step}", flush=True)
     while step < steps:
         if stop:
             save()
-            if rank == 0:
-                Path(os.environ["CARINA_TERMINATION_LOG"]).write_text(
-                    json.dumps({"checkpoint": last_ckpt})
-                )
+            final_word()
             return 75
         time.sleep(delay)
         step += 1
@@ -77,19 +118,13 @@ def main() -> int:
             return int(os.environ.get("STANDIN_EXIT_CODE", "1"))
         if interval and step % interval == 0:
             save()
-        if rank == 0 and progress:
-            _atomic(
-                Path(progress),
-                {
-                    "step": step,
-                    "totalSteps": steps,
-                    "loss": 5.0 / step,
-                    "tokensPerSecond": 1000.0,
-                    "updatedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    "lastCheckpoint": last_ckpt,
-                },
-            )
+        gauges.update(
+            carina_worker_step=step,
+            carina_worker_loss=5.0 / step,
+            carina_worker_tokens_per_second=1e3,
+        )
     save()
+    final_word()
     return 0
 
 

@@ -51,7 +51,7 @@ def running_job(prometheus: PrometheusServer) -> Iterator[PrometheusServer]:
     """Exporters for two workers of team-a/demo, the operator and the control plane."""
     from carina.operators.runtime import metrics as operator
     from carina.platform.controlplane import telemetry as control_plane
-    from carina.workloads.runtime.checkpoint import CheckpointRef
+    from carina.workloads.runtime.checkpoint_refs import CheckpointRef
     from carina.workloads.runtime.telemetry import Telemetry
 
     workers = [
@@ -75,15 +75,7 @@ def running_job(prometheus: PrometheusServer) -> Iterator[PrometheusServer]:
         # Samples over a few scrapes, so rates and changes have something to compare.
         for step in range(1, 6):
             for rank, worker in enumerate(workers):
-                worker.on_step(
-                    step,
-                    3.0 - step / 10,
-                    1e-3,
-                    4096,
-                    2000.0 + rank * 100,
-                    0.4,
-                    write_progress=False,
-                )
+                worker.on_step(step, 3.0 - step / 10, 1e-3, 4096, 2000.0 + rank * 100, 0.4)
                 worker.on_eval(2.9)
                 worker.on_checkpoint(CheckpointRef(step, f"s3://b/demo/{step}"), 1.5)
             operator.reconcile_duration.labels(RESULT).observe(0.01)

@@ -6,9 +6,12 @@ The loop (`RunLoop`) owns the rest, once for every workload:
 
 - the SIGTERM protocol: at each step boundary the ranks agree (an all-reduce of the flag), save
   together, rank 0 writes the termination message, and the run exits PREEMPTED (75);
+- rank 0's final word: on success too, the termination message holds the last step, total
+  steps, loss and newest checkpoint (the metrics endpoint is gone once the worker exits);
 - checkpoints (`Checkpointer`): resume, interval saves, the final save;
 - telemetry: the step, loss, learning rate, tokens per second and MFU of every `log_every`-th
-  step (and of the last), as metrics, progress and a `step` event; checkpoints and resumes;
+  step (and of the last), as metrics (the platform's live progress) and a `step` event;
+  checkpoints and resumes;
 - setup and teardown (`run_workload`): the SIGTERM handler, the process group, the metrics
   server.
 
@@ -163,9 +166,7 @@ class RunLoop:
     ) -> None:
         self.workload, self.ctx, self.d, self.preempt = workload, ctx, d, preempt
         self.total_steps, self.log_every = total_steps, log_every
-        self.telemetry = Telemetry(
-            ctx.job, ctx.namespace, d.rank, total_steps, ctx.metrics_port, ctx.progress_file
-        )
+        self.telemetry = Telemetry(ctx.job, ctx.namespace, d.rank, total_steps, ctx.metrics_port)
         store = open_store(ctx.checkpoint_uri) if ctx.checkpoint_uri else None
         self.checkpointer = Checkpointer(
             store,
@@ -213,23 +214,23 @@ class RunLoop:
                 t0 = time.perf_counter()
                 if self.checkpointer.save(w) is not None:
                     window.exclude(time.perf_counter() - t0)
-        if self.total_steps:
-            self.checkpointer.save(w, force=True)
+        ref = self.checkpointer.save(w, force=True) if self.total_steps else None
         w.finish()
-        self.telemetry.write_progress()
+        if self.d.is_main:
+            write_termination_message(
+                self.telemetry.final_word(w.step, ref), self.ctx.termination_log
+            )
         self.log("done", step=w.step)
         return ExitCode.SUCCEEDED
 
     def _record(self, report: StepReport, window: Throughput) -> StepRecord:
-        """A logged step: the loss averaged across ranks, metrics, progress, the event."""
+        """A logged step: the loss averaged across ranks, its metrics and its event."""
         step = self.workload.step
         loss_t = torch.as_tensor(report.loss, device=self.d.device)
         loss = float(distributed.mean(loss_t, self.d).item())
         tps, util = window.rates(self.peak, self.d.world_size)
         gauge = math.nan if util is None else util  # NaN: Prometheus' "unknown"
-        self.telemetry.on_step(
-            step, loss, report.lr, report.tokens, tps, gauge, write_progress=self.d.is_main
-        )
+        self.telemetry.on_step(step, loss, report.lr, report.tokens, tps, gauge)
         self.log(
             "step",
             step=step,
@@ -243,10 +244,13 @@ class RunLoop:
 
     def _preempted(self) -> ExitCode:
         """Save collectively, acknowledge through the termination message, exit 75."""
-        self.log("preempted", step=self.workload.step)
+        step = self.workload.step
+        self.log("preempted", step=step)
         ref = self.checkpointer.save(self.workload, force=True)
-        if ref is not None and self.d.is_main:
-            write_termination_message(ref, self.ctx.termination_log)
+        if self.d.is_main:
+            write_termination_message(
+                self.telemetry.final_word(step, ref), self.ctx.termination_log
+            )
         return ExitCode.PREEMPTED
 
     def close(self) -> None:

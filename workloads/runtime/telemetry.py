@@ -1,26 +1,26 @@
-"""Worker telemetry: Prometheus metrics, the progress file, log lines, the termination message.
+"""Worker telemetry: Prometheus metrics, log lines, the termination message.
 
-- Metrics (names in `metric_names`) are served on CARINA_METRICS_PORT by every rank (0 = off),
-  labelled job, namespace, rank.
-- Rank 0 writes the progress file (CARINA_PROGRESS_FILE) that the embedded substrate reads:
-  {"step", "totalSteps", "loss", "tokensPerSecond", "updatedAt", "lastCheckpoint"}, and
-  "skippedCheckpoints" when a resume passed over damaged checkpoints. A restarted worker
-  starts from the step, loss and throughput the file already shows, so they do not drop to
-  zero while it loads.
+- Metrics (names in `metric_names`) are served on CARINA_METRICS_PORT by local rank 0 (0 = off),
+  labelled job, namespace, rank. Global rank 0's endpoint is the one channel of live progress:
+  the operator and the embedded substrate both scrape it for the step, total steps, loss,
+  tokens per second and the newest checkpoint's step, and for `carina_checkpoint_damaged`,
+  one series per damaged checkpoint this attempt's resume passed over (for the whole attempt,
+  so a scrape every few seconds cannot miss it), from which the platform raises its
+  CheckpointCorrupt Warning. A restarted worker exports step 0 until its first logged step;
+  the job's status keeps the last known progress meanwhile.
 - Rank 0 prints one JSON object per line to stdout for each logged event.
-- On preemption rank 0 writes {"checkpoint": {"step", "uri"}} to the termination-message path
-  so the operator learns where to resume without the worker holding API credentials.
+- Rank 0's final word goes to the termination-message path on success and on preemption: its
+  last step, total steps and loss, and its newest checkpoint. The endpoint is gone once the
+  worker exits, so this is how the platform learns where the run ended (and where to resume)
+  without the worker holding API credentials.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
-import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -28,25 +28,9 @@ from carina.workloads import metric_names as names
 from carina.workloads.contract import (
     CARINA_TERMINATION_LOG,
     DEFAULT_TERMINATION_LOG,
-    ProgressDocument,
     TerminationMessage,
 )
-
-if TYPE_CHECKING:  # checkpoint imports log_event from here
-    from carina.workloads.runtime.checkpoint import CheckpointRef, SkippedCheckpoint
-
-
-def utc_now() -> str:
-    """RFC 3339 UTC timestamp, second precision."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Replace `path` with `obj` as JSON so a reader never sees a partial file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
+from carina.workloads.runtime.checkpoint_refs import CheckpointRef, SkippedCheckpoint
 
 
 def log_event(event: str, **fields: Any) -> None:
@@ -54,10 +38,9 @@ def log_event(event: str, **fields: Any) -> None:
     print(json.dumps({"event": event, **fields}), file=sys.stdout, flush=True)
 
 
-def write_termination_message(ref: CheckpointRef, path: str | None = None) -> bool:
-    """Write the checkpoint acknowledgement; False when the path is not writable."""
+def write_termination_message(message: TerminationMessage, path: str | None = None) -> bool:
+    """Write rank 0's final word; False when the path is not writable."""
     target = path or os.environ.get(CARINA_TERMINATION_LOG, DEFAULT_TERMINATION_LOG)
-    message = TerminationMessage(checkpoint_step=ref.step, checkpoint_uri=ref.uri)
     try:
         with open(target, "w") as f:
             f.write(message.to_text())
@@ -70,19 +53,13 @@ class Telemetry:
     """Metrics and progress of one worker process."""
 
     def __init__(
-        self,
-        job: str,
-        namespace: str,
-        rank: int,
-        total_steps: int,
-        port: int = 0,
-        progress_file: str | None = None,
+        self, job: str, namespace: str, rank: int, total_steps: int, port: int = 0
     ) -> None:
         self.rank = rank
         self.total_steps = total_steps
-        self.progress_file = progress_file if rank == 0 else None
         self.registry = CollectorRegistry()
         labels = {"job": job, "namespace": namespace, "rank": str(rank)}
+        self.labels = labels
 
         def gauge(name: str, doc: str) -> Any:
             return Gauge(name, doc, names.LABELS, registry=self.registry).labels(**labels)
@@ -107,6 +84,12 @@ class Telemetry:
             names.LABELS,
             registry=self.registry,
         ).labels(**labels)
+        self.damaged_g = Gauge(
+            names.CHECKPOINT_DAMAGED,
+            "1 for each damaged checkpoint this attempt's resume passed over",
+            names.DAMAGED_LABELS,
+            registry=self.registry,
+        )
         self.save_h = Histogram(
             names.CHECKPOINT_SAVE_SECONDS,
             "Collective checkpoint save time",
@@ -121,16 +104,8 @@ class Telemetry:
                 self.server, _ = start_http_server(port, registry=self.registry)
             except OSError as e:  # metrics are advisory: a taken port must not stop training
                 print(f"carina worker: metrics port {port}: {e}", file=sys.stderr, flush=True)
-        self.last: dict[str, Any] = {"step": 0, "loss": None, "tokensPerSecond": 0.0}
-        shown = _read_progress(self.progress_file) if self.progress_file else None
-        if shown is not None:
-            self.last = {
-                "step": shown.step,
-                "loss": shown.loss,
-                "tokensPerSecond": shown.tokens_per_second,
-            }
-        self.last_checkpoint: dict[str, Any] | None = None
-        self.skipped: list[dict[str, Any]] = []
+        self.last_loss: float | None = None
+        self.last_checkpoint: CheckpointRef | None = None
 
     def on_step(
         self,
@@ -140,7 +115,6 @@ class Telemetry:
         tokens: int,
         tokens_per_second: float,
         mfu: float,
-        write_progress: bool = True,
     ) -> None:
         """Record a finished optimizer step (`step` counts completed steps)."""
         self.step_g.set(step)
@@ -149,9 +123,7 @@ class Telemetry:
         self.tokens_c.inc(tokens)
         self.tps_g.set(tokens_per_second)
         self.mfu_g.set(mfu)
-        self.last = {"step": step, "loss": loss, "tokensPerSecond": tokens_per_second}
-        if write_progress:
-            self.write_progress()
+        self.last_loss = loss
 
     def on_eval(self, loss: float) -> None:
         """Record a held-out loss."""
@@ -161,49 +133,45 @@ class Telemetry:
         """Record a completed save."""
         self.save_h.observe(seconds)
         self.ckpt_step_g.set(ref.step)
-        self.last_checkpoint = {"step": ref.step, "uri": ref.uri, "time": utc_now()}
-        self.write_progress()
+        self.last_checkpoint = ref
 
     def on_resume(self, ref: CheckpointRef) -> None:
-        """Record the checkpoint a restarted worker resumed from."""
+        """Record the checkpoint a restarted worker resumed from.
+
+        The step gauge stays 0 until this attempt's first logged step: the platform keeps
+        showing the last progress it knows meanwhile.
+        """
         self.ckpt_step_g.set(ref.step)
-        self.last = {**self.last, "step": ref.step}
-        self.last_checkpoint = {"step": ref.step, "uri": ref.uri}
-        self.write_progress()
+        self.last_checkpoint = ref
 
     def on_checkpoint_skipped(self, skipped: SkippedCheckpoint) -> None:
-        """Record a damaged checkpoint a resume passed over (the platform warns about it)."""
-        self.corrupt_c.inc()
-        self.skipped.append(skipped.to_json())
-        self.write_progress()
+        """Record a damaged checkpoint a resume passed over (the platform warns about it).
 
-    def write_progress(self) -> None:
-        """Rank 0: replace the progress file (when one is configured)."""
-        if not self.progress_file:
-            return
-        doc = ProgressDocument(
-            step=int(self.last["step"]),
+        Its series stays for the attempt, also once a save at its step has replaced it: the
+        platform knows that from the checkpoint gauge (a newer or equal step).
+        """
+        self.corrupt_c.inc()
+        self.damaged_g.labels(
+            **self.labels,
+            step=str(skipped.step),
+            uri=skipped.uri,
+            file=skipped.file,
+            reason=skipped.reason,
+        ).set(1)
+
+    def final_word(self, step: int, ref: CheckpointRef | None = None) -> TerminationMessage:
+        """Rank 0's termination message: where the run got to and its newest checkpoint."""
+        ref = ref or self.last_checkpoint
+        return TerminationMessage(
+            step=step,
             total_steps=self.total_steps,
-            loss=self.last["loss"],
-            tokens_per_second=self.last["tokensPerSecond"],
-            updated_at=utc_now(),
-            last_checkpoint=self.last_checkpoint,
-            skipped_checkpoints=tuple(self.skipped),
+            loss=self.last_loss,
+            checkpoint_step=ref.step if ref is not None else None,
+            checkpoint_uri=ref.uri if ref is not None else None,
         )
-        with contextlib.suppress(OSError):  # progress is advisory; training goes on without it
-            atomic_write_json(self.progress_file, doc.to_json())
 
     def close(self) -> None:
         """Stop the metrics server."""
         if self.server is not None:
             self.server.shutdown()
             self.server = None
-
-
-def _read_progress(path: str) -> ProgressDocument | None:
-    """The progress document a previous attempt left, if any."""
-    try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return ProgressDocument.from_json(doc) if isinstance(doc, dict) else None

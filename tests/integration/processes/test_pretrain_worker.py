@@ -5,18 +5,28 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from workload_builders import tiny_config, write_spec
 
+from carina.platform.planning.progress import parse_progress
 from carina.workloads.config import ExitCode
 from carina.workloads.runtime import checkpoint
 from carina.workloads.runtime.storage import open_store
 from carina.workloads.worker import main
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def worker_env(tmp_path: Path, spec: Path, **extra: str) -> dict[str, str]:
@@ -26,12 +36,23 @@ def worker_env(tmp_path: Path, spec: Path, **extra: str) -> dict[str, str]:
         CARINA_JOB="job-a",
         CARINA_NAMESPACE="team-a",
         CARINA_CHECKPOINT_URI=f"file://{tmp_path}/ckpt",
-        CARINA_PROGRESS_FILE=str(tmp_path / "progress.json"),
+        CARINA_METRICS_PORT=str(free_port()),
         CARINA_TERMINATION_LOG=str(tmp_path / "termination-log"),
         OMP_NUM_THREADS="1",
         **extra,
     )
     return env
+
+
+def scraped_step(env: dict[str, str]) -> int:
+    """The step a substrate reads from the worker's /metrics now (0: none yet)."""
+    url = f"http://127.0.0.1:{env['CARINA_METRICS_PORT']}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            progress = parse_progress(resp.read().decode(), datetime.now(UTC))
+    except OSError:
+        return 0
+    return progress.step if progress is not None else 0
 
 
 def events(stdout: str) -> list[dict]:
@@ -76,10 +97,9 @@ def test_sigterm_leaves_a_complete_resumable_checkpoint_and_exits_75(tmp_path: P
         stderr=subprocess.PIPE,
         text=True,
     )
-    progress = tmp_path / "progress.json"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if progress.exists() and json.loads(progress.read_text())["step"] >= 3:
+        if scraped_step(env) >= 3:
             break
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.1)
@@ -87,14 +107,16 @@ def test_sigterm_leaves_a_complete_resumable_checkpoint_and_exits_75(tmp_path: P
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == ExitCode.PREEMPTED, stderr
 
-    ack = json.loads((tmp_path / "termination-log").read_text())["checkpoint"]
+    said = json.loads((tmp_path / "termination-log").read_text())
+    ack = said["checkpoint"]
     store = open_store(f"file://{tmp_path}/ckpt")
     latest = checkpoint.latest(store)
     assert latest is not None
     assert ack == {"step": latest.step, "uri": latest.uri}
     manifest = checkpoint.read_manifest(store, latest.step)
     assert set(manifest["files"]) <= {p.name for p in Path(latest.uri[7:]).iterdir()}
-    assert json.loads(progress.read_text())["lastCheckpoint"]["step"] == latest.step
+    assert said["progress"]["step"] == latest.step  # the final word: where it stopped
+    assert said["progress"]["totalSteps"] == 100_000
 
     # Resumable: a restart continues from that step and finishes.
     write_spec(spec, tiny_config(steps=latest.step + 2, logEvery=1))
@@ -109,6 +131,9 @@ def test_sigterm_leaves_a_complete_resumable_checkpoint_and_exits_75(tmp_path: P
     log = events(done.stdout)
     assert {"event": "resumed", "step": latest.step}.items() <= log[0].items()
     assert [e["step"] for e in log if e["event"] == "step"] == [latest.step + 1, latest.step + 2]
+    said = json.loads((tmp_path / "termination-log").read_text())
+    assert said["progress"]["step"] == latest.step + 2  # a success has its final word too
+    assert said["checkpoint"]["step"] == latest.step + 2
 
 
 @pytest.mark.slow
@@ -157,9 +182,8 @@ def test_sigterm_to_torchrun_makes_both_ranks_agree_and_save_once(tmp_path: Path
         stderr=subprocess.PIPE,
         text=True,
     )
-    progress = tmp_path / "progress.json"
     deadline = time.monotonic() + 120
-    while not (progress.exists() and json.loads(progress.read_text())["step"] >= 3):
+    while scraped_step(env) < 3:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "no step 3 before the deadline"
         time.sleep(0.1)

@@ -32,7 +32,10 @@ def term(*_):
     (out / f"term-{rank}").write_text("1")
     if rank == 0:
         Path(os.environ["CARINA_TERMINATION_LOG"]).write_text(
-            json.dumps({"checkpoint": {"step": 7, "uri": "file:///ckpt/step-00000007"}})
+            json.dumps({
+                "progress": {"step": 7, "totalSteps": 100, "loss": 1.5},
+                "checkpoint": {"step": 7, "uri": "file:///ckpt/step-00000007"},
+            })
         )
     sys.exit(75)
 signal.signal(signal.SIGTERM, signal.SIG_IGN if what == "hang" else term)
@@ -143,6 +146,7 @@ def test_sigterm_reaches_every_rank_and_rank_0_acknowledges_the_checkpoint(
     message = termination(out)
     assert message is not None
     assert (message.checkpoint_step, message.checkpoint_uri) == (7, "file:///ckpt/step-00000007")
+    assert (message.step, message.total_steps, message.loss) == (7, 100, 1.5)  # its final word
     assert message.rank is None
     assert message.exit_code is None
 

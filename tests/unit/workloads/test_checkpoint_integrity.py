@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from prometheus_client import generate_latest
 from workload_builders import tiny_config
 
+from carina.platform.api.types import DamagedCheckpoint
+from carina.platform.planning.progress import parse_damaged, read_scrape
 from carina.workloads import metric_names as names
 from carina.workloads.config import ExitCode, ModelSpec
 from carina.workloads.errors import WorkerError
 from carina.workloads.models.transformer import Transformer, param_groups
 from carina.workloads.pretrain.run import run_pretrain
 from carina.workloads.runtime import checkpoint, checksums
+from carina.workloads.runtime import loop as loop_module
+from carina.workloads.runtime.checkpoint_refs import CheckpointRef, SkippedCheckpoint
 from carina.workloads.runtime.storage import open_store
 from carina.workloads.runtime.telemetry import Telemetry
 from carina.workloads.worker import WorkerContext
@@ -101,7 +108,7 @@ def test_a_resume_passes_over_a_damaged_newest_checkpoint_for_the_older_intact_o
     harm(tmp_path / "step-00000020")
     store = open_store(f"file://{tmp_path}")
     model, optimizer = model_and_optimizer(seed=99)
-    seen: list[checkpoint.SkippedCheckpoint] = []
+    seen: list[SkippedCheckpoint] = []
 
     restored = checkpoint.restore_latest(store, model, optimizer, on_skip=seen.append)
 
@@ -229,25 +236,36 @@ def test_pruning_after_a_fallback_keeps_the_intact_checkpoint_it_just_wrote(
 
 
 def test_a_pretraining_run_resumes_past_a_damaged_checkpoint_and_reports_it(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # What the worker's /metrics said once it had resumed: what a substrate's scrape reads.
+    said: list[str] = []
+
+    class Watched(Telemetry):
+        def on_resume(self, ref: Any) -> None:
+            super().on_resume(ref)
+            said.append(generate_latest(self.registry).decode())
+
+    monkeypatch.setattr(loop_module, "Telemetry", Watched)
     cfg = tiny_config(steps=12)
     uri = f"file://{tmp_path}/ckpt"
-    progress = tmp_path / "progress.json"
+    final = tmp_path / "termination-log"
     ctx = WorkerContext(
-        checkpoint_uri=uri, checkpoint_interval=4, checkpoint_keep=0, progress_file=str(progress)
+        checkpoint_uri=uri, checkpoint_interval=4, checkpoint_keep=0, termination_log=str(final)
     )
     assert run_pretrain(tiny_config(steps=8), ctx) == ExitCode.SUCCEEDED
     truncate(tmp_path / "ckpt" / "step-00000008" / checkpoint.MODEL_FILE)
 
     assert run_pretrain(cfg, ctx) == ExitCode.SUCCEEDED
 
-    doc = json.loads(progress.read_text())
-    assert doc["step"] == 12
-    [skipped] = doc["skippedCheckpoints"]
-    assert skipped["step"] == 8
-    assert skipped["file"] == checkpoint.MODEL_FILE
-    assert skipped["uri"] == f"{uri}/step-00000008"
+    assert json.loads(final.read_text())["progress"]["step"] == 12  # the final word
+    [resumed] = said
+    [skipped] = parse_damaged(resumed)
+    assert skipped.step == 8
+    assert skipped.file == checkpoint.MODEL_FILE
+    assert skipped.uri == f"{uri}/step-00000008"
+    assert "size" in skipped.reason
+    assert read_scrape(resumed, datetime.now(UTC)).checkpoint_step == 4  # resumed from 4
     # Step 8 was trained again and saved over the damaged one.
     restored = checkpoint.restore_latest(open_store(uri), *model_and_optimizer())
     assert restored is not None
@@ -256,22 +274,18 @@ def test_a_pretraining_run_resumes_past_a_damaged_checkpoint_and_reports_it(
     assert checkpoint.complete_steps(open_store(uri)) == [4, 8, 12]
 
 
-def test_a_skipped_checkpoint_is_counted_and_written_into_the_progress_document(
-    tmp_path: Path,
-) -> None:
-    progress = tmp_path / "progress.json"
-    before = Telemetry("j", "n", 0, total_steps=10, progress_file=str(progress))
-    before.on_step(6, loss=2.0, lr=1e-3, tokens=10, tokens_per_second=5.0, mfu=0.0)
-    skipped = checkpoint.SkippedCheckpoint(6, "file:///c/step-00000006", "manifest.json", "bad")
-
-    restarted = Telemetry("j", "n", 0, total_steps=10, progress_file=str(progress))
+def test_a_skipped_checkpoint_is_counted_and_exported_for_the_platform() -> None:
+    skipped = SkippedCheckpoint(6, "file:///c/step-00000006", "manifest.json", "bad")
+    restarted = Telemetry("j", "n", 0, total_steps=10)
     restarted.on_checkpoint_skipped(skipped)
+    restarted.on_resume(CheckpointRef(4, "file:///c/step-00000004"))
 
     labels = {"job": "j", "namespace": "n", "rank": "0"}
     assert restarted.registry.get_sample_value(f"{names.CHECKPOINT_CORRUPT_TOTAL}", labels) == 1
-    doc = json.loads(progress.read_text())
-    assert doc["skippedCheckpoints"] == [skipped.to_json()]
-    assert doc["step"] == 6
-    assert doc["loss"] == 2.0
-    restarted.on_resume(checkpoint.CheckpointRef(4, "file:///c/step-00000004"))
-    assert json.loads(progress.read_text())["step"] == 4
+    damaged = {**labels, "step": "6", "uri": skipped.uri, "file": "manifest.json", "reason": "bad"}
+    assert restarted.registry.get_sample_value(names.CHECKPOINT_DAMAGED, damaged) == 1
+    scrape = read_scrape(generate_latest(restarted.registry).decode(), datetime.now(UTC))
+    assert scrape.damaged == (DamagedCheckpoint(**skipped.to_json()),)
+    assert scrape.checkpoint_step == 4
+    # No step of its own yet: the job's status keeps showing the last one it knows.
+    assert scrape.progress is None

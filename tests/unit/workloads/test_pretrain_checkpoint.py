@@ -113,7 +113,8 @@ def test_resume_is_exact_20_steps_equal_10_then_preempt_then_10(tmp_path: Path) 
     assert code == ExitCode.PREEMPTED
     assert len(first) == 10
     ack = json.loads((tmp_path / "term").read_text())
-    assert ack == {"checkpoint": {"step": 10, "uri": f"file://{tmp_path}/b/step-00000010"}}
+    assert ack["checkpoint"] == {"step": 10, "uri": f"file://{tmp_path}/b/step-00000010"}
+    assert (ack["progress"]["step"], ack["progress"]["totalSteps"]) == (10, 20)
     manifest = json.loads((tmp_path / "b/step-00000010/manifest.json").read_text())
     assert manifest["trainer"]["data"] == {"consumed": 10 * cfg.batch_size}
     code, second = run(f"file://{tmp_path}/b", None)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import signal
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +44,9 @@ class Counting(Workload):
         log_every: int = 1,
         preempt: PreemptionFlag | None = None,
         flops: float | None = FLOPS,
+        rank: int = 0,
     ) -> None:
-        self.d = Dist(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+        self.d = Dist(rank=rank, world_size=1, local_rank=0, device=torch.device("cpu"))
         self.loop = RunLoop(self, ctx, self.d, preempt or PreemptionFlag(), total, log_every)
         torch.manual_seed(0)
         spec = ModelSpec(preset="tiny", d_model=16, n_layers=1, n_heads=2, n_kv_heads=2)
@@ -75,7 +75,6 @@ class Counting(Workload):
 def context(tmp_path: Path, **kw: Any) -> WorkerContext:
     return WorkerContext(
         checkpoint_uri=f"file://{tmp_path}/ckpt",
-        progress_file=str(tmp_path / "progress.json"),
         termination_log=str(tmp_path / "termination-log"),
         checkpoint_keep=0,
         **kw,
@@ -132,19 +131,37 @@ def test_a_finished_run_resumes_at_its_end_and_saves_nothing_again(
     }
 
 
-def test_a_resume_reaches_the_checkpoint_gauge_and_the_progress_document(
+def test_a_resume_reaches_the_checkpoint_gauge_and_the_end_reaches_the_final_word(
     tmp_path: Path,
 ) -> None:
     run(Counting(context(tmp_path), total=2))
-    (tmp_path / "progress.json").unlink()
+    ckpt = f"file://{tmp_path}/ckpt"
+    assert json.loads((tmp_path / "termination-log").read_text()) == {
+        "progress": {"step": 2, "totalSteps": 2, "loss": 2.0},
+        "checkpoint": {"step": 2, "uri": f"{ckpt}/step-00000002"},
+    }
+    (tmp_path / "termination-log").unlink()
     again = Counting(context(tmp_path), total=4)
     labels = {"job": "local", "namespace": "default", "rank": "0"}
     registry = again.telemetry.registry
     assert registry.get_sample_value(metric_names.CHECKPOINT_LAST_STEP, labels) == 2
-    doc = json.loads((tmp_path / "progress.json").read_text())
-    assert doc["step"] == 2
-    assert doc["lastCheckpoint"]["step"] == 2
-    again.close()
+    # No step of this attempt yet: the platform keeps the progress it last knew.
+    assert registry.get_sample_value(metric_names.WORKER_STEP, labels) == 0
+    assert run(again) == ExitCode.SUCCEEDED
+    assert json.loads((tmp_path / "termination-log").read_text()) == {
+        "progress": {"step": 4, "totalSteps": 4, "loss": 4.0},
+        "checkpoint": {"step": 4, "uri": f"{ckpt}/step-00000004"},
+    }
+
+
+def test_only_global_rank_0_gives_the_final_word(tmp_path: Path) -> None:
+    ctx = WorkerContext(termination_log=str(tmp_path / "termination-log"))
+    assert run(Counting(ctx, total=2, rank=1)) == ExitCode.SUCCEEDED
+    assert not (tmp_path / "termination-log").exists()
+    assert run(Counting(ctx, total=2)) == ExitCode.SUCCEEDED
+    assert json.loads((tmp_path / "termination-log").read_text()) == {
+        "progress": {"step": 2, "totalSteps": 2, "loss": 2.0}
+    }
 
 
 def test_sigterm_saves_once_acknowledges_the_checkpoint_and_exits_75(
@@ -164,7 +181,10 @@ def test_sigterm_saves_once_acknowledges_the_checkpoint_and_exits_75(
     assert {"event": "preempted", "step": 2} in log
     assert "done" not in [e["event"] for e in log]
     ack = json.loads((tmp_path / "termination-log").read_text())
-    assert ack == {"checkpoint": {"step": 2, "uri": f"file://{tmp_path}/ckpt/step-00000002"}}
+    assert ack == {
+        "progress": {"step": 2, "totalSteps": 10, "loss": 2.0},
+        "checkpoint": {"step": 2, "uri": f"file://{tmp_path}/ckpt/step-00000002"},
+    }
 
 
 def test_steps_are_logged_every_log_every_and_the_tokens_of_the_others_still_count(
@@ -231,19 +251,24 @@ def test_mfu_is_the_steps_flops_per_second_over_the_peak(
 def test_run_workload_restores_the_sigterm_handler_and_closes_the_workload(
     tmp_path: Path,
 ) -> None:
-    built: list[Counting] = []
+    # That closing stops a served /metrics: tests/integration/processes/test_metrics_endpoint.py.
+    class Closing(Counting):
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+            super().close()
+
+    built: list[Closing] = []
     before = signal.getsignal(signal.SIGTERM)
 
-    def build(_d: Dist, preempt: PreemptionFlag) -> Counting:
+    def build(_d: Dist, preempt: PreemptionFlag) -> Closing:
         assert signal.getsignal(signal.SIGTERM) != before  # installed while it runs
-        built.append(Counting(ctx, total=2, preempt=preempt))
+        built.append(Closing(ctx, total=2, preempt=preempt))
         return built[0]
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    ctx = context(tmp_path, metrics_port=port)
+    ctx = context(tmp_path)
     assert run_workload(ctx, build) == ExitCode.SUCCEEDED
     assert signal.getsignal(signal.SIGTERM) == before
     assert built[0].finished
-    assert built[0].telemetry.server is None
+    assert built[0].closed

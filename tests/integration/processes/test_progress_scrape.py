@@ -1,4 +1,4 @@
-"""The operator's scrape of rank 0's /metrics, against a real HTTP server."""
+"""The operator's scrape of rank 0's /metrics, against a real HTTP server on loopback."""
 
 from __future__ import annotations
 
@@ -79,5 +79,26 @@ def test_a_new_checkpoint_step_alone_wakes_the_job():
     results = asyncio.run(scrape([step + saved.replace("100", "0"), step, step + saved]))
     (first, rec), (second, _), (third, _) = results
     assert (first, second, third) == (1, 0, 1)
-    assert rec.progress[KEY].step == 120
-    assert rec.checkpoints[KEY] == (100, NOW)
+    scraped = rec.scraped[KEY]
+    assert scraped.restart == 0
+    assert scraped.progress is not None
+    assert scraped.progress.step == 120
+    assert scraped.checkpoint == (100, NOW)
+
+
+def test_damaged_checkpoints_reported_by_rank_zero_wake_the_job():
+    step = f"carina_worker_step{{{LABELS}}} 120\n"
+    damaged = (
+        f'carina_checkpoint_damaged{{{LABELS},step="100",uri="s3://b/ns/llm/step-00000100",'
+        'file="manifest.json",reason="not JSON"} 1.0\n'
+    )
+    results = asyncio.run(scrape([step, step + damaged, step + damaged]))
+    assert [moved for moved, _ in results] == [1, 1, 0]  # news once, then nothing new
+    rec = results[-1][1]
+    [bad] = rec.scraped[KEY].damaged
+    assert (bad.step, bad.uri, bad.file, bad.reason) == (
+        100,
+        "s3://b/ns/llm/step-00000100",
+        "manifest.json",
+        "not JSON",
+    )
