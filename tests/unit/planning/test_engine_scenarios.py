@@ -1,10 +1,12 @@
-"""One table of lifecycle scenarios, run against the engine and against both substrates.
+"""The scenario table (tests/scenarios.py) run against the engine and against both substrates.
 
 Each scenario is a manifest and what its workers do over time; every step gives the phase,
-the conditions (type, status, reason) and the events (type, reason) a person would see. The
-same table runs through `planning.engine.plan` alone, through the embedded substrate (a real
+the conditions (type, status, reason) and the events (type, reason) a person would see. Here
+the table runs through `planning.engine.plan` alone, through the embedded substrate (a real
 SQLite store, scripted worker processes) and through the operator's reconciler (an in-memory
 API, scripted pods): all three must give the same answers, step for step.
+tests/integration/test_scenarios_on_cluster.py plays the same table through the operator on
+a real API server, its workers real pods.
 """
 
 from __future__ import annotations
@@ -12,14 +14,24 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from builders import make_job
+from scenarios import (
+    SCENARIOS,
+    T0,
+    Script,
+    decisive,
+    job_manifest,
+    observed,
+    play,
+    pod_status,
+    seen,
+    states_in_table,
+    worker,
+)
 
 from carina.operators.runtime.cache import Cache, PodRecord
 from carina.operators.runtime.settings import Settings
@@ -31,188 +43,21 @@ from carina.platform.embedded.store import Store, WorkerRow
 from carina.platform.embedded.substrate import Substrate, SubstrateConfig
 from carina.platform.planning.admission import Capacity
 from carina.platform.planning.engine import plan
-from carina.platform.planning.observed import ObservedWorker
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-# What one worker does at one step: "pending", "running", "ok" (exit 0), "exit:<code>",
-# "lost" (its node is gone), "preempted" (exit 75 after a checkpoint).
-Script = Callable[[int, int], str]  # (index, generation) -> state
-
-
-@dataclass(frozen=True)
-class Step:
-    workers: Script
-    phase: str
-    conditions: dict[str, tuple[str, str]]  # type -> (status, reason); only those listed
-    events: list[tuple[str, str]]  # (type, reason), in order
-    spec: dict[str, Any] = field(default_factory=dict)  # spec changes before this step
-
-
-def every(state: str) -> Script:
-    return lambda index, generation: state
-
-
-def gen(first: str, later: str, index: int | None = None) -> Script:
-    """`first` in generation 0 (for worker `index`, or all), `later` afterwards."""
-
-    def script(i: int, generation: int) -> str:
-        if generation == 0 and (index is None or i == index):
-            return first
-        return later if generation > 0 else "running"
-
-    return script
-
-
-SCENARIOS: dict[str, tuple[dict[str, Any], list[Step]]] = {
-    "a gang starts, runs and succeeds": (
-        {},
-        [
-            Step(
-                every("none"),
-                "Starting",
-                {"Admitted": ("True", "Created")},
-                [("Normal", "Created")],
-            ),
-            Step(every("pending"), "Starting", {"WorkersReady": ("False", "WorkersPending")}, []),
-            Step(
-                every("running"),
-                "Running",
-                {"Running": ("True", "WorkersRunning")},
-                [("Normal", "WorkersRunning")],
-            ),
-            Step(
-                every("ok"),
-                "Succeeded",
-                {"Succeeded": ("True", "Succeeded"), "Running": ("False", "Succeeded")},
-                [("Normal", "Succeeded")],
-            ),
-        ],
-    ),
-    "a crash restarts the gang, which then succeeds": (
-        {"failurePolicy": {"backoffSeconds": 0}},
-        [
-            Step(every("none"), "Starting", {}, [("Normal", "Created")]),
-            Step(every("running"), "Running", {}, [("Normal", "WorkersRunning")]),
-            Step(
-                gen("exit:1", "none", index=1),
-                "Restarting",
-                {"Restarting": ("True", "WorkerFailed")},
-                [("Warning", "WorkerFailed")],
-            ),
-            Step(gen("gone", "none"), "Restarting", {}, [("Normal", "Created")]),
-            Step(
-                gen("gone", "running"),
-                "Running",
-                {"Restarting": ("False", "WorkersRunning")},
-                [("Normal", "WorkersRunning")],
-            ),
-            Step(gen("gone", "ok"), "Succeeded", {}, [("Normal", "Succeeded")]),
-        ],
-    ),
-    "a permanent exit code fails the job at once": (
-        {},
-        [
-            Step(every("none"), "Starting", {}, [("Normal", "Created")]),
-            Step(every("running"), "Running", {}, [("Normal", "WorkersRunning")]),
-            Step(
-                gen("exit:65", "none", index=0),
-                "Failed",
-                {
-                    "Failed": ("True", "PermanentExitCode"),
-                    "Running": ("False", "PermanentExitCode"),
-                },
-                [("Warning", "PermanentExitCode")],
-            ),
-        ],
-    ),
-    "a lost node is an infrastructure restart": (
-        {"failurePolicy": {"maxRestarts": 0}},
-        [
-            Step(every("none"), "Starting", {}, [("Normal", "Created")]),
-            Step(every("running"), "Running", {}, [("Normal", "WorkersRunning")]),
-            Step(
-                gen("lost", "none", index=0),
-                "Restarting",
-                {"Restarting": ("True", "NodeFailure")},
-                [("Warning", "NodeFailure")],
-            ),
-        ],
-    ),
-    "application restarts stop at maxRestarts": (
-        {"failurePolicy": {"maxRestarts": 0}},
-        [
-            Step(every("none"), "Starting", {}, [("Normal", "Created")]),
-            Step(every("running"), "Running", {}, [("Normal", "WorkersRunning")]),
-            Step(
-                gen("exit:1", "none", index=1),
-                "Failed",
-                {"Failed": ("True", "MaxRestartsExceeded")},
-                [("Warning", "MaxRestartsExceeded")],
-            ),
-        ],
-    ),
-    "suspend stops the gang and resume starts it again": (
-        {},
-        [
-            Step(every("none"), "Starting", {}, [("Normal", "Created")]),
-            Step(every("running"), "Running", {}, [("Normal", "WorkersRunning")]),
-            Step(
-                every("running"),
-                "Suspended",
-                {"Suspended": ("True", "Suspended"), "Running": ("False", "Suspended")},
-                [("Normal", "Suspended")],
-                spec={"suspend": True},
-            ),
-            Step(
-                every("none"),
-                "Starting",
-                {"Suspended": ("False", "Resumed")},
-                [("Normal", "Created"), ("Normal", "Resumed")],
-                spec={"suspend": False},
-            ),
-        ],
-    ),
-}
-
-
-def observed(script: Script, replicas: int, generation: int, now: datetime) -> list[ObservedWorker]:
-    out = []
-    for i in range(replicas):
-        for g in range(generation + 1):
-            state = script(i, g)
-            if state in ("none", "gone"):
-                continue
-            out.append(_worker(i, g, state, now))
-    return out
-
-
-def _worker(index: int, generation: int, state: str, now: datetime) -> ObservedWorker:
-    base = ObservedWorker(
-        index=index, phase="Running", ready=True, restart=generation, node="n", started_at=T0
-    )
-    if state == "pending":
-        return replace(base, phase="Pending", ready=False)
-    if state == "running":
-        return base
-    if state == "ok":
-        return replace(base, phase="Succeeded", ready=False, exit_code=0, finished_at=now)
-    if state == "lost":
-        return replace(base, phase="Failed", ready=False, reason="NodeLost")
-    code = int(state.split(":")[1])
-    return replace(base, phase="Failed", ready=False, exit_code=code, finished_at=now)
+from carina.platform.planning.observed import (
+    INDEX_LABEL,
+    RESTART_LABEL,
+    ObservedWorker,
+    observe_pod,
+)
 
 
 def manifest(spec: dict[str, Any]) -> dict[str, Any]:
-    body = dict(make_job("llm").with_replicas(2).with_spec(**spec))
+    """The scenario's job as an API server would have stored it."""
+    body = job_manifest(spec)
     body["metadata"].update(
         namespace="ns", uid="job-uid", generation=1, creationTimestamp="2026-01-01T00:00:00Z"
     )
     return body
-
-
-def seen(status: TrainingJobStatus) -> tuple[str, dict[str, tuple[str, str]]]:
-    return str(status.phase), {c.type: (c.status, c.reason) for c in status.conditions}
 
 
 # ---------------------------------------------------------------- three runners
@@ -225,12 +70,16 @@ class EngineRun:
         self.body = manifest(spec)
         self.status: TrainingJobStatus | None = None
 
-    def step(self, workers: list[ObservedWorker], now: datetime, spec: dict[str, Any]):
+    def step(self, script: Script, generation: int, now: datetime, spec: dict[str, Any]):
+        workers = observed(script, generation, now)
         self.body["spec"].update(spec)
         job = TrainingJob.parse(self.body).model_copy(update={"status": self.status})
         decided = plan(job, workers, now)
         self.status = decided.status
         return seen(decided.status), [(e.type, str(e.reason)) for e in decided.events]
+
+    def restarts(self) -> int:
+        return self.status.restarts if self.status else 0
 
 
 class _NoProcesses(Launcher):
@@ -259,9 +108,10 @@ class EmbeddedRun:
         body = manifest(spec)
         self.row = self.store.create_job("ns", {k: body[k] for k in ("metadata", "spec")}, 0.0)
         self.workers: list[ObservedWorker] = []
-        self.substrate._observe = lambda uid, paths: list(self.workers)  # type: ignore[method-assign]
+        self.substrate._observe = lambda uid, paths: (list(self.workers), None)  # type: ignore[method-assign]
 
-    def step(self, workers: list[ObservedWorker], now: datetime, spec: dict[str, Any]):
+    def step(self, script: Script, generation: int, now: datetime, spec: dict[str, Any]):
+        workers = observed(script, generation, now)
         if spec:
             self.store.update_spec("ns", "llm", spec)
         row = self.store.get_job("ns", "llm")
@@ -274,6 +124,11 @@ class EmbeddedRun:
         status = TrainingJobStatus.model_validate(json.loads(row.status))
         events = [(e.type, str(e.reason)) for e in self.store.events(row.uid)[before:]]
         return seen(status), events
+
+    def restarts(self) -> int:
+        row = self.store.get_job("ns", "llm")
+        assert row is not None
+        return int(json.loads(row.status).get("restarts", 0))
 
 
 class _Api:
@@ -336,7 +191,8 @@ class OperatorRun:
             for w in self.workers
         ]
 
-    def step(self, workers: list[ObservedWorker], now: datetime, spec: dict[str, Any]):
+    def step(self, script: Script, generation: int, now: datetime, spec: dict[str, Any]):
+        workers = observed(script, generation, now)
         if spec:
             self.api.job["spec"].update(spec)
             meta = self.api.job["metadata"]
@@ -354,32 +210,28 @@ class OperatorRun:
         status = TrainingJobStatus.model_validate(self.api.job.get("status") or {})
         return seen(status), self.api.events[before:]
 
+    def restarts(self) -> int:
+        return int((self.api.job.get("status") or {}).get("restarts", 0))
+
 
 RUNNERS = {"engine": EngineRun, "embedded": EmbeddedRun, "operator": OperatorRun}
-
-
-def _generation(runner: Any) -> int:
-    if isinstance(runner, EngineRun):
-        return runner.status.restarts if runner.status else 0
-    if isinstance(runner, EmbeddedRun):
-        row = runner.store.get_job("ns", "llm")
-        return int(json.loads(row.status).get("restarts", 0))
-    return int((runner.api.job.get("status") or {}).get("restarts", 0))
 
 
 @pytest.mark.parametrize("substrate", sorted(RUNNERS))
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_every_substrate_tells_the_same_story(substrate: str, scenario: str, tmp_path: Path):
-    spec, steps = SCENARIOS[scenario]
-    runner = RUNNERS[substrate](spec, tmp_path)
-    generation = 0
-    for n, step in enumerate(steps):
-        now = T0 + timedelta(seconds=10 * (n + 1))
-        workers = observed(step.workers, 2, generation, now)
-        (phase, conditions), events = runner.step(workers, now, step.spec)
-        where = f"{scenario}, step {n + 1} ({substrate})"
-        assert phase == step.phase, where
-        for type_, expected in step.conditions.items():
-            assert conditions.get(type_) == expected, f"{where}: {type_} {conditions}"
-        assert events == step.events, where
-        generation = _generation(runner)
+    spec, _ = SCENARIOS[scenario]
+    play(scenario, RUNNERS[substrate](spec, tmp_path), substrate)
+
+
+@pytest.mark.parametrize("state", states_in_table())
+def test_the_pod_the_cluster_runner_writes_is_observed_as_the_scripted_worker(state: str):
+    """The integration runner scripts workers as pod statuses: they must read as the workers
+    the runners here are given, or the table would test different things on a cluster."""
+    now = T0 + timedelta(seconds=30)
+    pod = {
+        "metadata": {"labels": {INDEX_LABEL: "1", RESTART_LABEL: "2"}},
+        "spec": {"nodeName": "n"},
+        "status": pod_status(state, "worker", "carina/worker:test", now),
+    }
+    assert decisive(observe_pod(pod)) == decisive(worker(1, 2, state, now))
