@@ -498,7 +498,119 @@ def operator_and_control_plane() -> dict[str, Any]:
     )
 
 
+QUEUES = _variable_query(
+    "queue",
+    "ClusterQueue",
+    "label_values(carina_queue_admitted_jobs, cluster_queue)",
+    multi=True,
+    include_all=True,
+)
+
+
+def queues() -> dict[str, Any]:
+    """Shared quota: who waits and why, what is held and borrowed, where GPU time went."""
+    cq = 'cluster_queue=~"$queue"'
+    gpus = f'{cq}, resource="nvidia.com/gpu"'
+    items: list[Item] = [
+        Row("Waiting"),
+        Panel(
+            "Pending jobs, by queue and reason",
+            [
+                (
+                    f"sum by (cluster_queue, reason) (carina_queue_pending_jobs{{{cq}}})",
+                    "{{cluster_queue}} {{reason}}",
+                )
+            ],
+            stack=True,
+            description="One reason per job, the first that holds in a fixed precedence"
+            " (Misconfigured, ExceedsMaxQuota, WaitingForQuota, WaitingForPreemptedWorkloads,"
+            " ...).",
+        ),
+        Panel(
+            "Admitted jobs, by queue",
+            [(f"sum by (cluster_queue) (carina_queue_admitted_jobs{{{cq}}})", "{{cluster_queue}}")],
+            stack=True,
+        ),
+        Panel(
+            "Time from creation to admission",
+            _quantiles("carina_queue_admission_wait_seconds", by="cluster_queue", selector=cq),
+            unit="s",
+            width=24,
+        ),
+        Row("Quota"),
+        Panel(
+            "GPUs reserved, by queue",
+            [
+                (
+                    f"sum by (cluster_queue) (carina_queue_reserved{{{gpus}}})",
+                    "{{cluster_queue}}",
+                )
+            ],
+            stack=True,
+            description="Held by admitted jobs, and by preempted ones until their workers are"
+            " gone.",
+        ),
+        Panel(
+            "GPUs borrowed from the cohort, by queue",
+            [
+                (
+                    f"sum by (cluster_queue) (carina_queue_borrowed{{{gpus}}})",
+                    "{{cluster_queue}}",
+                )
+            ],
+            stack=True,
+        ),
+        Panel(
+            "Evictions per hour, by queue and reason",
+            [
+                (
+                    "sum by (cluster_queue, reason)"
+                    f" (increase(carina_queue_evictions_total{{{cq}}}[1h]))",
+                    "{{cluster_queue}} {{reason}}",
+                )
+            ],
+            width=24,
+        ),
+        Row("Where GPU time went"),
+        Panel(
+            "GPU-hours by account, by queue",
+            [
+                (
+                    'sum by (queue, account) (carina_job_gpu_seconds{queue=~"$queue",'
+                    ' account!="allocated"}) / 3600',
+                    "{{queue}} {{account}}",
+                )
+            ],
+            stack=True,
+            width=16,
+            description="Productive, and lost: work redone after failures and preemptions"
+            " (since the last checkpoint), and GPUs held while a gang started or restarted.",
+        ),
+        Panel(
+            "Goodput (productive / allocated)",
+            [
+                (
+                    'sum(carina_job_gpu_seconds{queue=~"$queue", account="productive"}) /'
+                    ' sum(carina_job_gpu_seconds{queue=~"$queue", account="allocated"})',
+                    "goodput",
+                )
+            ],
+            unit="percentunit",
+            kind="stat",
+            width=8,
+        ),
+    ]
+    return dashboard(
+        "carina-queues",
+        "Carina / Queues",
+        "ClusterQueues: pending jobs and why, quota held and borrowed, evictions, GPU time.",
+        items,
+        [QUEUES],
+    )
+
+
 DASHBOARDS = {
+    "queues.json": queues,
     "platform.json": platform,
     "job.json": job,
     "operator-and-control-plane.json": operator_and_control_plane,

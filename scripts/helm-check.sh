@@ -11,6 +11,7 @@
 #   2. helm template with the same values sets, and with every optional integration turned on
 #      (--api-versions monitoring.coreos.com/v1); the README matches values.yaml
 #   3. kubectl apply --dry-run=server of each rendering: the API server admits every object
+#      (and, on a cluster of its own, every example under examples/queues/)
 #   4. helm install into the cluster (--wait: kwok's fake kubelet runs the pods, no image is
 #      pulled), every object of the release exists, then helm upgrade to each profile, uninstall
 #
@@ -105,6 +106,16 @@ log "kubectl apply --dry-run=server"
 kubectl apply --server-side --force-conflicts -f "$CHART/crds/" -f "$CHART/charts/kopf-peering/crds/" >/dev/null
 kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
 kubectl create namespace "$NAMESPACE" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+# The queueing examples against the CRDs just installed (their LocalQueues need their
+# namespaces, which only a cluster of our own gets).
+if [ -n "$CLUSTER_PID" ]; then
+  for ns in $(sed -n 's/^  namespace: *//p' "$ROOT"/examples/queues/*.yaml | sort -u); do
+    kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  done
+  kubectl apply --dry-run=server -f "$ROOT/examples/queues/" >"$WORK/dry-run-queues.txt" \
+    || { cat "$WORK/dry-run-queues.txt"; fail "the API server refused examples/queues/"; }
+  echo "ok: examples/queues ($(wc -l <"$WORK/dry-run-queues.txt") objects admitted)"
+fi
 for name in "${!VALUE_SETS[@]}"; do
   kubectl apply --dry-run=server -f "$WORK/$name.yaml" >"$WORK/dry-run-$name.txt" \
     || { cat "$WORK/dry-run-$name.txt"; fail "the API server refused the $name rendering"; }

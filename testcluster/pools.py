@@ -33,6 +33,8 @@ SIMULATE_NOT_READY_LABEL = "carina.dev/simulate-not-ready"
 SIMULATE_EXIT_CODE_ANNOTATION = "carina.dev/simulate-exit-code"
 SIMULATE_EXIT_DELAY_ANNOTATION = "carina.dev/simulate-exit-delay"
 SIMULATE_EXIT_MESSAGE_ANNOTATION = "carina.dev/simulate-exit-message"
+# On deletion (SIGTERM) the pod exits 75 with this termination message: a checkpoint ack.
+SIMULATE_SIGTERM_MESSAGE_ANNOTATION = "carina.dev/simulate-sigterm-message"
 
 
 @dataclass(frozen=True)

@@ -168,3 +168,86 @@ BAD_MANIFESTS: dict[str, tuple[JobBuilder, str]] = {
         "spec.template.spec.nodeSelector",
     ),
 }
+
+
+def make_cluster_queue(name: str = "team-a", **spec: Any) -> dict[str, Any]:
+    """A valid ClusterQueue: 16 GPUs and 256 CPUs in the cohort `research`; `spec` overrides."""
+    return {
+        "apiVersion": "carina.dev/v1alpha1",
+        "kind": "ClusterQueue",
+        "metadata": {"name": name},
+        "spec": {
+            "cohort": "research",
+            "resources": [
+                {"name": "nvidia.com/gpu", "nominalQuota": 16},
+                {"name": "cpu", "nominalQuota": 256},
+            ],
+        }
+        | spec,
+    }
+
+
+# Queueing objects that break one rule each: the field path both `carina validate` and the API
+# server name, and words both say (the rule, or the name at fault).
+BAD_QUEUE_MANIFESTS: dict[str, tuple[dict[str, Any], str, str]] = {
+    "lending-limit-above-nominal-quota": (
+        make_cluster_queue(
+            resources=[{"name": "nvidia.com/gpu", "nominalQuota": 16, "lendingLimit": 17}]
+        ),
+        "spec.resources[0]",
+        "lendingLimit must not exceed nominalQuota",
+    ),
+    "lending-limit-above-nominal-quota-in-other-units": (
+        make_cluster_queue(
+            resources=[{"name": "memory", "nominalQuota": "1Ti", "lendingLimit": "1100Gi"}]
+        ),
+        "spec.resources[0]",
+        "lendingLimit must not exceed nominalQuota",
+    ),
+    "a-resource-named-twice": (
+        make_cluster_queue(
+            resources=[
+                {"name": "nvidia.com/gpu", "nominalQuota": 16},
+                {"name": "nvidia.com/gpu", "nominalQuota": 8},
+            ]
+        ),
+        "spec.resources",
+        "nvidia.com/gpu",
+    ),
+    "an-unknown-resource": (
+        make_cluster_queue(resources=[{"name": "nvidia.com/gpus", "nominalQuota": 16}]),
+        "spec.resources[0].name",
+        "nvidia.com/gpu",
+    ),
+    "a-negative-quota": (
+        make_cluster_queue(resources=[{"name": "cpu", "nominalQuota": "-1"}]),
+        "spec.resources[0].nominalQuota",
+        "nominalQuota",
+    ),
+    "no-resources": (make_cluster_queue(resources=[]), "spec.resources", "resources"),
+    "an-unknown-strategy": (
+        make_cluster_queue(queueingStrategy="LIFO"),
+        "spec.queueingStrategy",
+        "StrictFIFO",
+    ),
+    "a-local-queue-without-its-cluster-queue": (
+        {
+            "apiVersion": "carina.dev/v1alpha1",
+            "kind": "LocalQueue",
+            "metadata": {"name": "training"},
+            "spec": {},
+        },
+        "spec.clusterQueue",
+        "clusterQueue",
+    ),
+    "a-priority-class-value-as-a-string": (
+        {
+            "apiVersion": "carina.dev/v1alpha1",
+            "kind": "TrainingPriorityClass",
+            "metadata": {"name": "urgent"},
+            "value": "1000",
+        },
+        "value",
+        "value",
+    ),
+}

@@ -11,7 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from carina.platform.planning.observed import JOB_LABEL, ObservedWorker, observe_pod
+from carina.platform.api.types import CheckpointStatus
+from carina.platform.planning.observed import (
+    JOB_LABEL,
+    ObservedWorker,
+    observe_pod,
+    parse_checkpoint,
+)
 
 Key = tuple[str, str]  # (namespace, name) of a TrainingJob
 
@@ -65,6 +71,9 @@ class Cache:
     _gone: dict[str, None] = field(default_factory=dict)
     # Uids of pods the operator deleted itself: no tombstone for those.
     _ours: dict[str, None] = field(default_factory=dict)
+    # The newest checkpoint a worker the operator stopped acknowledged in its final state
+    # (an evicted gang's rank 0 saves on SIGTERM, says so, and is gone within one event batch).
+    acks: dict[Key, CheckpointStatus] = field(default_factory=dict)
     gone_limit: int = 100_000
 
     def _remember(self, uids: dict[str, None], uid: str) -> None:
@@ -138,6 +147,10 @@ class Cache:
             rec = None
         if not pods:
             self.pods.pop(key, None)
+        final = _record(pod).worker
+        ack = parse_checkpoint(final.termination_message, final.finished_at)
+        if ack is not None and (key not in self.acks or ack.step > self.acks[key].step):
+            self.acks[key] = ack
         if rec is None and uid not in self._ours:  # no newer pod of that name
             last = _record(pod)
             last = replace(last, worker=replace(last.worker, deleting=True))
@@ -162,5 +175,6 @@ class Cache:
     def forget(self, key: Key) -> None:
         """Drop a deleted job's pods (the garbage collector deletes them)."""
         self.tombstones.pop(key, None)
+        self.acks.pop(key, None)
         for rec in self.pods.pop(key, {}).values():
             self._mark_gone(rec.uid)

@@ -80,13 +80,17 @@ class Kube:
     def __init__(self, api_client: client.ApiClient):
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
+        self.coordination = client.CoordinationV1Api(api_client)
 
     async def _call(
         self, verb: str, resource: str, fn: Callable[..., Any], *args: Any, **kwargs: Any
-    ) -> Any:
-        def blocking() -> Any:
+    ) -> dict[str, Any] | None:
+        """The call's JSON answer (the API server answers objects); None for an empty body."""
+
+        def blocking() -> dict[str, Any] | None:
             resp = fn(*args, _preload_content=False, **kwargs)
-            return json.loads(resp.data) if resp.data else None
+            body: dict[str, Any] | None = json.loads(resp.data) if resp.data else None
+            return body
 
         try:
             result = await asyncio.to_thread(blocking)
@@ -102,13 +106,88 @@ class Kube:
         out = await self._call(
             "list", PLURAL, self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL
         )
+        assert out is not None, "a list answers an object"
         return list(out.get("items") or [])
 
     async def list_pods(self, label_selector: str) -> list[dict[str, Any]]:
         out = await self._call(
             "list", "pods", self.core.list_pod_for_all_namespaces, label_selector=label_selector
         )
+        assert out is not None, "a list answers an object"
         return list(out.get("items") or [])
+
+    async def list_custom(self, plural: str) -> list[dict[str, Any]]:
+        """Every object of a carina.dev kind (cluster-scoped, or in every namespace)."""
+        out = await self._call(
+            "list", plural, self.custom.list_cluster_custom_object, GROUP, VERSION, plural
+        )
+        assert out is not None, "a list answers an object"
+        return list(out.get("items") or [])
+
+    async def namespace_labels(self) -> dict[str, dict[str, str]]:
+        out = await self._call("list", "namespaces", self.core.list_namespace)
+        assert out is not None, "a list answers an object"
+        return {
+            ns["metadata"]["name"]: dict(ns["metadata"].get("labels") or {})
+            for ns in out.get("items") or []
+        }
+
+    async def patch_cluster_status(
+        self, plural: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge-patch the status of a cluster-scoped carina.dev object (404: gone, None)."""
+        try:
+            return await self._call(
+                "patch",
+                plural + "/status",
+                self.custom.patch_cluster_custom_object_status,
+                GROUP,
+                VERSION,
+                plural,
+                name,
+                {"status": patch},
+                _content_type=MERGE_PATCH,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    # -- the admission writer's lease ---------------------------------------------------------
+
+    async def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._call(
+                "get", "leases", self.coordination.read_namespaced_lease, name, namespace
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def write_lease(self, namespace: str, lease: dict[str, Any]) -> dict[str, Any]:
+        """Create the lease, or replace it at the resourceVersion it carries (409: Conflict)."""
+        name = lease["metadata"]["name"]
+        try:
+            if lease["metadata"].get("resourceVersion"):
+                out = await self._call(
+                    "update",
+                    "leases",
+                    self.coordination.replace_namespaced_lease,
+                    name,
+                    namespace,
+                    lease,
+                )
+            else:
+                out = await self._call(
+                    "create", "leases", self.coordination.create_namespaced_lease, namespace, lease
+                )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise Conflict(f"lease {namespace}/{name} changed") from None
+            raise
+        assert out is not None
+        return out
 
     # -- creates (409: already there, fine) --------------------------------------------------
 
@@ -190,7 +269,7 @@ class Kube:
         """Merge-patch status, only if the job is still at resource_version; returns the job."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": patch}
         try:
-            return await self._call(
+            job = await self._call(
                 "patch",
                 PLURAL + "/status",
                 self.custom.patch_namespaced_custom_object_status,
@@ -206,6 +285,8 @@ class Kube:
             if exc.status in (404, 409):
                 raise Conflict(f"{namespace}/{name}: {exc.reason}") from None
             raise
+        assert job is not None, "a patch answers the patched object"
+        return job
 
     async def post_event(self, job: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """Record a core/v1 Event on the job; failures are logged, never raised."""

@@ -15,6 +15,24 @@ JOB_START_SECONDS = (
 RECONCILE_DURATION_SECONDS = "carina_reconcile_duration_seconds"  # histogram {result}
 KUBE_REQUESTS_TOTAL = "carina_operator_kube_requests_total"  # counter {verb, resource, code}
 QUEUE_DEPTH = "carina_operator_queue_depth"  # gauge: jobs waiting for a reconcile
+# Shared quota (the admission writer)
+QUEUE_PENDING_JOBS = "carina_queue_pending_jobs"  # gauge {cluster_queue, reason}
+QUEUE_ADMITTED_JOBS = "carina_queue_admitted_jobs"  # gauge {cluster_queue}
+QUEUE_ADMISSION_WAIT_SECONDS = "carina_queue_admission_wait_seconds"  # histogram {cluster_queue}
+QUEUE_EVICTIONS_TOTAL = "carina_queue_evictions_total"  # counter {cluster_queue, reason}
+QUEUE_RESERVED = "carina_queue_reserved"  # gauge {cluster_queue, resource}
+QUEUE_BORROWED = "carina_queue_borrowed"  # gauge {cluster_queue, resource}
+# Where each job's GPU time went (status.goodput), in GPU-seconds
+JOB_GPU_SECONDS = "carina_job_gpu_seconds"  # gauge {namespace, job, queue, account}
+JOB_QUEUE_WAIT_SECONDS = "carina_job_queue_wait_seconds"  # gauge {namespace, job, queue}
+# The `account` label's values: status.goodput's fields in GPU-seconds
+GPU_ACCOUNTS = (
+    "allocated",
+    "productive",
+    "lost_to_failures",
+    "lost_to_preemption",
+    "restart_pauses",
+)
 
 ALL = (
     JOBS,
@@ -23,6 +41,14 @@ ALL = (
     RECONCILE_DURATION_SECONDS,
     KUBE_REQUESTS_TOTAL,
     QUEUE_DEPTH,
+    QUEUE_PENDING_JOBS,
+    QUEUE_ADMITTED_JOBS,
+    QUEUE_ADMISSION_WAIT_SECONDS,
+    QUEUE_EVICTIONS_TOTAL,
+    QUEUE_RESERVED,
+    QUEUE_BORROWED,
+    JOB_GPU_SECONDS,
+    JOB_QUEUE_WAIT_SECONDS,
 )
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -55,3 +81,50 @@ kube_requests = Counter(
     registry=REGISTRY,
 )
 queue_depth = Gauge(QUEUE_DEPTH, "TrainingJobs waiting for a reconcile", registry=REGISTRY)
+queue_pending = Gauge(
+    QUEUE_PENDING_JOBS,
+    "Jobs waiting for quota, by ClusterQueue and pending reason",
+    ["cluster_queue", "reason"],
+    registry=REGISTRY,
+)
+queue_admitted = Gauge(
+    QUEUE_ADMITTED_JOBS, "Jobs holding quota, by ClusterQueue", ["cluster_queue"], registry=REGISTRY
+)
+queue_admission_wait = Histogram(
+    QUEUE_ADMISSION_WAIT_SECONDS,
+    "Seconds from a job's creation to its admission",
+    ["cluster_queue"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400),
+    registry=REGISTRY,
+)
+queue_evictions = Counter(
+    QUEUE_EVICTIONS_TOTAL.removesuffix("_total"),
+    "Jobs whose quota was taken back, by reason (Preempted, PodsReadyTimeout, ...)",
+    ["cluster_queue", "reason"],
+    registry=REGISTRY,
+)
+queue_reserved = Gauge(
+    QUEUE_RESERVED,
+    "Quota held by admitted jobs (victims until their workers are gone)",
+    ["cluster_queue", "resource"],
+    registry=REGISTRY,
+)
+queue_borrowed = Gauge(
+    QUEUE_BORROWED,
+    "Of the reserved quota, what is borrowed from the cohort",
+    ["cluster_queue", "resource"],
+    registry=REGISTRY,
+)
+job_gpu_seconds = Gauge(
+    JOB_GPU_SECONDS,
+    "GPU-seconds of a job by account: allocated, productive, lost_to_failures,"
+    " lost_to_preemption, restart_pauses",
+    ["namespace", "job", "queue", "account"],
+    registry=REGISTRY,
+)
+job_queue_wait = Gauge(
+    JOB_QUEUE_WAIT_SECONDS,
+    "Seconds a job waited for quota holding no GPUs",
+    ["namespace", "job", "queue"],
+    registry=REGISTRY,
+)

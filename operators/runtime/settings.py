@@ -7,6 +7,7 @@ variable keeps the default, a bad value is refused with the variable's name and 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from functools import cached_property
@@ -58,6 +59,14 @@ class Settings(BaseSettings):
     progress_interval: float = Field(15.0, ge=0)
     progress_timeout: float = Field(2.0, gt=0)
     progress_url: str = "http://{ip}:{port}/metrics"
+    # Seconds between two rounds of the admission writer (queues, quotas, preemption).
+    admission_interval: float = Field(2.0, gt=0)
+    # The admission writer's Lease: one replica writes admissions; another takes over
+    # this many seconds after the holder stops renewing.
+    admission_lease_seconds: int = Field(15, ge=1)
+    lease_namespace: str = Field(
+        default_factory=lambda: os.environ.get("POD_NAMESPACE") or "default"
+    )
     # What every worker pod gets (RenderSettings).
     worker_image: str = _RENDER.image
     worker_image_pull_policy: str = _RENDER.image_pull_policy

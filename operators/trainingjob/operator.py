@@ -16,10 +16,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from carina.operators.runtime import metrics
-from carina.operators.runtime.cache import Cache
+from carina.operators.runtime.cache import Cache, Key
 from carina.operators.runtime.kube import Kube, load_api_client
 from carina.operators.runtime.settings import Settings
 from carina.operators.runtime.workqueue import WorkQueue
+from carina.operators.trainingjob.admission import AdmissionWriter
 from carina.operators.trainingjob.reconcile import Reconciler
 from carina.operators.trainingjob.scraper import scrape_forever
 from carina.platform.planning.observed import JOB_LABEL
@@ -32,8 +33,9 @@ class Operator:
         self.settings = settings
         self.kube = kube or Kube(load_api_client(settings.api_threads))
         self.cache = Cache()
-        self.queue = WorkQueue()
+        self.queue: WorkQueue[Key] = WorkQueue()
         self.reconciler = Reconciler(settings, self.kube, self.cache, self.queue)
+        self.admission = AdmissionWriter(settings, self.kube, self.cache, self.queue)
         self._tasks: list[asyncio.Task[Any]] = []
         self._runner: web.AppRunner | None = None
 
@@ -58,6 +60,8 @@ class Operator:
             asyncio.create_task(self.reconciler.run_worker(), name=f"reconcile-{i}")
             for i in range(self.settings.workers)
         ]
+        self._tasks.append(asyncio.create_task(self.admission.run_forever(), name="admission"))
+        # Last: it ends at once when progress scraping is off (`healthy` leaves it out).
         self._tasks.append(asyncio.create_task(scrape_forever(self.reconciler), name="progress"))
         await self._serve()
 

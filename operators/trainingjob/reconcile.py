@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +25,13 @@ from carina.operators.runtime.settings import Settings
 from carina.operators.runtime.workqueue import WorkQueue
 from carina.platform.api.manifests import field_errors
 from carina.platform.api.reasons import ConditionType
-from carina.platform.api.types import Phase, Progress, TrainingJob, TrainingJobStatus
+from carina.platform.api.types import (
+    DamagedCheckpoint,
+    Phase,
+    Progress,
+    TrainingJob,
+    TrainingJobStatus,
+)
 from carina.platform.planning.actions import (
     CreateWorkers,
     DeleteJob,
@@ -33,9 +40,10 @@ from carina.platform.planning.actions import (
     SuspendWorkers,
     Wait,
 )
-from carina.platform.planning.engine import ADMITTED, Plan, plan, plan_invalid
+from carina.platform.planning.engine import Plan, plan, plan_invalid
 from carina.platform.planning.failure_policy import kept, superseded
-from carina.platform.planning.progress import newer_checkpoint
+from carina.platform.planning.progress import checkpoint_at
+from carina.platform.planning.queue_view import job_admission
 from carina.platform.planning.render import (
     build_configmap,
     build_service,
@@ -51,17 +59,46 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _key_of(body: dict[str, Any]) -> Key:
+    return (body["metadata"]["namespace"], body["metadata"]["name"])
+
+
+def _without(status: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in status.items() if k != key}
+
+
 def _only_counts_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """True when two status dicts differ only in worker counts and condition messages."""
+    """True when two status dicts differ only in worker counts, progress, the GPU-time account
+    and condition messages."""
 
     def masked(status: dict[str, Any]) -> dict[str, Any]:
-        out = {k: v for k, v in status.items() if k not in ("workers", "progress")}
+        out = {k: v for k, v in status.items() if k not in ("workers", "progress", "goodput")}
         out["conditions"] = [
             {k: v for k, v in c.items() if k != "message"} for c in status.get("conditions", [])
         ]
         return out
 
     return masked(old) == masked(new)
+
+
+def _grace(job: TrainingJob, now: datetime, margin: int) -> int | None:
+    """An evicted gang's grace period: until its eviction's deadline (the queue may cap the
+    job's own), plus the pod's margin; None (the pod's own) for any other stop."""
+    q = job.status.queueing if job.status else None
+    if q is None or q.eviction is None:
+        return None
+    left = (q.eviction.deadline - now).total_seconds()
+    return max(1, int(left) + margin)
+
+
+@dataclass(frozen=True)
+class Scraped:
+    """What a job's rank 0 of one generation last said on its /metrics (`scraper`)."""
+
+    restart: int  # the generation whose rank 0 said it
+    progress: Progress | None  # its newest progress; None before its first logged step
+    checkpoint: tuple[int, datetime] | None = None  # newest checkpoint step, when first seen
+    damaged: tuple[DamagedCheckpoint, ...] = ()  # damaged checkpoints its resume passed over
 
 
 class Reconciler:
@@ -72,7 +109,7 @@ class Reconciler:
         settings: Settings,
         kube: Kube,
         cache: Cache,
-        queue: WorkQueue,
+        queue: WorkQueue[Key],
         clock: Callable[[], datetime] = _utcnow,
     ):
         self.settings = settings
@@ -80,12 +117,12 @@ class Reconciler:
         self.cache = cache
         self.queue = queue
         self.clock = clock
-        self.progress: dict[Key, Progress] = {}
-        # The newest checkpoint step rank 0 reported, and when the scrape saw it.
-        self.checkpoints: dict[Key, tuple[int, datetime]] = {}
+        self.scraped: dict[Key, Scraped] = {}
         self._phases: dict[Key, tuple[str, str]] = {}  # key -> (namespace, phase), for carina_jobs
         self._shared: dict[Key, tuple[str, int | None]] = {}  # (uid, generation) ensured
         self._background: set[asyncio.Task[Any]] = set()
+        self._event_chains: dict[Key, asyncio.Task[None]] = {}
+        self._accounted: dict[Key, str] = {}  # jobs with GPU-time series, and their queue
         self._last_write: dict[Key, float] = {}  # loop time of each job's last status write
 
     # -- the loop ----------------------------------------------------------------------------
@@ -130,20 +167,30 @@ class Reconciler:
         now = self.clock()
         records = self.cache.records(key)
         workers = [r.worker for r in records]
-        progress = self.progress.get(key)
+        # Only what the current generation's rank 0 said: a restarted gang's status keeps the
+        # last known progress until the new rank 0 reports.
+        scraped = self.scraped.get(key)
+        if scraped is not None and scraped.restart != (job.status.restarts if job.status else 0):
+            scraped = None
         checkpoint = None
-        if key in self.checkpoints:
-            step, seen = self.checkpoints[key]
-            root = checkpoint_uri(job, self.settings.render)
-            checkpoint = newer_checkpoint(
-                job.status.last_checkpoint if job.status else None, step, root, seen
-            )
+        if scraped is not None and scraped.checkpoint is not None:
+            step, seen = scraped.checkpoint
+            checkpoint = checkpoint_at(checkpoint_uri(job, self.settings.render), step, seen)
+        acked = self.cache.acks.get(key)  # a stopped worker's last word
+        if acked is not None and (checkpoint is None or acked.step > checkpoint.step):
+            checkpoint = acked
         running = job.status is not None and job.status.phase == Phase.RUNNING
-        decided = plan(job, workers, now, ADMITTED, progress if running else None, checkpoint)
+        progress = scraped.progress if scraped is not None and running else None
+        damaged = scraped.damaged if scraped is not None else ()
+        # A job that names a queue has workers only while the admission writer says so.
+        admission = job_admission(job, managed=job.spec.queue is not None)
+        decided = plan(job, workers, now, admission, progress, checkpoint, damaged, acked=acked)
         if isinstance(decided.action, CreateWorkers):
             refused = await self._create_gang(key, job, decided.action)
             if refused is not None:
-                decided = plan(job, workers, now, ADMITTED, None, checkpoint, refused=refused)
+                decided = plan(
+                    job, workers, now, admission, None, checkpoint, damaged, refused=refused
+                )
         action, status = decided.action, decided.status
         log.debug("%s/%s: %s -> %s", *key, type(action).__name__, status.phase)
 
@@ -160,7 +207,12 @@ class Reconciler:
         elif isinstance(action, FailJob):  # also a gang the API server refused
             await self._delete_workers(key, records, lambda r: r.worker.active)
         elif isinstance(action, SuspendWorkers):
-            await self._delete_workers(key, records, lambda r: not kept(r.worker, status.restarts))
+            await self._delete_workers(
+                key,
+                records,
+                lambda r: not kept(r.worker, status.restarts),
+                _grace(job, now, self.settings.render.grace_margin_seconds),
+            )
 
         self.cache.prune(key, status.restarts)
         if isinstance(action, Wait) and action.until is not None:
@@ -219,13 +271,19 @@ class Reconciler:
             raise next((e for e in errors if isinstance(e, Refused)), errors[0])
 
     async def _delete_workers(
-        self, key: Key, records: list[PodRecord], which: Callable[[PodRecord], bool]
+        self,
+        key: Key,
+        records: list[PodRecord],
+        which: Callable[[PodRecord], bool],
+        grace_seconds: int | None = None,
     ) -> None:
         doomed = [r for r in records if which(r) and not r.worker.deleting]
         for r in doomed:
             self.cache.deleting_ourselves(r.uid)
         ns = key[0]
-        results = await asyncio.gather(*(self.kube.delete_pod(ns, r.name, r.uid) for r in doomed))
+        results = await asyncio.gather(
+            *(self.kube.delete_pod(ns, r.name, r.uid, grace_seconds) for r in doomed)
+        )
         for pod in results:
             if pod is not None and pod.get("kind") == "Pod":
                 self.cache.put_pod(pod)
@@ -237,7 +295,11 @@ class Reconciler:
         old_raw = body.get("status") or {}
         previous = job.status
         new = decided.status.to_wire()
-        if previous is not None and previous.to_wire() == new:
+        # The GPU-time account alone is no news: it goes out with the next change, which
+        # books the whole interval (the state it accounts for is what was last written).
+        if previous is not None and _without(previous.to_wire(), "goodput") == _without(
+            new, "goodput"
+        ):
             return
         if (
             previous is not None
@@ -259,8 +321,7 @@ class Reconciler:
             meta["namespace"], meta["name"], meta["resourceVersion"], patch
         )
         self.cache.put_job(updated)
-        for event in decided.events:
-            self._event(body, event.type, event.reason, event.message)
+        self._post_events(key, body, decided)
         self._count(key, job, previous, decided)
 
     async def _invalid(self, body: dict[str, Any], exc: ValidationError) -> None:
@@ -281,15 +342,37 @@ class Reconciler:
             merge_patch(body.get("status") or {}, decided.status.to_wire()) or {},
         )
         self.cache.put_job(updated)
-        for event in decided.events:
-            self._event(body, event.type, event.reason, event.message)
+        self._post_events(_key_of(body), body, decided)
 
     # -- what people and Prometheus see -------------------------------------------------------
 
-    def _event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        task = asyncio.create_task(self.kube.post_event(body, type_, str(reason), message))
+    def _post_events(self, key: Key, body: dict[str, Any], decided: Plan) -> None:
+        """Post a plan's events in the background, in order, after the job's earlier ones.
+
+        Concurrent posts would reach the API server in any order, and Events carry their time
+        only to the second: one chain per job keeps what a person reads in the order it
+        happened.
+        """
+        if not decided.events:
+            return
+        before = self._event_chains.get(key)
+
+        async def post() -> None:
+            if before is not None:
+                await asyncio.gather(before, return_exceptions=True)
+            for e in decided.events:
+                await self.kube.post_event(body, e.type, str(e.reason), e.message)
+
+        task = asyncio.create_task(post())
+        self._event_chains[key] = task
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._background.discard(t)
+            if self._event_chains.get(key) is t:
+                del self._event_chains[key]
+
+        task.add_done_callback(done)
 
     def _count(
         self, key: Key, job: TrainingJob, previous: TrainingJobStatus | None, decided: Plan
@@ -308,6 +391,13 @@ class Reconciler:
         if first_run and job.metadata.creation_timestamp is not None:
             elapsed = (self.clock() - job.metadata.creation_timestamp).total_seconds()
             metrics.job_start.labels(ns).observe(max(elapsed, 0.0))
+        g = status.goodput
+        if g is not None:
+            queue = job.spec.queue or ""
+            for account in metrics.GPU_ACCOUNTS:
+                metrics.job_gpu_seconds.labels(ns, name, queue, account).set(getattr(g, account))
+            metrics.job_queue_wait.labels(ns, name, queue).set(g.queue_wait_seconds)
+            self._accounted[key] = queue
 
     def _set_phase(self, key: Key, phase: str) -> None:
         new = (key[0], str(phase))
@@ -328,8 +418,12 @@ class Reconciler:
         old = self._phases.pop(key, None)
         if old is not None:
             metrics.jobs.labels(*old).dec()
-        self.progress.pop(key, None)
-        self.checkpoints.pop(key, None)
+        self.scraped.pop(key, None)
+        queue = self._accounted.pop(key, None)
+        if queue is not None:
+            for account in metrics.GPU_ACCOUNTS:
+                metrics.job_gpu_seconds.remove(*key, queue, account)
+            metrics.job_queue_wait.remove(*key, queue)
         self._last_write.pop(key, None)
         self._shared.pop(key, None)
         self.cache.forget(key)

@@ -1,5 +1,7 @@
-"""Generate the TrainingJob CustomResourceDefinition from the pydantic models.
+"""Generate Carina's CustomResourceDefinitions from the pydantic models.
 
+One CRD per kind (`KINDS`: TrainingJob, ClusterQueue, LocalQueue, TrainingPriorityClass),
+each written to `helm/carina/crds/<plural>.carina.dev.yaml` by `carina crds --output`.
 The models are the source of truth; this module turns their JSON Schema into a
 *structural* OpenAPI v3 schema the API server accepts: `$ref`s inlined, `anyOf` with
 null folded into an optional field, int-or-string quantities marked as such (with the
@@ -12,11 +14,14 @@ Kubernetes object passed through as written) marked to preserve unknown fields.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel
 
+from carina.platform.api import queues
 from carina.platform.api import types as api
 from carina.workloads.config import ApiModel
 
@@ -40,6 +45,8 @@ _KEEP = {
     "nullable",
 }
 
+_AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Workload", "type": "string", "jsonPath": ".status.workload"},
@@ -48,8 +55,110 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Step", "type": "integer", "jsonPath": ".status.progress.step"},
     {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss"},
     {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts"},
-    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Queue", "type": "string", "jsonPath": ".spec.queue"},
+    {"name": "Reason", "type": "string", "jsonPath": ".status.queueing.reason"},
+    _AGE,
 ]
+
+
+@dataclass(frozen=True)
+class CrdKind:
+    """One kind's CRD: its top-level model, names, scope, subresources and columns."""
+
+    model: type[ApiModel]
+    plural: str
+    singular: str
+    short_names: tuple[str, ...] = ()
+    scope: Literal["Namespaced", "Cluster"] = "Namespaced"
+    status_subresource: bool = True
+    printer_columns: tuple[dict[str, Any], ...] = ()
+    # property -> its description in the CRD, where the model's docstring says something else
+    descriptions: dict[str, str] = dataclass_field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.model.__name__
+
+    @property
+    def name(self) -> str:
+        """The CRD's own name: <plural>.<group>."""
+        return f"{self.plural}.{api.GROUP}"
+
+    @property
+    def filename(self) -> str:
+        """Its file under helm/carina/crds/."""
+        return f"{self.name}.yaml"
+
+
+TRAINING_JOB = CrdKind(
+    model=api.TrainingJob,
+    plural=api.PLURAL,
+    singular=api.SINGULAR,
+    short_names=api.SHORT_NAMES,
+    printer_columns=tuple(PRINTER_COLUMNS),
+    descriptions={"spec": "What a user asks for.", "status": "What the platform observed."},
+)
+CLUSTER_QUEUE = CrdKind(
+    model=queues.ClusterQueue,
+    plural="clusterqueues",
+    singular="clusterqueue",
+    short_names=("cq",),
+    scope="Cluster",
+    printer_columns=(
+        {"name": "Cohort", "type": "string", "jsonPath": ".spec.cohort"},
+        {"name": "Strategy", "type": "string", "jsonPath": ".spec.queueingStrategy"},
+        {
+            "name": "GPUs reserved",
+            "type": "number",
+            "jsonPath": f'.status.resources[?(@.name=="{queues.GPU}")].reserved',
+        },
+        {"name": "Admitted", "type": "integer", "jsonPath": ".status.admittedJobs"},
+        {"name": "Pending", "type": "integer", "jsonPath": ".status.pendingJobs"},
+        _AGE,
+    ),
+    descriptions={
+        "spec": "A team's quota and how its jobs queue for it.",
+        "status": "What the admission writer reserved and what waits.",
+    },
+)
+LOCAL_QUEUE = CrdKind(
+    model=queues.LocalQueue,
+    plural="localqueues",
+    singular="localqueue",
+    short_names=("lq",),
+    printer_columns=(
+        {"name": "ClusterQueue", "type": "string", "jsonPath": ".spec.clusterQueue"},
+        {"name": "Pending", "type": "integer", "jsonPath": ".status.pendingJobs"},
+        {"name": "Admitted", "type": "integer", "jsonPath": ".status.admittedJobs"},
+    ),
+    descriptions={
+        "spec": "The ClusterQueue this namespace's jobs wait in.",
+        "status": "This namespace's jobs in that ClusterQueue.",
+    },
+)
+TRAINING_PRIORITY_CLASS = CrdKind(
+    model=queues.TrainingPriorityClass,
+    plural="trainingpriorityclasses",
+    singular="trainingpriorityclass",
+    short_names=("tpc",),
+    scope="Cluster",
+    status_subresource=False,
+    printer_columns=(
+        {"name": "Value", "type": "integer", "jsonPath": ".value"},
+        {"name": "Description", "type": "string", "jsonPath": ".description"},
+    ),
+)
+
+KINDS: tuple[CrdKind, ...] = (TRAINING_JOB, CLUSTER_QUEUE, LOCAL_QUEUE, TRAINING_PRIORITY_CLASS)
+CRD_FILENAME = TRAINING_JOB.filename
+CRD_FILENAMES = tuple(k.filename for k in KINDS)
+
+# Properties every object has; the API server owns their schema.
+_OBJECT_PROPERTIES: dict[str, dict[str, Any]] = {
+    "apiVersion": {"type": "string"},
+    "kind": {"type": "string"},
+    "metadata": {"type": "object"},
+}
 
 
 def _models_by_title(model: type[BaseModel], found: dict[str, type[ApiModel]]) -> None:
@@ -155,73 +264,88 @@ class _Converter:
             alias = field.alias or name
             if field.default_factory is None or alias not in props:
                 continue
-            value = field.default_factory()
+            value = field.get_default(call_default_factory=True)
             if isinstance(value, ApiModel):
                 props[alias]["default"] = value.to_wire()
             elif isinstance(value, list):
                 props[alias]["default"] = value
 
 
-def openapi_schema() -> dict[str, Any]:
-    """The structural OpenAPI v3 schema of a TrainingJob (spec and status)."""
+def openapi_schema(kind: CrdKind = TRAINING_JOB) -> dict[str, Any]:
+    """The structural OpenAPI v3 schema of one kind (a TrainingJob's: spec and status)."""
     models: dict[str, type[ApiModel]] = {}
-    _models_by_title(api.TrainingJob, models)
-    converter = _Converter({}, models)
-    parts = {}
-    for name, model in (("spec", api.TrainingJobSpec), ("status", api.TrainingJobStatus)):
-        schema = model.model_json_schema(by_alias=True, mode="validation")
-        converter.defs = schema.pop("$defs", {})
-        parts[name] = converter.convert(schema, model_name=model.__name__)
-    parts["spec"]["description"] = "What a user asks for."
-    parts["status"]["description"] = "What the platform observed."
-    return {
+    _models_by_title(kind.model, models)
+    schema = kind.model.model_json_schema(by_alias=True, mode="validation")
+    converter = _Converter(schema.pop("$defs", {}), models)
+    properties: dict[str, Any] = {}
+    for prop, node in schema["properties"].items():
+        if prop in _OBJECT_PROPERTIES:
+            properties[prop] = dict(_OBJECT_PROPERTIES[prop])
+            continue
+        properties[prop] = converter.convert(node)
+        if prop in kind.descriptions:
+            properties[prop]["description"] = kind.descriptions[prop]
+    out: dict[str, Any] = {
         "type": "object",
-        "required": ["spec"],
-        "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
-            "metadata": {"type": "object"},
-            "spec": parts["spec"],
-            "status": parts["status"],
-        },
+        "required": [p for p in schema.get("required", []) if p not in _OBJECT_PROPERTIES],
+        "properties": properties,
     }
+    rules = [{"rule": r.rule, "message": r.message} for r in kind.model.CEL_RULES]
+    if rules:
+        out["x-kubernetes-validations"] = rules
+    return out
 
 
-def crd() -> dict[str, Any]:
-    """The TrainingJob CustomResourceDefinition as a dict."""
+def crd(kind: CrdKind = TRAINING_JOB) -> dict[str, Any]:
+    """One kind's CustomResourceDefinition as a dict (the TrainingJob's by default)."""
+    version: dict[str, Any] = {
+        "name": api.VERSION,
+        "served": True,
+        "storage": True,
+        "schema": {"openAPIV3Schema": openapi_schema(kind)},
+    }
+    if kind.status_subresource:
+        version["subresources"] = {"status": {}}
+    version["additionalPrinterColumns"] = list(kind.printer_columns)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{api.PLURAL}.{api.GROUP}"},
+        "metadata": {"name": kind.name},
         "spec": {
             "group": api.GROUP,
-            "scope": "Namespaced",
+            "scope": kind.scope,
             "names": {
-                "kind": api.KIND,
-                "listKind": f"{api.KIND}List",
-                "plural": api.PLURAL,
-                "singular": api.SINGULAR,
-                "shortNames": list(api.SHORT_NAMES),
+                "kind": kind.kind,
+                "listKind": f"{kind.kind}List",
+                "plural": kind.plural,
+                "singular": kind.singular,
+                "shortNames": list(kind.short_names),
                 "categories": ["carina"],
             },
-            "versions": [
-                {
-                    "name": api.VERSION,
-                    "served": True,
-                    "storage": True,
-                    "schema": {"openAPIV3Schema": openapi_schema()},
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": PRINTER_COLUMNS,
-                }
-            ],
+            "versions": [version],
         },
     }
 
 
-def crd_yaml() -> str:
-    """The CRD as the YAML committed under helm/carina/crds/."""
-    header = "# Generated by `carina crds` from carina.platform.api.types; do not edit by hand.\n"
-    return header + yaml.safe_dump(crd(), sort_keys=False, width=100, allow_unicode=True)
+def crd_yaml(kind: CrdKind = TRAINING_JOB) -> str:
+    """One CRD as the YAML committed under helm/carina/crds/."""
+    header = f"# Generated by `carina crds` from {kind.model.__module__}; do not edit by hand.\n"
+    text = yaml.dump(crd(kind), Dumper=_NoAliases, sort_keys=False, width=100, allow_unicode=True)
+    return header + text
 
 
-CRD_FILENAME = "trainingjobs.carina.dev.yaml"
+class _NoAliases(yaml.SafeDumper):
+    """Write a schema shared by two fields (a Condition's) out twice, never as &anchor/*alias."""
+
+    def ignore_aliases(self, data: Any) -> bool:  # noqa: ARG002 (PyYAML's signature)
+        return True
+
+
+def crd_files() -> dict[str, str]:
+    """filename -> YAML, for every kind: what `carina crds --output` writes."""
+    return {kind.filename: crd_yaml(kind) for kind in KINDS}
+
+
+def all_crds_yaml() -> str:
+    """Every CRD in one multi-document YAML stream (`carina crds` without --output)."""
+    return "---\n".join(crd_yaml(kind) for kind in KINDS)

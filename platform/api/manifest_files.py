@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 
-from carina.platform.api.manifests import FieldError, ManifestError, parse_manifest
+from carina.platform.api import queues
+from carina.platform.api.manifests import FieldError, ManifestError, field_errors, parse_manifest
 from carina.platform.api.types import TrainingJob
 
 MAX_FILE_BYTES = 1 << 20  # the API server's default request body limit (max_body_bytes)
@@ -69,6 +71,26 @@ def load_jobs(path: Path) -> list[TrainingJob]:
     return [parse_manifest(doc, label) for label, doc in load_documents(path)]
 
 
+CarinaObject = TrainingJob | queues.ClusterQueue | queues.LocalQueue | queues.TrainingPriorityClass
+
+
+def parse_object(manifest: Any, source: str = "<manifest>") -> CarinaObject:
+    """One manifest of any Carina kind (`carina validate`); raises ManifestError.
+
+    A ClusterQueue, LocalQueue or TrainingPriorityClass by its `kind`; anything else is read
+    as a TrainingJob, whose errors then say what is wrong (a wrong `kind` among them).
+    """
+    kind = manifest.get("kind") if isinstance(manifest, dict) else None
+    model = queues.KINDS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        return parse_manifest(manifest, source)
+    try:
+        parsed: CarinaObject = model.model_validate(manifest)
+    except ValidationError as exc:
+        raise ManifestError(source, field_errors(exc)) from None
+    return parsed
+
+
 def _file_error(path: Path, rule: str) -> ManifestError:
     return ManifestError(str(path), [FieldError("(file)", rule)])
 
@@ -90,7 +112,8 @@ class BoundedLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         depth = self._depth + 1
-        event = self.peek_event()
+        # types-PyYAML leaves Parser.peek_event unannotated; it returns the next yaml.Event.
+        event = self.peek_event()  # type: ignore[no-untyped-call]
         if isinstance(event, yaml.AliasEvent):
             if event.anchor in self.anchors and event.anchor not in self._anchored:
                 raise _refused(f"alias *{event.anchor} refers to itself", event)

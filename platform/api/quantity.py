@@ -25,6 +25,8 @@ QUANTITY_PATTERN = rf"^[+-]?{_NUMBER}{_SUFFIX}?$"
 POSITIVE_QUANTITY_PATTERN = (
     rf"^\+?([0-9]*[1-9][0-9]*(\.[0-9]*)?|[0-9]*\.[0-9]*[1-9][0-9]*){_SUFFIX}?$"
 )
+# A quota may be zero: no sign but an optional +.
+NON_NEGATIVE_QUANTITY_PATTERN = rf"^\+?{_NUMBER}{_SUFFIX}?$"
 QUANTITY_MAX_LENGTH = 64
 
 _QUANTITY = re.compile(r"^(?P<number>[+-]?[0-9.]+)(?P<suffix>.*)$")

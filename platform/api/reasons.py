@@ -20,6 +20,8 @@ class ConditionType(StrEnum):
     SUSPENDED = "Suspended"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    # an evicted gang's rank 0 acknowledged the checkpoint it saved on SIGTERM (or did not)
+    CHECKPOINTED = "Checkpointed"
 
 
 class Reason(StrEnum):
@@ -38,6 +40,9 @@ class Reason(StrEnum):
     PREEMPTED = "Preempted"  # the worker saved a checkpoint on SIGTERM and stopped
     # a worker's resume passed over a damaged checkpoint (an event, not a condition)
     CHECKPOINT_CORRUPT = "CheckpointCorrupt"
+    # a victim of preemption saved its checkpoint in time, or was killed first
+    CHECKPOINT_SAVED = "CheckpointSaved"
+    GRACE_PERIOD_EXCEEDED = "GracePeriodExceeded"
     # suspension
     SUSPENDED = "Suspended"
     RESUMED = "Resumed"
@@ -56,3 +61,50 @@ class Reason(StrEnum):
 INFRASTRUCTURE_REASONS = frozenset({Reason.NODE_FAILURE, Reason.EVICTED})
 PREEMPTION_REASONS = frozenset({Reason.PREEMPTED})
 APPLICATION_REASONS = frozenset({Reason.WORKER_FAILED})
+
+
+class QueueConditionType(StrEnum):
+    """Conditions of `status.queueing`, written only by the admission writer."""
+
+    QUOTA_RESERVED = "QuotaReserved"
+    EVICTED = "Evicted"
+    PREEMPTED = "Preempted"
+    REQUEUED = "Requeued"
+
+
+class QueueReason(StrEnum):
+    """Why a job waits for quota, or lost it: one reason per job, in this precedence."""
+
+    # pending, highest precedence first (the order `PENDING_PRECEDENCE` keeps)
+    DEACTIVATED = "Deactivated"  # requeued too often after its gang was not ready in time
+    MISCONFIGURED = "Misconfigured"  # no such LocalQueue or ClusterQueue, or not for this namespace
+    STOPPED = "Suspended"  # the queue's stopPolicy holds it
+    BACKOFF_REQUEUE = "BackoffRequeue"  # waiting out the backoff after an eviction
+    EXCEEDS_MAX_QUOTA = "ExceedsMaxQuota"  # more than the queue could ever hold
+    WAITING_FOR_PREEMPTED = "WaitingForPreemptedWorkloads"  # victims are saving and leaving
+    WAITING_FOR_QUOTA = "WaitingForQuota"
+    PENDING_EVALUATION = "PendingEvaluation"  # the admission writer has not decided yet
+    # admitted
+    QUOTA_RESERVED = "QuotaReserved"
+    WAITING_FOR_PODS_READY = "WaitingForPodsReady"
+    # evictions
+    PREEMPTED = "Preempted"
+    PODS_READY_TIMEOUT = "PodsReadyTimeout"
+    CLUSTER_QUEUE_STOPPED = "ClusterQueueStopped"
+    # whose preemption it was
+    IN_CLUSTER_QUEUE = "InClusterQueue"
+    IN_COHORT_RECLAMATION = "InCohortReclamation"
+    # the victim left; its quota is free and it waits again
+    REQUEUED = "Requeued"
+
+
+PENDING_PRECEDENCE = (
+    QueueReason.DEACTIVATED,
+    QueueReason.MISCONFIGURED,
+    QueueReason.STOPPED,
+    QueueReason.BACKOFF_REQUEUE,
+    QueueReason.EXCEEDS_MAX_QUOTA,
+    QueueReason.WAITING_FOR_PREEMPTED,
+    QueueReason.WAITING_FOR_QUOTA,
+    QueueReason.PENDING_EVALUATION,
+)

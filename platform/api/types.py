@@ -144,7 +144,7 @@ class Workload(ApiModel):
 
     @property
     def config(self) -> WorkloadConfig:
-        value = getattr(self, self.kind)
+        value: WorkloadConfig | None = getattr(self, self.kind)
         assert value is not None
         return value
 
@@ -188,6 +188,21 @@ class CheckpointSpec(ApiModel):
     )
     interval_steps: StrictInt = Field(100, ge=1, description="save every N optimizer steps")
     keep: StrictInt = Field(3, ge=1, le=1000, description="newest checkpoints to keep")
+
+
+class PreemptionSpec(ApiModel):
+    """How this job leaves when a higher-priority job needs its quota."""
+
+    checkpoint_grace_period_seconds: StrictInt | None = Field(
+        None,
+        ge=0,
+        le=86400,
+        description="time every rank has to save after SIGTERM before it is killed; unset: "
+        "the operator's default, capped by the ClusterQueue's maxCheckpointGraceSeconds",
+    )
+    min_runtime_seconds: StrictInt = Field(
+        0, ge=0, le=604800, description="after admission, the job cannot be preempted this long"
+    )
 
 
 class FailurePolicy(ApiModel):
@@ -537,8 +552,22 @@ class TrainingJobSpec(ApiModel):
     suspend: StrictBool = False
     ttl_seconds_after_finished: StrictInt | None = Field(None, ge=0)
     active_deadline_seconds: StrictInt | None = Field(None, ge=1)
-    queue: str | None = Field(None, max_length=63, pattern=NAME_PATTERN)
-    priority: StrictInt = Field(0, ge=-1000, le=1000)
+    queue: str | None = Field(
+        None,
+        max_length=63,
+        pattern=NAME_PATTERN,
+        description="the LocalQueue (in the job's namespace) whose quota the job waits for",
+    )
+    priority: StrictInt = Field(
+        0, ge=-1000, le=1000, description="used when no priorityClassName is set"
+    )
+    priority_class_name: str | None = Field(
+        None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="a TrainingPriorityClass; its value orders the queue and decides preemption",
+    )
+    preemption: PreemptionSpec = Field(default_factory=PreemptionSpec)
     template: WorkerTemplate | None = Field(
         None, description="labels, environment, volumes and placement added to every worker pod"
     )
@@ -599,12 +628,75 @@ class CheckpointStatus(ApiModel):
     time: datetime | None = None
 
 
+class DamagedCheckpoint(ApiModel):
+    """A checkpoint a worker's resume found damaged and passed over for an older one."""
+
+    step: int
+    uri: str
+    file: str = ""
+    reason: str = ""
+
+
 class RestartCounts(ApiModel):
     """Restarts by whose fault they were: the user's code, or the infrastructure."""
 
     application: int = 0
     infrastructure: int = 0
     preemption: int = 0
+
+
+class QuotaAdmission(ApiModel):
+    """The quota a job holds: in which ClusterQueue, how much, since when."""
+
+    cluster_queue: str
+    usage: dict[str, float] = Field(default_factory=dict)
+    borrowing: bool = False
+    admitted_at: datetime
+
+
+class RequeueState(ApiModel):
+    count: int = 0
+    requeue_at: datetime | None = None
+
+
+class EvictionStatus(ApiModel):
+    """An eviction in flight: asked when, the victims' deadline, why, and for whom."""
+
+    reason: str
+    detail: str | None = None  # InClusterQueue, InCohortReclamation
+    requested_at: datetime
+    deadline: datetime
+    preemptor: str | None = None  # namespace/name of the job that needs the quota
+    message: str = ""
+
+
+class GoodputStatus(ApiModel):
+    """Where the job's GPU time went (GPU-seconds)."""
+
+    allocated: float = 0  # workers held GPUs
+    productive: float = 0  # allocated minus the losses below
+    lost_to_failures: float = 0  # work since the last checkpoint when a gang restarted
+    lost_to_preemption: float = 0  # work since the last checkpoint when a victim was killed
+    restart_pauses: float = 0  # GPUs held while the gang was restarting or starting
+    queue_wait_seconds: float = 0  # wall time waiting for quota (no GPUs held)
+    updated_at: datetime | None = None  # the moment these figures are exact at
+
+
+class QueueingStatus(ApiModel):
+    """Admission state, written only by the admission writer (two writers never share a list)."""
+
+    local_queue: str | None = None
+    cluster_queue: str | None = None
+    priority: int = 0
+    active: bool = True
+    admission: QuotaAdmission | None = None
+    eviction: EvictionStatus | None = None
+    requeue: RequeueState = Field(default_factory=RequeueState)
+    reason: str | None = Field(None, description="why the job waits, or QuotaReserved")
+    message: str = ""
+    position: int | None = Field(None, description="1 = next in its ClusterQueue")
+    estimated_start: datetime | None = None
+    conditions: list[Condition] = Field(default_factory=list)
 
 
 class TrainingJobStatus(ApiModel):
@@ -623,7 +715,14 @@ class TrainingJobStatus(ApiModel):
     completion_time: datetime | None = None
     progress: Progress | None = None
     last_checkpoint: CheckpointStatus | None = None
+    damaged_checkpoints: list[DamagedCheckpoint] | None = Field(
+        None,
+        description="damaged checkpoints workers passed over (the newest 16), each announced"
+        " once by a CheckpointCorrupt Warning event",
+    )
     observed_generation: int | None = None
+    queueing: QueueingStatus | None = None
+    goodput: GoodputStatus | None = None
 
 
 # ---------------------------------------------------------------- the object

@@ -29,6 +29,13 @@ def jobs_path(namespace: str, name: str | None = None, *rest: str) -> str:
     return "/".join([path, *rest])
 
 
+def _segment(name: str) -> str:
+    """One path segment, quoted: a name never reaches another path."""
+    if name in ("", ".", ".."):
+        raise ValueError(f"{name!r} is not a name")
+    return quote(name, safe="")
+
+
 class ApiError(Exception):
     """A 4xx/5xx answer, with the reason, message and field errors the server gave."""
 
@@ -100,6 +107,11 @@ class CarinaClient:
             )
         return resp
 
+    def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """The JSON object a route answers (every route answers an object)."""
+        body: dict[str, Any] = self._call(method, path, **kwargs).json()
+        return body
+
     def healthy(self) -> bool:
         try:
             return self.http.get("/healthz", timeout=2).status_code == 200
@@ -107,35 +119,49 @@ class CarinaClient:
             return False
 
     def create(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
-        return self._call("POST", jobs_path(namespace), json=manifest).json()
+        return self._object("POST", jobs_path(namespace), json=manifest)
 
     def get(self, namespace: str, name: str) -> dict[str, Any]:
-        return self._call("GET", jobs_path(namespace, name)).json()
+        return self._object("GET", jobs_path(namespace, name))
 
     def list_jobs(self, namespace: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         cont = ""
         while True:
-            page = self._call(
+            page = self._object(
                 "GET", jobs_path(namespace), params={"limit": 500, "continue": cont}
-            ).json()
+            )
             items += page["items"]
             cont = (page.get("metadata") or {}).get("continue") or ""
             if not cont:
                 return items
 
     def delete(self, namespace: str, name: str) -> dict[str, Any]:
-        return self._call("DELETE", jobs_path(namespace, name)).json()
+        return self._object("DELETE", jobs_path(namespace, name))
 
     def suspend(self, namespace: str, name: str, suspend: bool = True) -> dict[str, Any]:
         verb = "suspend" if suspend else "resume"
-        return self._call("POST", jobs_path(namespace, name, verb)).json()
+        return self._object("POST", jobs_path(namespace, name, verb))
 
     def metrics(self, namespace: str, name: str) -> dict[str, Any]:
-        return self._call("GET", jobs_path(namespace, name, "metrics")).json()
+        return self._object("GET", jobs_path(namespace, name, "metrics"))
 
     def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        return self._call("GET", jobs_path(namespace, name, "events")).json()["items"]
+        body = self._object("GET", jobs_path(namespace, name, "events"))
+        items: list[dict[str, Any]] = body["items"]
+        return items
+
+    def cluster_queues(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self._object("GET", "/api/v1/clusterqueues")["items"]
+        return items
+
+    def cluster_queue(self, name: str) -> dict[str, Any]:
+        return self._object("GET", "/api/v1/clusterqueues/" + _segment(name))
+
+    def local_queues(self, namespace: str) -> list[dict[str, Any]]:
+        path = f"/api/v1/namespaces/{_segment(namespace)}/localqueues"
+        items: list[dict[str, Any]] = self._object("GET", path)["items"]
+        return items
 
     def logs(
         self,

@@ -176,10 +176,12 @@ def _print_jobs(jobs: list[dict[str, Any]], output: str) -> None:
         typer.echo(yaml.safe_dump_all(jobs, sort_keys=False), nl=False)
         return
     table = Table(box=None, pad_edge=False)
-    for col in ("NAME", "PHASE", "WORKLOAD", "WORKERS", "STEP", "LOSS", "RESTARTS", "AGE"):
+    columns = ("NAME", "PHASE", "WORKLOAD", "WORKERS", "STEP", "LOSS", "RESTARTS", "QUEUE")
+    for col in (*columns, "REASON", "AGE"):
         table.add_column(col)
     for job in jobs:
         status = job.get("status") or {}
+        queueing = status.get("queueing") or {}
         progress = status.get("progress") or {}
         workers = status.get("workers") or {}
         loss = progress.get("loss")
@@ -191,6 +193,8 @@ def _print_jobs(jobs: list[dict[str, Any]], output: str) -> None:
             f"{progress.get('step', 0)}/{progress.get('totalSteps', '-')}" if progress else "-",
             f"{loss:.3f}" if isinstance(loss, int | float) else "-",
             str(status.get("restarts", 0)),
+            job["spec"].get("queue") or "-",
+            queueing.get("reason") or "-",
             _age(job["metadata"].get("creationTimestamp")),
         )
     out.print(table)

@@ -1,17 +1,18 @@
 """The `carina` command line: one entry for people, CI and the chart.
 
 Commands: `version`, `crds`, `validate`, `operator` in offline.py; `up`, `run` in
-embedded.py; `submit`, `get`, `list`, `delete`, `logs`, `suspend`, `resume` in jobs.py (what
-the two share is in common.py). Each command is a thin adapter around a function of
+embedded.py; `submit`, `get`, `list`, `delete`, `logs`, `suspend`, `resume` in jobs.py;
+`queues` (and `queues show`, `queues local`) in queues.py (what the last three share is in
+common.py). Each command is a thin adapter around a function of
 carina.platform; errors are printed as field paths and rules, never as tracebacks.
 """
 
 from __future__ import annotations
 
-from carina.platform.cli import embedded, jobs, offline
+from carina.platform.cli import embedded, jobs, offline, queues
 from carina.platform.cli.app import app
 
-COMMAND_MODULES = (offline, embedded, jobs)  # importing them registers their commands
+COMMAND_MODULES = (offline, embedded, jobs, queues)  # importing them registers their commands
 
 
 def main() -> None:

@@ -14,8 +14,9 @@ from typing import Annotated
 import typer
 
 from carina.platform.api import crd
-from carina.platform.api.manifest_files import load_documents
-from carina.platform.api.manifests import ManifestError, parse_manifest
+from carina.platform.api.manifest_files import CarinaObject, load_documents, parse_object
+from carina.platform.api.manifests import ManifestError
+from carina.platform.api.queues import ClusterQueue, LocalQueue, TrainingPriorityClass
 from carina.platform.cli.app import app, err, out, report_invalid
 
 
@@ -40,22 +41,31 @@ def crds(
         typer.Option("--output", "-o", help="write into this folder instead of stdout"),
     ] = None,
 ) -> None:
-    """Print (or write) the TrainingJob CustomResourceDefinition."""
-    text = crd.crd_yaml()
+    """Print (or write, one file per kind) Carina's CustomResourceDefinitions.
+
+    TrainingJob, ClusterQueue, LocalQueue and TrainingPriorityClass.
+    """
     if output is None:
-        typer.echo(text, nl=False)
+        typer.echo(crd.all_crds_yaml(), nl=False)
         return
     output.mkdir(parents=True, exist_ok=True)
-    target = output / crd.CRD_FILENAME
-    target.write_text(text)
-    err.print(f"wrote {target}", highlight=False)
+    for filename, text in crd.crd_files().items():
+        target = output / filename
+        target.write_text(text)
+        err.print(f"wrote {target}", highlight=False)
 
 
 @app.command()
 def validate(
-    files: Annotated[list[Path], typer.Argument(help="TrainingJob manifests (YAML)")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="manifests (YAML): TrainingJobs, ClusterQueues, LocalQueues,"
+            " TrainingPriorityClasses"
+        ),
+    ],
 ) -> None:
-    """Check manifests with the same models the API server's CRD is generated from."""
+    """Check manifests with the same models the API server's CRDs are generated from."""
     failed = 0
     for path in files:
         try:
@@ -65,17 +75,28 @@ def validate(
             continue
         for label, document in documents:
             try:
-                job = parse_manifest(document, label)
+                obj = parse_object(document, label)
             except ManifestError as exc:
                 failed += report_invalid(exc)
                 continue
-            out.print(
-                f"{label}: ok ({job.metadata.name}: {job.spec.workload.kind}, "
-                f"{job.spec.replicas} worker(s))",
-                highlight=False,
-            )
+            out.print(f"{label}: ok ({_summary(obj)})", highlight=False)
     if failed:
         raise typer.Exit(code=1)
+
+
+def _summary(obj: CarinaObject) -> str:
+    """What `carina validate` says of a valid object, in a few words."""
+    name = obj.metadata.name
+    if isinstance(obj, ClusterQueue):
+        quotas = ", ".join(f"{r.name} {r.nominal_quota}" for r in obj.spec.resources)
+        cohort = f"cohort {obj.spec.cohort}" if obj.spec.cohort else "no cohort"
+        return f"ClusterQueue {name}: {cohort}; {quotas}"
+    if isinstance(obj, LocalQueue):
+        where = f"{obj.metadata.namespace}/{name}" if obj.metadata.namespace else name
+        return f"LocalQueue {where} -> ClusterQueue {obj.spec.cluster_queue}"
+    if isinstance(obj, TrainingPriorityClass):
+        return f"TrainingPriorityClass {name}: {obj.value}"
+    return f"{name}: {obj.spec.workload.kind}, {obj.spec.replicas} worker(s)"
 
 
 @app.command()

@@ -14,7 +14,8 @@ from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from carina.platform.api.types import NAME_MAX_LENGTH, NAME_PATTERN
-from carina.platform.controlplane.backends.base import Backend, Principal, Unavailable
+from carina.platform.controlplane.backend_errors import Unavailable
+from carina.platform.controlplane.backends.base import Backend, Principal
 from carina.platform.controlplane.settings import Settings
 
 
@@ -72,6 +73,30 @@ NamePath = Annotated[
     str,
     Path(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN, description="job name"),
 ]
+QueueNamePath = Annotated[
+    str, Path(min_length=1, max_length=63, pattern=NAME_PATTERN, description="ClusterQueue name")
+]
+
+
+async def _check(
+    backend: Backend, principal: Principal, namespace: str, verb: str, resource: str
+) -> None:
+    """403 unless the caller may `verb` `resource` in `namespace` ("": cluster-scoped)."""
+    try:
+        allowed = await backend.authorize(principal, namespace, verb, resource)
+    except Unavailable as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, {"reason": "Unavailable", "message": str(exc)}
+        ) from None
+    if not allowed:
+        where = f" in namespace {namespace}" if namespace else ""
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            {
+                "reason": "Forbidden",
+                "message": f"{principal.name} may not {verb} {resource}{where}",
+            },
+        )
 
 
 def authorized(
@@ -82,22 +107,20 @@ def authorized(
     async def dependency(
         namespace: NamespacePath, principal: CurrentPrincipal, backend: BackendDep
     ) -> str:
-        try:
-            allowed = await backend.authorize(principal, namespace, verb, resource)
-        except Unavailable as exc:
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE, {"reason": "Unavailable", "message": str(exc)}
-            ) from None
-        if not allowed:
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN,
-                {
-                    "reason": "Forbidden",
-                    "message": f"{principal.name} may not {verb} {resource}"
-                    f" in namespace {namespace}",
-                },
-            )
+        await _check(backend, principal, namespace, verb, resource)
         return namespace
+
+    return dependency
+
+
+def cluster_authorized(
+    verb: str, resource: str
+) -> Callable[[Principal, Backend], Awaitable[Principal]]:
+    """A dependency: the caller, once it may `verb` the cluster-scoped `resource`."""
+
+    async def dependency(principal: CurrentPrincipal, backend: BackendDep) -> Principal:
+        await _check(backend, principal, "", verb, resource)
+        return principal
 
     return dependency
 
@@ -109,3 +132,6 @@ MayDelete = Annotated[str, Depends(authorized("delete"))]
 MayPatch = Annotated[str, Depends(authorized("patch"))]
 MayReadLogs = Annotated[str, Depends(authorized("get", "pods/log"))]
 MayReadEvents = Annotated[str, Depends(authorized("list", "events"))]
+MayListLocalQueues = Annotated[str, Depends(authorized("list", "localqueues"))]
+MayListClusterQueues = Annotated[Principal, Depends(cluster_authorized("list", "clusterqueues"))]
+MayGetClusterQueue = Annotated[Principal, Depends(cluster_authorized("get", "clusterqueues"))]

@@ -67,3 +67,65 @@ class EventList(Body):
 
 class Health(Body):
     status: str
+
+
+# ---------------------------------------------------------------- queues
+
+
+class QueueResource(Body):
+    """One resource of a ClusterQueue, in its base unit (GPUs, cores, bytes, pods)."""
+
+    name: str = Field(description="nvidia.com/gpu, rdma/roce_gdr, cpu, memory or pods")
+    nominal: float = Field(description="the quota its jobs may always hold")
+    reserved: float = Field(0, description="held by admitted jobs (victims until they leave)")
+    borrowed: float = Field(0, description="of `reserved`, the part borrowed from the cohort")
+    borrowing_limit: float | None = Field(None, description="unset: no limit")
+    lending_limit: float | None = Field(None, description="unset: all of its unused quota")
+
+
+class PendingJob(Body):
+    """A job waiting for quota in a ClusterQueue, and why."""
+
+    namespace: str
+    name: str
+    local_queue: str | None = None
+    priority: int = 0
+    reason: str | None = Field(None, description="WaitingForQuota, ExceedsMaxQuota, ...")
+    message: str = ""
+    position: int | None = Field(None, description="1 = next in its ClusterQueue")
+    estimated_start: datetime | None = None
+    created: datetime | None = None
+
+
+class ClusterQueueSummary(Body):
+    name: str
+    cohort: str | None = None
+    strategy: str = Field(description="StrictFIFO or BestEffortFIFO")
+    stop_policy: str = "None"
+    resources: list[QueueResource] = Field(default_factory=list)
+    admitted_jobs: int = 0
+    pending_jobs: int = Field(0, description="every pending job, also those not listed")
+
+
+class ClusterQueueDetail(ClusterQueueSummary):
+    pending: list[PendingJob] = Field(
+        default_factory=list,
+        description="pending jobs in queue order, of the namespaces the caller may list",
+    )
+
+
+class ClusterQueueList(Body):
+    items: list[ClusterQueueSummary]
+
+
+class LocalQueueOut(Body):
+    namespace: str
+    name: str
+    cluster_queue: str
+    stop_policy: str = "None"
+    pending_jobs: int = 0
+    admitted_jobs: int = 0
+
+
+class LocalQueueList(Body):
+    items: list[LocalQueueOut]

@@ -2,20 +2,27 @@
 
 Each pass reads every job once, observes its worker processes, asks the lifecycle engine the
 operator asks (`planning.engine.plan`) for the status, the action and the events, performs the
-action's effects idempotently, posts the events and writes status once. Only the capacity
-count and the progress file are local concerns. Because everything it needs is in SQLite and the run
-folders, a restarted `carina up` simply carries on: live workers are adopted by pid,
-workers that died with the machine show up as failures and restart from the checkpoint.
+action's effects idempotently, posts the events and writes status once. Progress comes by the
+operator's channel: each pass scrapes global rank 0's /metrics (`http://127.0.0.1:<port>`,
+the port worker 0 was given, kept in the job's runtime record) and reads it with the same
+parser (`planning.progress.read_scrape`); a worker that has exited gives its final step in its
+termination message, as a pod does. Only the capacity count is a local concern. Because
+everything it needs is in SQLite and the run folders, a restarted `carina up` simply carries
+on: live workers are adopted by pid, workers that died with the machine show up as failures
+and restart from the checkpoint.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,11 +31,12 @@ from pydantic import ValidationError
 
 from carina.platform.api.manifests import field_errors
 from carina.platform.api.quantity import parse_quantity
-from carina.platform.api.reasons import Reason
 from carina.platform.api.types import (
     FINISHED_PHASES,
     CheckpointStatus,
+    DamagedCheckpoint,
     Progress,
+    QueueingStatus,
     TrainingJob,
     TrainingJobStatus,
 )
@@ -36,8 +44,8 @@ from carina.platform.embedded.capacity import assign_gpus
 from carina.platform.embedded.launcher import (
     Launcher,
     RunPaths,
+    checkpoint_uri,
     free_ports,
-    read_json,
     run_paths,
     worker_env,
 )
@@ -53,12 +61,38 @@ from carina.platform.planning.actions import (
     SuspendWorkers,
     Wait,
 )
-from carina.platform.planning.admission import Capacity, admit, gang_demand, job_admission
+from carina.platform.planning.admission import Capacity
 from carina.platform.planning.engine import ADMITTED, JobAdmission, Plan, plan, plan_invalid
-from carina.platform.planning.observed import ObservedWorker
-from carina.workloads.contract import ProgressDocument
+from carina.platform.planning.observed import ObservedWorker, parse_checkpoint
+from carina.platform.planning.progress import checkpoint_at, read_scrape
+from carina.platform.planning.queue_view import (
+    estimate_starts,
+    eta,
+    gang_usage,
+    job_admission,
+    job_info,
+    machine_queue,
+    next_queueing,
+)
+from carina.platform.planning.queueing import JobInfo, schedule
 
 log = logging.getLogger("carina.local")
+
+# A scrape of a worker's /metrics: short, since a pass waits for it (no answer: no news).
+SCRAPE_TIMEOUT_SECONDS = 1.0
+_SCRAPE_LIMIT_BYTES = 4 << 20
+# Straight to the worker on this machine, whatever proxy the environment names.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def fetch_metrics(url: str) -> str | None:
+    """The text a worker's metrics endpoint serves, or None when it does not answer."""
+    try:
+        with _DIRECT.open(url, timeout=SCRAPE_TIMEOUT_SECONDS) as resp:
+            body: bytes = resp.read(_SCRAPE_LIMIT_BYTES)
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+    return body.decode("utf-8", "replace")
 
 
 def spec_problems(error: ValueError) -> str:
@@ -66,6 +100,10 @@ def spec_problems(error: ValueError) -> str:
     if isinstance(error, ValidationError):
         return "; ".join(str(e) for e in field_errors(error))
     return str(error)
+
+
+# The name the machine's one implicit ClusterQueue goes by in status.queueing and the API.
+MACHINE_QUEUE = "this-machine"
 
 
 @dataclass(frozen=True)
@@ -90,6 +128,9 @@ class Substrate:
         self._parsed: dict[str, tuple[tuple[str, str], TrainingJob]] = {}
         self._seen_version = -1
         self._busy = True
+        self._wrote = False
+        # How a pass reads rank 0's /metrics (tests put a stand-in here).
+        self.fetch_metrics: Callable[[str], str | None] = fetch_metrics
 
     # ------------------------------------------------------------ the loop
 
@@ -148,21 +189,11 @@ class Substrate:
             return
         jobs = self.store.jobs_in_admission_order()
         holding = self.store.uids_with_workers()
-        demands = []
         invalid: dict[str, str] = {}  # uid -> what is wrong with its spec
+        queueing = self._admission(jobs, holding, invalid, now)
         for row in jobs:
-            if row.deleting or row.phase in FINISHED_PHASES:
-                continue
-            try:
-                job = self._parse(row)
-                if not job.spec.suspend:
-                    demands.append(gang_demand(job, row.uid, row.uid in holding))
-            except ValueError as exc:  # pydantic's ValidationError is one too
-                invalid[row.uid] = spec_problems(exc)
-        admission = admit(demands, self.config.capacity)
-        for row in jobs:
-            admitted = job_admission(admission, row.uid, "the machine has room for every worker")
-            key = (row.metadata, row.spec, row.deleting, admitted)
+            admitted, q = queueing.get(row.uid, (ADMITTED, None))
+            key = (row.metadata, row.spec, row.deleting, admitted, q)
             live = row.uid in holding and any(
                 self.launcher.alive(w) for w in self.store.workers(row.uid)
             )
@@ -174,7 +205,7 @@ class Substrate:
                 if row.uid in invalid:
                     rest: Wait | None = self._fail_invalid(row, invalid[row.uid], now)
                 else:
-                    rest = self.reconcile(row, now, admitted)
+                    rest = self.reconcile(row, now, admitted, q)
             except Exception:
                 log.exception("reconcile of %s/%s failed", row.namespace, row.name)
                 continue
@@ -183,7 +214,81 @@ class Substrate:
         for uid in set(self._quiet) - {row.uid for row in jobs}:
             del self._quiet[uid]
         self._seen_version = version
-        self._busy = any(row.uid not in self._quiet for row in jobs)
+        # A status this pass wrote is news to the admission decision of the next (a victim's
+        # recorded exit releases its quota), and SQLite's data_version counts only others'
+        # writes: look again.
+        self._busy = self._wrote or any(row.uid not in self._quiet for row in jobs)
+        self._wrote = False
+
+    def _admission(
+        self, jobs: list[JobRow], holding: set[str], invalid: dict[str, str], now: datetime
+    ) -> dict[str, tuple[JobAdmission, QueueingStatus]]:
+        """The machine's one queue: every job's admission and `status.queueing` this pass.
+
+        The same function decides as on a cluster (`planning.queueing.schedule`), with one
+        implicit ClusterQueue the size of the machine: first come first served, and a higher
+        priority preempts a lower one, whose workers save a checkpoint before they go.
+        """
+        capacity = self.config.capacity
+        queue = machine_queue(capacity.cpus, capacity.memory_bytes, capacity.gpus, MACHINE_QUEUE)
+        views: dict[str, tuple[TrainingJob, JobInfo]] = {}
+        for row in jobs:
+            if row.deleting:
+                continue
+            try:
+                job = self._parse(row)
+                gang_usage(job)  # a request it cannot count fails the job, naming the field
+            except ValueError as exc:  # pydantic's ValidationError is one too
+                invalid[row.uid] = spec_problems(exc)
+                continue
+            status = (
+                TrainingJobStatus.model_validate(json.loads(row.status))
+                if row.status != "{}"
+                else None
+            )
+            held = (
+                status is not None
+                and status.queueing is not None
+                and (status.queueing.admission is not None)
+            )
+            stopping = row.phase in FINISHED_PHASES or job.spec.suspend
+            if stopping and not held:
+                continue
+            gone = row.uid not in holding or not any(
+                self.launcher.alive(w) for w in self.store.workers(row.uid)
+            )
+            job = job.model_copy(update={"status": status})
+            info = job_info(
+                job,
+                f"{row.namespace}/{row.name}",  # how messages name it
+                queue=MACHINE_QUEUE,
+                priority=job.spec.priority,
+                workers_gone=gone,
+                covered=queue.quotas.keys(),
+            )
+            if stopping and info.held is not None and not info.evicting:
+                info = replace(info, evicting="Finished", active=False)
+            views[row.uid] = (job, info)
+        infos = [v[1] for v in views.values()]
+        decisions = schedule([queue], infos, now.timestamp())
+        finishes = {v[1].key: when for v in views.values() if (when := eta(v[0])) is not None}
+        starts = estimate_starts([queue], infos, decisions, finishes, now)
+        out: dict[str, tuple[JobAdmission, QueueingStatus]] = {}
+        for uid, (job, info) in views.items():
+            q = next_queueing(
+                job,
+                info.key,
+                decisions,
+                now,
+                local_queue=job.spec.queue,
+                cluster_queue=MACHINE_QUEUE,
+                priority=info.priority,
+                grace_seconds=self.config.stop_grace_seconds,
+                estimated_start=starts.get(info.key),
+            )
+            status = (job.status or TrainingJobStatus()).model_copy(update={"queueing": q})
+            out[uid] = (job_admission(job.model_copy(update={"status": status}), True), q)
+        return out
 
     def _parse(self, row: JobRow) -> TrainingJob:
         """The job as a model, parsed once per change of its metadata or spec."""
@@ -197,7 +302,11 @@ class Substrate:
     # ------------------------------------------------------------ one job
 
     def reconcile(
-        self, row: JobRow, now: datetime, admission: JobAdmission = ADMITTED
+        self,
+        row: JobRow,
+        now: datetime,
+        admission: JobAdmission = ADMITTED,
+        queueing: QueueingStatus | None = None,
     ) -> Wait | None:
         """Observe, plan, apply, write status once; a Wait when there is nothing to do."""
         paths = run_paths(self.config.state_dir, row.namespace, row.name, row.uid)
@@ -211,26 +320,33 @@ class Substrate:
             job = self._parse(row)
         except ValueError as exc:
             return self._fail_invalid(row, spec_problems(exc), now)
-        workers = self._observe(row.uid, paths)
+        workers, acked = self._observe(row.uid, paths)
 
         previous = (
             TrainingJobStatus.model_validate(json.loads(row.status)) if row.status != "{}" else None
         )
-        progress, checkpoint, damaged = self._read_progress(row.uid, paths, now)
+        progress, checkpoint, damaged = self._scrape(row, job, paths, now)
+        if acked is not None and (checkpoint is None or acked.step > checkpoint.step):
+            checkpoint = acked
+        known = previous
+        if queueing is not None:  # this pass's admission decision joins the status
+            known = (previous or TrainingJobStatus()).model_copy(update={"queueing": queueing})
         decided = plan(
-            job.model_copy(update={"status": previous}),
+            job.model_copy(update={"status": known}),
             workers,
             now,
             admission,
             progress,
             checkpoint,
             damaged,
+            acked=acked,
         )
         action = decided.action
         self._apply(action, job, row, workers, paths, now)
         if isinstance(action, DeleteJob):
             return None
         self._write(row, decided, previous, now)
+        self._sample(row.uid, decided.status.progress, now)
         if isinstance(action, Nothing):
             return Wait(None)
         return action if isinstance(action, Wait) else None
@@ -251,12 +367,20 @@ class Substrate:
         self._write(row, plan_invalid(previous, problems, now), previous, now)
         return Wait(None)
 
-    def _observe(self, uid: str, paths: RunPaths) -> list[ObservedWorker]:
-        """Observed workers; a stopped worker that has exited is gone (as a deleted pod)."""
+    def _observe(
+        self, uid: str, paths: RunPaths
+    ) -> tuple[list[ObservedWorker], CheckpointStatus | None]:
+        """Observed workers, and the newest checkpoint a stopped worker acknowledged in its last
+        word before it went: a stopped worker that has exited is gone (as a deleted pod)."""
         observed = []
+        acked: CheckpointStatus | None = None
         for w in self.store.workers(uid):
             alive = self.launcher.alive(w)
             if w.stopping and not alive:
+                last = observe(w, False, paths)
+                said = parse_checkpoint(last.termination_message, last.finished_at)
+                if said is not None and (acked is None or said.step > acked.step):
+                    acked = said
                 self._forget(w)
                 continue
             if w.stopping and alive:
@@ -264,7 +388,7 @@ class Substrate:
                 if time.monotonic() - sent > self.config.stop_grace_seconds:
                     self.launcher.signal(w, signal.SIGKILL)
             observed.append(observe(w, alive, paths))
-        return observed
+        return observed, acked
 
     def _forget(self, worker: WorkerRow) -> None:
         self._stop_sent.pop((worker.uid, worker.index), None)
@@ -313,10 +437,13 @@ class Substrate:
             # A new gang gets a fresh rendezvous port: the old one may linger in TIME_WAIT.
             runtime = {"restart": action.restart, "masterPort": free_ports(1)[0]}
         gpus = self._assign_gpus(job, row, runtime, action.indices)
+        ports = free_ports(len(action.indices))
+        # Where each worker serves its metrics: worker 0's is the one a pass scrapes.
+        metrics_ports: dict[str, int] = runtime.setdefault("metricsPorts", {})
+        metrics_ports.update({str(i): p for i, p in zip(action.indices, ports, strict=True)})
         self.store.write_runtime(row.uid, runtime)
         self.launcher.prepare(job, paths)
         threads = max(1, int(parse_quantity(job.spec.resources.cpu)))
-        ports = free_ports(len(action.indices))
         for index, metrics_port in zip(action.indices, ports, strict=True):
             env = worker_env(
                 job,
@@ -356,56 +483,44 @@ class Substrate:
             assigned[str(index)] = ids
         return assigned
 
-    def _read_progress(
-        self, uid: str, paths: RunPaths, now: datetime
-    ) -> tuple[Progress | None, CheckpointStatus | None, frozenset[str]]:
-        """Rank 0's progress file: progress, the newest checkpoint, and damaged checkpoints.
+    def _scrape(
+        self,
+        row: JobRow,
+        job: TrainingJob,
+        paths: RunPaths,
+        now: datetime,
+    ) -> tuple[Progress | None, CheckpointStatus | None, tuple[DamagedCheckpoint, ...]]:
+        """What global rank 0 says on its /metrics: progress, the newest checkpoint, and the
+        damaged checkpoints its resume passed over.
 
-        Each step also goes to the sample store, and each damaged checkpoint a worker passed
-        over raises one Warning event.
+        The operator reads a pod's endpoint with the same parser. Nothing while worker 0 does
+        not run or does not answer: status keeps the last progress it knows, and a worker
+        that has exited gives its final step in its termination message.
         """
-        data = read_json(paths.progress)
-        if not data:
-            return None, None, frozenset()
-        try:
-            progress = Progress.model_validate(
-                {
-                    k: data.get(k)
-                    for k in ("step", "totalSteps", "loss", "tokensPerSecond", "updatedAt")
-                    if data.get(k) is not None
-                }
-            )
-        except ValueError:
-            return None, None, frozenset()
-        damaged = self._warn_skipped(uid, data, now)
-        checkpoint = None
-        ckpt = data.get("lastCheckpoint")
-        if isinstance(ckpt, dict) and "step" in ckpt and "uri" in ckpt:
-            checkpoint = CheckpointStatus(step=int(ckpt["step"]), uri=str(ckpt["uri"]), time=now)
-        previous = self.store.last_sample_step(uid)
-        if progress.step and progress.step != previous:
-            when = progress.updated_at.timestamp() if progress.updated_at else now.timestamp()
-            self.store.add_sample(
-                uid, Sample(progress.step, when, progress.loss, progress.tokens_per_second)
-            )
-        return progress, checkpoint, damaged
+        runtime = json.loads(row.runtime)
+        port = (runtime.get("metricsPorts") or {}).get("0")
+        rank0 = any(
+            w.index == 0 and w.restart == runtime.get("restart") and self.launcher.alive(w)
+            for w in self.store.workers(row.uid)
+        )
+        text = self.fetch_metrics(f"http://127.0.0.1:{port}/metrics") if port and rank0 else None
+        if text is None:
+            return None, None, ()
+        scrape = read_scrape(text, now)
+        saved = scrape.checkpoint_step
+        checkpoint = checkpoint_at(checkpoint_uri(job, paths), saved, now) if saved else None
+        return scrape.progress, checkpoint, scrape.damaged
 
-    def _warn_skipped(self, uid: str, data: dict[str, Any], now: datetime) -> frozenset[str]:
-        """A Warning for each damaged checkpoint a worker passed over, once; their URIs."""
-        doc = ProgressDocument.from_json(data)
-        if doc is None or not doc.skipped_checkpoints:
-            return frozenset()
-        said = {e.message for e in self.store.events(uid) if e.reason == Reason.CHECKPOINT_CORRUPT}
-        for skipped in doc.skipped_checkpoints:
-            message = (
-                f"checkpoint at step {skipped.get('step')} is damaged and was passed over for an"
-                f" older one: {skipped.get('file')}: {skipped.get('reason')} ({skipped.get('uri')})"
-            )
-            if message not in said:
-                self.store.add_event(
-                    uid, now.timestamp(), "Warning", Reason.CHECKPOINT_CORRUPT, message
-                )
-        return frozenset(str(s.get("uri")) for s in doc.skipped_checkpoints)
+    def _sample(self, uid: str, progress: Progress | None, now: datetime) -> None:
+        """A new step in status (scraped, or rank 0's final word) joins the sample store."""
+        if progress is None or not progress.step:
+            return
+        if progress.step == self.store.last_sample_step(uid):
+            return
+        when = (progress.updated_at or now).timestamp()
+        self.store.add_sample(
+            uid, Sample(progress.step, when, progress.loss, progress.tokens_per_second)
+        )
 
     def _write(
         self,
@@ -416,9 +531,16 @@ class Substrate:
     ) -> None:
         """Post the plan's events and write its status, when it changed."""
         status = decided.status
-        if previous is not None and status == previous and not decided.events:
+        # The GPU-time account alone is no news: it goes out with the next change, which
+        # books the whole interval (the state it accounts for is what was last written).
+        same = (
+            previous is not None
+            and status.model_copy(update={"goodput": previous.goodput}) == previous
+        )
+        if same and not decided.events:
             return
         for event in decided.events:
             self.store.add_event(row.uid, now.timestamp(), event.type, event.reason, event.message)
         wire: dict[str, Any] = status.model_dump(mode="json", by_alias=True, exclude_none=True)
         self.store.write_status(row.uid, wire)
+        self._wrote = True

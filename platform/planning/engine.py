@@ -1,43 +1,62 @@
 """The lifecycle engine: one pure function decides a job's next status, action and events.
 
 Both substrates call `plan` once per reconcile of a job, with what they observed: the job (its
-spec and last written status), its workers, whether it is admitted, and the newest progress
-and checkpoint their one progress channel saw. They carry out the action, write the status
-when it changed and post the events; they decide nothing themselves. So a job reads the same,
-phase for phase, condition for condition and event for event, on a cluster and on a laptop.
+spec and last written status), its workers, whether it is admitted, and what their one
+progress channel, a scrape of global rank 0's /metrics (`planning.progress.read_scrape`), last
+said: progress, the newest checkpoint and the damaged checkpoints a resume passed over. They
+carry out the action, write the status when it changed and post the events; they decide
+nothing themselves. So a job reads the same, phase for phase, condition for condition and event
+for event, on a cluster and on a laptop.
 
 The rules, in order:
-1. Status from the workers (`status.derive_status`): counts, phase, conditions.
-2. The newest progress and checkpoint are folded in.
+1. Status from the workers (`status.derive_status`): counts, phase, conditions, and their
+   termination messages' checkpoints and final step.
+2. The newest progress and checkpoint are folded in: scraped progress, unless global rank 0
+   of the current generation has exited with its final word (which wins); with no new report
+   status keeps the last known progress. Damaged checkpoints are recorded in
+   `status.damagedCheckpoints` and not offered as the last checkpoint until saved over.
 3. The failure policy's next action (`failure_policy.next_action`): create, restart, fail,
    succeed, suspend, delete, wait.
 4. Admission: a gang that is not admitted gets no workers. It waits Queued (behind other jobs)
    or Pending (larger than everything there is), with the Admitted condition saying why.
 5. The action is folded into the status (`status.apply_action`).
 6. Events come from the difference between the last written status and the new one
-   (`events`), in the words of `carina.platform.api.reasons`.
+   (`events`), in the words of `carina.platform.api.reasons`: a damaged checkpoint new to
+   `status.damagedCheckpoints` is one CheckpointCorrupt Warning, once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from carina.platform.api.reasons import ConditionType, Reason
+from carina.platform.api.reasons import ConditionType, QueueReason, Reason
 from carina.platform.api.types import (
     FINISHED_PHASES,
     CheckpointStatus,
     Condition,
+    DamagedCheckpoint,
     Phase,
     Progress,
     TrainingJob,
     TrainingJobStatus,
 )
-from carina.platform.planning.actions import Action, CreateWorkers, FailJob, Nothing, Wait
-from carina.platform.planning.failure_policy import next_action
-from carina.platform.planning.observed import ObservedWorker
+from carina.platform.planning.actions import (
+    Action,
+    CreateWorkers,
+    DeleteJob,
+    FailJob,
+    Nothing,
+    SucceedJob,
+    SuspendWorkers,
+    Wait,
+)
+from carina.platform.planning.failure_policy import kept, next_action
+from carina.platform.planning.goodput import account
+from carina.platform.planning.observed import ObservedWorker, parse_checkpoint, said_final_word
+from carina.platform.planning.progress import damaged_message, record_damaged
 from carina.platform.planning.status import apply_action, derive_status, set_condition
 
 EventType = Literal["Normal", "Warning"]
@@ -56,6 +75,12 @@ WARNING_REASONS = frozenset(
         Reason.INVALID_SPEC,
         Reason.WORKERS_REFUSED,
         Reason.CHECKPOINT_CORRUPT,
+        Reason.GRACE_PERIOD_EXCEEDED,
+        QueueReason.PODS_READY_TIMEOUT,
+        QueueReason.CLUSTER_QUEUE_STOPPED,
+        QueueReason.EXCEEDS_MAX_QUOTA,
+        QueueReason.MISCONFIGURED,
+        QueueReason.DEACTIVATED,
     }
 )
 
@@ -66,6 +91,7 @@ _NEWS = (
     ConditionType.SUSPENDED,
     ConditionType.SUCCEEDED,
     ConditionType.FAILED,
+    ConditionType.CHECKPOINTED,
 )
 
 
@@ -77,6 +103,11 @@ class JobAdmission:
     message: str = "admitted"
     # Larger than everything the substrate has: no amount of waiting admits it.
     never_fits: bool = False
+    # Why, in the words of `QueueReason` (None: the substrate's own capacity check).
+    reason: str | None = None
+    # Its quota is being taken back: the workers save a checkpoint and leave.
+    evicting: bool = False
+    eviction_requested_at: datetime | None = None
 
 
 ADMITTED = JobAdmission()
@@ -107,30 +138,47 @@ def plan(
     admission: JobAdmission = ADMITTED,
     progress: Progress | None = None,
     checkpoint: CheckpointStatus | None = None,
-    damaged: frozenset[str] = frozenset(),
+    damaged: Iterable[DamagedCheckpoint] = (),
     refused: str | None = None,
+    acked: CheckpointStatus | None = None,
 ) -> Plan:
     """The job's next status, action and events (see the module docstring for the rules).
 
     `job.status` is the last written status. `progress` and `checkpoint` are the newest the
-    substrate's progress channel saw; `damaged` names checkpoints a worker found damaged,
-    which status then no longer offers as the last checkpoint. `refused` is what the
-    substrate was told when it tried to create the workers this plan asked for and they were
-    refused as invalid: the same gang would be refused again, so the job fails.
+    substrate's progress channel saw (None: nothing new); `damaged` are the checkpoints rank 0's
+    resume passed over as damaged: status records them and warns about each once, and does not
+    offer one as the last checkpoint until the worker has saved at or past its step. `refused`
+    is what the substrate was told when it tried to create the workers this plan asked for and
+    they were refused as invalid: the same gang would be refused again, so the job fails.
+    `acked` is a checkpoint a worker acknowledged in its final state when that worker is no
+    longer among `workers` (the operator's pods vanish within one event batch).
     """
     previous = job.status
     status = derive_status(job, workers, previous, now)
-    if progress is not None and status.phase not in FINISHED_PHASES:
+    if (
+        progress is not None
+        and status.phase not in FINISHED_PHASES
+        and not said_final_word(workers, status.restarts)
+    ):
         status.progress = progress
     if checkpoint is not None and (
         status.last_checkpoint is None or checkpoint.step > status.last_checkpoint.step
     ):
         status.last_checkpoint = checkpoint
-    if status.last_checkpoint is not None and status.last_checkpoint.uri in damaged:
-        intact = checkpoint is not None and checkpoint.uri not in damaged
+    reported = tuple(damaged)
+    # Damaged until the worker saves at or past its step (a save replaces a damaged one).
+    bad = {d.uri for d in reported if checkpoint is None or d.step > checkpoint.step}
+    if status.last_checkpoint is not None and status.last_checkpoint.uri in bad:
+        intact = checkpoint is not None and checkpoint.uri not in bad
         status.last_checkpoint = checkpoint if intact else None
+    record_damaged(status, reported)
     action: Action = next_action(job, status, workers, now)
     gen = job.metadata.generation
+    if admission.evicting and not isinstance(action, (SucceedJob, FailJob, DeleteJob)):
+        action = _evict(job, status, workers, admission, now, acked)
+        killed = _newly(previous, status, ConditionType.CHECKPOINTED, Reason.GRACE_PERIOD_EXCEEDED)
+        status.goodput = account(job, previous, status, action, now, killed)
+        return Plan(status, action, events(previous, status, action))
     if isinstance(action, CreateWorkers) and refused is not None:
         action = FailJob(Reason.WORKERS_REFUSED, refused)
     if isinstance(action, CreateWorkers):
@@ -140,11 +188,12 @@ def plan(
                 status,
                 ConditionType.ADMITTED,
                 False,
-                Reason.UNSCHEDULABLE,
+                admission.reason or Reason.UNSCHEDULABLE,
                 admission.message,
                 now,
                 gen,
             )
+            status.goodput = account(job, previous, status, Wait(None), now)
             return Plan(status, Wait(None), events(previous, status, Wait(None)))
         if status.phase == Phase.QUEUED:
             status.phase = Phase.PENDING
@@ -152,7 +201,95 @@ def plan(
             status, ConditionType.ADMITTED, True, Reason.CREATED, admission.message, now, gen
         )
     status = apply_action(job, status, action, now)
+    status.goodput = account(job, previous, status, action, now)
     return Plan(status, action, events(previous, status, action))
+
+
+def _newly(
+    previous: TrainingJobStatus | None,
+    status: TrainingJobStatus,
+    type_: ConditionType,
+    reason: str,
+) -> bool:
+    """Whether the condition now has this reason and did not before."""
+    now_ = next((c for c in status.conditions if c.type == type_), None)
+    was = _was(previous, type_)
+    return now_ is not None and now_.reason == reason and (was is None or was.reason != reason)
+
+
+def _evict(
+    job: TrainingJob,
+    status: TrainingJobStatus,
+    workers: Sequence[ObservedWorker],
+    admission: JobAdmission,
+    now: datetime,
+    acked: CheckpointStatus | None,
+) -> Action:
+    """Its quota is being taken back: every rank gets SIGTERM at once, saves, and leaves.
+
+    The job waits Queued meanwhile; Checkpointed says whether rank 0 acknowledged a save
+    made after the eviction was asked for (its termination message), or, once every worker
+    is gone without one, how many steps the job will redo.
+    """
+    gen = job.metadata.generation
+    status.phase = Phase.QUEUED
+    reason = admission.reason or QueueReason.PREEMPTED
+    set_condition(status, ConditionType.ADMITTED, False, reason, admission.message, now, gen)
+    if any(c.type == ConditionType.RUNNING and c.status == "True" for c in status.conditions):
+        set_condition(status, ConditionType.RUNNING, False, reason, admission.message, now, gen)
+    asked = admission.eviction_requested_at
+    ckpt = status.last_checkpoint
+    # Only a save the workers acknowledged in their last word after the eviction was asked
+    # for counts: a periodic checkpoint seen late on /metrics is older than the request. A
+    # kubelet stamps a container's finish to the second: compare at that precision.
+    said = [parse_checkpoint(w.termination_message, w.finished_at) for w in workers]
+    fresh = [
+        a
+        for a in (*said, acked)
+        if a is not None
+        and asked is not None
+        and a.time is not None
+        and a.time >= asked.replace(microsecond=0)
+    ]
+    ack = max(fresh, key=lambda a: a.step, default=None)
+    before = next((c for c in status.conditions if c.type == ConditionType.CHECKPOINTED), None)
+    if before is not None and asked is not None and before.last_transition_time < asked:
+        status.conditions.remove(before)  # an earlier eviction's: this one is told anew
+        before = None
+    saved = ack is not None or (
+        before is not None
+        and before.status == "True"
+        and asked is not None
+        and before.last_transition_time >= asked
+    )
+    if ack is not None:
+        set_condition(
+            status,
+            ConditionType.CHECKPOINTED,
+            True,
+            Reason.CHECKPOINT_SAVED,
+            f"saved step {ack.step} before leaving ({ack.uri}); it resumes there",
+            now,
+            gen,
+        )
+    mine = [w for w in workers if not kept(w, status.restarts)]
+    stop = SuspendWorkers() if any(not w.deleting for w in mine) else Nothing()
+    if any(not w.finished for w in mine):
+        return stop  # still saving: its last word may yet come
+    if not saved and asked is not None:
+        step = status.progress.step if status.progress else 0
+        done = ckpt.step if ckpt is not None else 0
+        set_condition(
+            status,
+            ConditionType.CHECKPOINTED,
+            False,
+            Reason.GRACE_PERIOD_EXCEEDED,
+            f"no checkpoint was acknowledged before the workers were gone; it resumes from"
+            f" step {done} and redoes {max(0, step - done)} steps",
+            now,
+            gen,
+        )
+    return stop
 
 
 def plan_invalid(previous: TrainingJobStatus | None, problems: str, now: datetime) -> Plan:
@@ -187,7 +324,9 @@ def events(
     - a condition of `_NEWS` that turns True, or changes its reason while True: its reason
       and message (a restart's message names the rank and quotes its last log lines);
     - queued (Admitted turns False), resumed (Suspended turns False), and workers that cannot
-      be scheduled (WorkersReady False for Unschedulable): their reason and message.
+      be scheduled (WorkersReady False for Unschedulable): their reason and message;
+    - a damaged checkpoint new to `damagedCheckpoints`: CheckpointCorrupt, naming the step,
+      the file and why.
 
     Warning for the reasons in `WARNING_REASONS`, Normal otherwise.
     """
@@ -213,4 +352,8 @@ def events(
         if news:
             kind: EventType = "Warning" if cond.reason in WARNING_REASONS else "Normal"
             out.append(JobEvent(kind, cond.reason, cond.message))
+    known = (previous.damaged_checkpoints if previous else None) or []
+    for damaged in status.damaged_checkpoints or ():
+        if damaged not in known:
+            out.append(JobEvent("Warning", Reason.CHECKPOINT_CORRUPT, damaged_message(damaged)))
     return tuple(out)

@@ -9,8 +9,9 @@ SIGTERM to all of them and exits with the first failing rank's code.
 
 Grace period. On SIGTERM every rank finishes its step, the ranks agree, save collectively and
 exit; the entry process waits for them with no deadline of its own. The pod's
-terminationGracePeriodSeconds is the save budget (`shutdown_timeout_seconds`) plus a margin
-for the entry process's own teardown, so the kubelet's SIGKILL never comes first.
+terminationGracePeriodSeconds is the save budget (the job's
+`spec.preemption.checkpointGracePeriodSeconds`, else the operator's `shutdown_timeout_seconds`)
+plus a margin for the entry process's own teardown, so the kubelet's SIGKILL never comes first.
 """
 
 from __future__ import annotations
@@ -243,6 +244,12 @@ def _tolerations(job: TrainingJob, settings: RenderSettings) -> list[dict[str, A
     return out
 
 
+def save_budget(job: TrainingJob, settings: RenderSettings) -> int:
+    """Seconds every rank has to save after SIGTERM: the job's own, else the operator's."""
+    own = job.spec.preemption.checkpoint_grace_period_seconds
+    return settings.shutdown_timeout_seconds if own is None else own
+
+
 def build_worker_pod(
     job: TrainingJob, index: int, restart: int, settings: RenderSettings
 ) -> dict[str, Any]:
@@ -281,9 +288,7 @@ def build_worker_pod(
         "restartPolicy": "Never",  # the gang restarts as a whole, by the failure policy
         "hostname": worker_name(name, index),
         "subdomain": service_name(name),
-        "terminationGracePeriodSeconds": (
-            settings.shutdown_timeout_seconds + settings.grace_margin_seconds
-        ),
+        "terminationGracePeriodSeconds": save_budget(job, settings) + settings.grace_margin_seconds,
         "automountServiceAccountToken": False,  # workers need no API access
         "enableServiceLinks": False,
         "containers": [container],

@@ -129,9 +129,9 @@ def test_each_worker_gets_its_own_gpus_and_a_gang_too_big_stays_pending(tmp_path
         pending = client.get(NS, "c")["status"]
         assert pending["phase"] == "Pending"
         admitted = next(c for c in pending["conditions"] if c["type"] == "Admitted")
-        assert "6 GPUs" in admitted["message"]
-        assert "offers" in admitted["message"]
-        assert "4 GPUs" in admitted["message"]
+        assert admitted["reason"] == "ExceedsMaxQuota"
+        assert "needs 6 GPUs" in admitted["message"]
+        assert "more than this-machine can ever hold (4)" in admitted["message"]
     finally:
         up.stop()
 

@@ -33,6 +33,7 @@ def test_dashboards_and_rules_have_expressions() -> None:
         "platform.json",
         "job.json",
         "operator-and-control-plane.json",
+        "queues.json",
         "carina-alerts.yaml",
     }
 

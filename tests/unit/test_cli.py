@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from builders import BAD_MANIFESTS, make_job
+from builders import BAD_MANIFESTS, BAD_QUEUE_MANIFESTS, make_job
 from typer.testing import CliRunner
 
 from carina.platform.api import crd
@@ -29,20 +29,27 @@ def test_version_prints_the_installed_version() -> None:
     assert result.stdout.startswith("carina 0.")
 
 
-def test_crds_prints_the_generated_crd() -> None:
+def test_crds_prints_every_generated_crd() -> None:
     result = runner.invoke(app, ["crds"])
     assert result.exit_code == 0
-    assert result.stdout == crd.crd_yaml()
+    assert result.stdout == crd.all_crds_yaml()
+    kinds = [d["spec"]["names"]["kind"] for d in yaml.safe_load_all(result.stdout)]
+    assert kinds == ["TrainingJob", "ClusterQueue", "LocalQueue", "TrainingPriorityClass"]
 
 
-def test_crds_writes_into_a_folder(tmp_path: Path) -> None:
+def test_crds_writes_one_file_per_kind_into_a_folder(tmp_path: Path) -> None:
     result = runner.invoke(app, ["crds", "--output", str(tmp_path)])
     assert result.exit_code == 0
     assert (tmp_path / crd.CRD_FILENAME).read_text() == crd.crd_yaml()
+    for kind in crd.KINDS:
+        assert (tmp_path / kind.filename).read_text() == crd.crd_yaml(kind)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(crd.CRD_FILENAMES)
 
 
 def test_every_example_manifest_validates() -> None:
-    examples = sorted(str(p) for p in (ROOT / "examples").glob("*.yaml"))
+    examples = sorted(str(p) for p in (ROOT / "examples").glob("*.yaml")) + sorted(
+        str(p) for p in (ROOT / "examples" / "queues").glob("*.yaml")
+    )
     assert examples
     result = runner.invoke(app, ["validate", *examples])
     assert result.exit_code == 0, result.output
@@ -56,6 +63,30 @@ def test_validate_names_field_and_rule_without_traceback(tmp_path: Path, case: s
     assert result.exit_code == 1
     assert path in result.stderr
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("case", sorted(BAD_QUEUE_MANIFESTS))
+def test_validate_refuses_bad_queueing_objects_naming_field_and_rule(
+    tmp_path: Path, case: str
+) -> None:
+    manifest, path, words = BAD_QUEUE_MANIFESTS[case]
+    result = runner.invoke(app, ["validate", str(write(tmp_path, "bad.yaml", manifest))])
+    assert result.exit_code == 1
+    said = " ".join(result.stderr.split())
+    assert f"{path}:" in said
+    assert words in said
+    assert "Traceback" not in result.output
+
+
+def test_validate_says_what_each_queueing_object_is() -> None:
+    result = runner.invoke(
+        app, ["validate", *sorted(str(p) for p in (ROOT / "examples" / "queues").glob("*.yaml"))]
+    )
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stdout.split())
+    assert "ok (ClusterQueue team-a: cohort research; nvidia.com/gpu 16" in said
+    assert "ok (LocalQueue team-b/training -> ClusterQueue team-b)" in said
+    assert "ok (TrainingPriorityClass production: 1000)" in said
 
 
 def test_validate_checks_every_document_and_every_file(tmp_path: Path) -> None:

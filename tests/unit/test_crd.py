@@ -1,21 +1,27 @@
-"""The committed CRD is what the models generate, and it is structural."""
+"""The committed CRDs are what the models generate, and they are structural."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from carina.platform.api import crd
 from carina.workloads.contract import CONTRACT_ENV, SPEC_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMITTED = ROOT / "helm" / "carina" / "crds" / crd.CRD_FILENAME
+CRDS = ROOT / "helm" / "carina" / "crds"
+COMMITTED = CRDS / crd.CRD_FILENAME
 
 
-def test_committed_crd_matches_the_models() -> None:
-    assert COMMITTED.read_text() == crd.crd_yaml(), "run `make crds` and commit the result"
+def test_committed_crds_match_the_models() -> None:
+    for kind in crd.KINDS:
+        committed = (CRDS / kind.filename).read_text()
+        assert committed == crd.crd_yaml(kind), f"{kind.filename}: run `make crds` and commit it"
+    # One file per kind, and nothing stale beside them.
+    assert sorted(p.name for p in CRDS.glob("*.yaml")) == sorted(crd.CRD_FILENAMES)
 
 
 def _walk(node: Any, path: str = ""):
@@ -28,8 +34,9 @@ def _walk(node: Any, path: str = ""):
             yield from _walk(value, f"{path}[{i}]")
 
 
-def test_schema_is_structural() -> None:
-    schema = crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+@pytest.mark.parametrize("kind", crd.KINDS, ids=lambda k: k.kind)
+def test_schema_is_structural(kind: crd.CrdKind) -> None:
+    schema = crd.crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     forbidden = {"$ref", "anyOf", "oneOf", "allOf", "prefixItems", "const", "title", "$defs"}
     for path, node in _walk(schema):
         if "properties" in path.split(".")[-1:]:
@@ -59,7 +66,59 @@ def test_crd_names_status_and_printer_columns() -> None:
     version = doc["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Phase", "Workload", "Ready", "Workers", "Step", "Loss", "Restarts", "Age"]
+    assert columns == [
+        "Phase", "Workload", "Ready", "Workers", "Step", "Loss", "Restarts", "Queue", "Reason",
+        "Age",
+    ]  # fmt: skip
+    paths = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert paths["Queue"] == ".spec.queue"
+    assert paths["Reason"] == ".status.queueing.reason"
+
+
+def _crd_file(name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((CRDS / f"{name}.carina.dev.yaml").read_text())
+    return doc
+
+
+def test_queue_kinds_scopes_subresources_and_printer_columns() -> None:
+    seen = {}
+    for plural in ("clusterqueues", "localqueues", "trainingpriorityclasses"):
+        doc = _crd_file(plural)
+        version = doc["spec"]["versions"][0]
+        seen[doc["spec"]["names"]["kind"]] = (
+            doc["spec"]["scope"],
+            "status" in version.get("subresources", {}),
+            [c["name"] for c in version["additionalPrinterColumns"]],
+        )
+    assert seen == {
+        "ClusterQueue": (
+            "Cluster",
+            True,
+            ["Cohort", "Strategy", "GPUs reserved", "Admitted", "Pending", "Age"],
+        ),
+        "LocalQueue": ("Namespaced", True, ["ClusterQueue", "Pending", "Admitted"]),
+        "TrainingPriorityClass": ("Cluster", False, ["Value", "Description"]),
+    }
+    columns = _crd_file("clusterqueues")["spec"]["versions"][0]["additionalPrinterColumns"]
+    gpus = next(c for c in columns if c["name"] == "GPUs reserved")
+    assert gpus["jsonPath"] == '.status.resources[?(@.name=="nvidia.com/gpu")].reserved'
+
+
+def test_cluster_queue_rules_reach_the_schema() -> None:
+    schema = _crd_file("clusterqueues")["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    resources = schema["properties"]["spec"]["properties"]["resources"]
+    # One quota per resource: the API server refuses a duplicate name (Duplicate value).
+    assert resources["x-kubernetes-list-type"] == "map"
+    assert resources["x-kubernetes-list-map-keys"] == ["name"]
+    item = resources["items"]
+    assert "nvidia.com/gpu" in item["properties"]["name"]["enum"]
+    [rule] = item["x-kubernetes-validations"]
+    assert rule["fieldPath"] == ".lendingLimit"
+    assert "quantity(" in rule["rule"]
+    assert item["properties"]["nominalQuota"]["x-kubernetes-int-or-string"] is True
+    assert item["properties"]["nominalQuota"]["minimum"] == 0
+    priority = _crd_file("trainingpriorityclasses")["spec"]["versions"][0]["schema"]
+    assert priority["openAPIV3Schema"]["required"] == ["value"]
 
 
 def test_defaults_and_bounds_reach_the_schema() -> None:

@@ -1,6 +1,7 @@
 """What the routes need of a backend; `local` and `kubernetes` implement it.
 
-Backends speak in domain terms and domain errors (below); the routes turn those into HTTP.
+Backends speak in domain terms and domain errors (`backend_errors`); the routes turn those
+into HTTP.
 Jobs travel as JSON text so a backend that stores JSON (the local one) serves it without
 decoding and re-encoding it.
 """
@@ -11,7 +12,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from carina.platform.api.types import TrainingJob
-from carina.platform.controlplane.schemas import EventList, JobList, MetricSeries
+from carina.platform.controlplane.schemas import (
+    ClusterQueueDetail,
+    ClusterQueueList,
+    EventList,
+    JobList,
+    LocalQueueList,
+    MetricSeries,
+)
 
 
 @dataclass(frozen=True)
@@ -22,34 +30,6 @@ class Principal:
     token: str = field(repr=False)
     groups: tuple[str, ...] = ()
     namespaces: frozenset[str] | None = None  # local backend: the token's namespaces; None = all
-
-
-class BackendError(Exception):
-    """Base of the errors a backend raises; each maps to one HTTP status in the routes."""
-
-
-class NotFound(BackendError):
-    pass
-
-
-class AlreadyExists(BackendError):
-    pass
-
-
-class Invalid(BackendError):
-    """The request breaks a rule the backend enforces (e.g. the API server's CEL rules)."""
-
-    def __init__(self, message: str, errors: list[tuple[str, str]] | None = None) -> None:
-        super().__init__(message)
-        self.errors = errors or []
-
-
-class Unavailable(BackendError):
-    """Something the backend depends on (API server, Prometheus) did not answer."""
-
-
-class StorageFull(Unavailable):
-    """The disk holding the backend's state has no room: writes fail until it has."""
 
 
 class Backend(Protocol):
@@ -69,7 +49,9 @@ class Backend(Protocol):
 
     async def authorize(
         self, principal: Principal, namespace: str, verb: str, resource: str = "trainingjobs"
-    ) -> bool: ...
+    ) -> bool:
+        """Whether the caller may `verb` `resource` in `namespace` ("": a cluster-scoped one)."""
+        ...
 
     async def create(self, namespace: str, job: TrainingJob) -> str: ...
 
@@ -91,4 +73,16 @@ class Backend(Protocol):
         self, namespace: str, name: str, index: int, lines: int, restart: int | None = None
     ) -> str:
         """The last `lines` lines of worker `index`'s log; of generation `restart` if given."""
+        ...
+
+    async def cluster_queues(self) -> ClusterQueueList:
+        """Every ClusterQueue: quota, usage, counts (by name)."""
+        ...
+
+    async def cluster_queue(self, name: str) -> ClusterQueueDetail:
+        """One ClusterQueue with its pending jobs in queue order (all namespaces); NotFound."""
+        ...
+
+    async def local_queues(self, namespace: str) -> LocalQueueList:
+        """The LocalQueues of a namespace (by name)."""
         ...

@@ -13,6 +13,7 @@ Tokens come from a YAML file that maps each token to the namespaces it may use:
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import hmac
 import json
@@ -34,17 +35,36 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from carina.platform.api.manifests import field_errors
 from carina.platform.api.quantity import parse_quantity
+from carina.platform.api.queues import CPU, GPU, MEMORY
 from carina.platform.api.types import NAME_PATTERN, TrainingJob
-from carina.platform.controlplane.backends.base import (
+from carina.platform.controlplane.backend_errors import (
     AlreadyExists,
     Invalid,
     NotFound,
-    Principal,
     StorageFull,
     Unavailable,
 )
+from carina.platform.controlplane.backends.base import Principal
 from carina.platform.controlplane.metrics_source import PrometheusSource
-from carina.platform.controlplane.schemas import EventList, EventOut, MetricSeries, Point
+from carina.platform.controlplane.queue_summaries import (
+    DEFAULT_LOCAL_QUEUE,
+    QueuedJob,
+    local_queue_counts,
+    local_queue_out,
+    machine_queue_summary,
+    pending_jobs,
+    queued_job,
+)
+from carina.platform.controlplane.schemas import (
+    ClusterQueueDetail,
+    ClusterQueueList,
+    ClusterQueueSummary,
+    EventList,
+    EventOut,
+    LocalQueueList,
+    MetricSeries,
+    Point,
+)
 from carina.platform.controlplane.settings import Settings
 from carina.platform.embedded.capacity import visible_gpus
 from carina.platform.embedded.launcher import Launcher, run_paths
@@ -55,6 +75,10 @@ from carina.platform.embedded.substrate import Substrate, SubstrateConfig
 from carina.platform.planning.admission import Capacity
 
 TOKEN_FILE_NAME = "token"  # the local user's own token, next to the tokens file
+MACHINE_QUEUE = "this-machine"  # the one implicit ClusterQueue: this machine's capacity
+# What every token may read whatever its namespaces: the machine's one ClusterQueue. Its
+# pending list shows only jobs of namespaces the caller may list (routers/queues.py).
+_CLUSTER_READABLE = frozenset({"clusterqueues"})
 _NAMESPACE_OR_ALL = rf"^(\*|{NAME_PATTERN[1:-1]})$"
 
 log = logging.getLogger("carina.server")
@@ -256,12 +280,13 @@ class LocalBackend:
         self.state_dir = settings.resolved_state_dir()
         self.store = Store(self.state_dir / "carina.db")
         self.tokens = TokenFile(settings.resolved_tokens_file())
+        self.capacity = machine_capacity(settings)
         self.substrate = Substrate(
             self.store,
             Launcher(settings.worker_command),
             SubstrateConfig(
                 state_dir=self.state_dir,
-                capacity=machine_capacity(settings),
+                capacity=self.capacity,
                 stop_grace_seconds=settings.stop_grace_seconds,
                 interval_seconds=settings.reconcile_seconds,
             ),
@@ -326,12 +351,10 @@ class LocalBackend:
         return self.tokens.lookup(token)
 
     async def authorize(
-        self,
-        principal: Principal,
-        namespace: str,
-        verb: str,  # noqa: ARG002 (the Backend protocol's signature)
-        resource: str = "trainingjobs",  # noqa: ARG002
+        self, principal: Principal, namespace: str, verb: str, resource: str = "trainingjobs"
     ) -> bool:
+        if namespace == "":
+            return resource in _CLUSTER_READABLE and verb in ("get", "list")
         return principal.namespaces is None or namespace in principal.namespaces
 
     # ------------------------------------------------------------ jobs
@@ -435,6 +458,46 @@ class LocalBackend:
                 f"(the job has restarted {restarts} times)"
             )
         return text
+
+    # ------------------------------------------------------------ queues
+
+    def _queued_jobs(self, namespace: str | None = None) -> builtins.list[QueuedJob]:
+        return [
+            queued_job(row.manifest(), deleting=row.deleting)
+            for row in self.store.list_jobs(namespace)
+        ]
+
+    def _machine_queue(self, jobs: builtins.list[QueuedJob]) -> ClusterQueueSummary:
+        capacity = self.capacity
+        nominal = {GPU: float(capacity.gpus), CPU: capacity.cpus, MEMORY: capacity.memory_bytes}
+        return machine_queue_summary(MACHINE_QUEUE, nominal, jobs)
+
+    async def cluster_queues(self) -> ClusterQueueList:
+        """One implicit ClusterQueue, `this-machine`, the size of the machine."""
+        jobs = await asyncio.to_thread(self._queued_jobs)
+        return ClusterQueueList(items=[self._machine_queue(jobs)])
+
+    async def cluster_queue(self, name: str) -> ClusterQueueDetail:
+        if name != MACHINE_QUEUE:
+            raise NotFound(
+                f"ClusterQueue {name} not found: the embedded platform has one ClusterQueue,"
+                f" {MACHINE_QUEUE}"
+            )
+        jobs = await asyncio.to_thread(self._queued_jobs)
+        summary = self._machine_queue(jobs)
+        # Every job here waits in the machine's queue, whichever ClusterQueue it names.
+        return ClusterQueueDetail(**summary.model_dump(), pending=pending_jobs(jobs, None))
+
+    async def local_queues(self, namespace: str) -> LocalQueueList:
+        """The queues this namespace's jobs name (`default` for none), all on this machine."""
+        jobs = await asyncio.to_thread(self._queued_jobs, namespace)
+        counts = local_queue_counts(jobs, default=DEFAULT_LOCAL_QUEUE)
+        return LocalQueueList(
+            items=[
+                local_queue_out(namespace, name, MACHINE_QUEUE, counts[name])
+                for name in sorted(counts)
+            ]
+        )
 
     def _row(self, namespace: str, name: str) -> JobRow:
         row = self.store.get_job(namespace, name)

@@ -6,39 +6,64 @@ that namespace. Kubernetes RBAC thus stays the one source of truth: granting som
 `create trainingjobs` in a namespace lets them submit through kubectl and through REST
 alike. The server then acts with its own service account, so it needs `create` on
 tokenreviews and subjectaccessreviews and the TrainingJob, event and pod-log rights the
-chart's ClusterRole gives it. Answers are cached for a few seconds per token, the way the
-API server's own webhook authenticator caches them.
+chart's ClusterRole gives it, and read on the queue kinds (the queue routes). ClusterQueues
+are cluster-scoped: their SubjectAccessReview names no namespace. Answers are cached for a
+few seconds per token, the way the API server's own webhook authenticator caches them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel, ValidationError
+
+from carina.platform.api.queues import ClusterQueue, LocalQueue
 from carina.platform.api.types import GROUP, PLURAL, VERSION, TrainingJob
-from carina.platform.controlplane.backends.base import (
+from carina.platform.controlplane.backend_errors import (
     AlreadyExists,
     Invalid,
     NotFound,
-    Principal,
     Unavailable,
 )
+from carina.platform.controlplane.backends.base import Principal
 from carina.platform.controlplane.metrics_source import PrometheusSource
-from carina.platform.controlplane.schemas import EventList, EventOut, JobList, MetricSeries
+from carina.platform.controlplane.queue_summaries import (
+    cluster_queue_summary,
+    local_queue_counts,
+    local_queue_out,
+    pending_jobs,
+    queued_job,
+)
+from carina.platform.controlplane.schemas import (
+    ClusterQueueDetail,
+    ClusterQueueList,
+    EventList,
+    EventOut,
+    JobList,
+    LocalQueueList,
+    MetricSeries,
+)
 from carina.platform.controlplane.settings import Settings
 from carina.platform.planning.render import pod_name
 
 CACHE_SECONDS = 10.0
+CLUSTER_QUEUES = "clusterqueues"
+LOCAL_QUEUES = "localqueues"
 # resource -> (API group, resource, subresource) for SubjectAccessReview
 _RESOURCES = {
     "trainingjobs": (GROUP, PLURAL, None),
     "pods/log": ("", "pods", "log"),
     "events": ("", "events", None),
+    CLUSTER_QUEUES: (GROUP, CLUSTER_QUEUES, None),
+    LOCAL_QUEUES: (GROUP, LOCAL_QUEUES, None),
 }
+PAGE = 500  # objects per list call when every one is needed
 
 
 class KubernetesBackend:
@@ -115,7 +140,9 @@ class KubernetesBackend:
         if cached and cached[0] > time.monotonic():
             return cached[1]
         group, plural, sub = _RESOURCES[resource]
-        attributes = {"namespace": namespace, "verb": verb, "group": group, "resource": plural}
+        attributes = {"verb": verb, "group": group, "resource": plural}
+        if namespace:  # none: a cluster-scoped resource
+            attributes["namespace"] = namespace
         if sub:
             attributes["subresource"] = sub
         review = {
@@ -270,6 +297,95 @@ class KubernetesBackend:
             f"only the current generation ({current}) and the last failed one keep their pods"
         )
 
+    # ------------------------------------------------------------ queues
+
+    async def cluster_queues(self) -> ClusterQueueList:
+        items = await self._list_all(CLUSTER_QUEUES)
+        return ClusterQueueList(
+            items=[cluster_queue_summary(cq) for cq in _parsed(items, ClusterQueue)]
+        )
+
+    async def cluster_queue(self, name: str) -> ClusterQueueDetail:
+        try:
+            obj = await self._call(
+                self.custom.get_cluster_custom_object, GROUP, VERSION, CLUSTER_QUEUES, name
+            )
+        except NotFound:
+            raise NotFound(
+                f"ClusterQueue {name} not found: `carina queues` (GET /api/v1/clusterqueues)"
+                " lists the ClusterQueues"
+            ) from None
+        try:
+            cq = ClusterQueue.model_validate(obj)
+        except ValidationError as exc:
+            raise Unavailable(f"ClusterQueue {name} cannot be read: {exc}") from None
+        jobs = [queued_job(j) for j in await self._list_all(PLURAL)]
+        summary = cluster_queue_summary(cq)
+        return ClusterQueueDetail(**summary.model_dump(), pending=pending_jobs(jobs, name))
+
+    async def local_queues(self, namespace: str) -> LocalQueueList:
+        items = await self._list_all(LOCAL_QUEUES, namespace)
+        queues = sorted(_parsed(items, LocalQueue), key=lambda lq: lq.metadata.name)
+        counts: dict[str, tuple[int, int]] = {}
+        if any(lq.status is None for lq in queues):
+            # Not yet counted by the admission writer: count this namespace's jobs here.
+            counts = local_queue_counts(
+                queued_job(j) for j in await self._list_all(PLURAL, namespace)
+            )
+        return LocalQueueList(
+            items=[
+                local_queue_out(
+                    namespace,
+                    lq.metadata.name,
+                    lq.spec.cluster_queue,
+                    (
+                        (lq.status.pending_jobs, lq.status.admitted_jobs)
+                        if lq.status is not None
+                        else counts.get(lq.metadata.name, (0, 0))
+                    ),
+                    lq.spec.stop_policy,
+                )
+                for lq in queues
+            ]
+        )
+
+    async def _list_all(
+        self, plural: str, namespace: str | None = None
+    ) -> builtins.list[dict[str, Any]]:
+        """Every object of a carina.dev kind (in `namespace`, or all), a page at a time."""
+        items: list[dict[str, Any]] = []
+        cont: str | None = None
+        while True:
+            try:
+                if namespace is None:
+                    page = await self._call(
+                        self.custom.list_cluster_custom_object,
+                        GROUP,
+                        VERSION,
+                        plural,
+                        limit=PAGE,
+                        _continue=cont,
+                    )
+                else:
+                    page = await self._call(
+                        self.custom.list_namespaced_custom_object,
+                        GROUP,
+                        VERSION,
+                        namespace,
+                        plural,
+                        limit=PAGE,
+                        _continue=cont,
+                    )
+            except NotFound:
+                raise Unavailable(
+                    f"the API server does not serve {plural}.{GROUP}: install Carina's CRDs"
+                    " (helm/carina/crds/)"
+                ) from None
+            items += page.get("items") or []
+            cont = (page.get("metadata") or {}).get("continue") or None
+            if cont is None:
+                return items
+
     # ------------------------------------------------------------ the API server's answers
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -298,6 +414,20 @@ def _backend_error(exc: Any) -> Exception:
         causes = (body.get("details") or {}).get("causes") or []
         return Invalid(message, [(c.get("field", "(root)"), c.get("message", "")) for c in causes])
     return Unavailable(f"the Kubernetes API server answered {exc.status}: {message}")
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _parsed(items: list[dict[str, Any]], model: type[_Model]) -> list[_Model]:
+    """The objects the model reads; one it cannot read is left out, not the whole answer."""
+    out: list[_Model] = []
+    for item in items:
+        try:
+            out.append(model.model_validate(item))
+        except ValidationError:
+            continue
+    return out
 
 
 def _epoch(timestamp: str) -> float | None:

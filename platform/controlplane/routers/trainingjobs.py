@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Path, Query, Response, status
 from fastapi.responses import PlainTextResponse
 
 from carina.platform.api.types import TrainingJob
-from carina.platform.controlplane.backends.base import Invalid
+from carina.platform.controlplane.backend_errors import Invalid
 from carina.platform.controlplane.deps import (
     BackendDep,
     MayCreate,

@@ -9,7 +9,7 @@ from builders import BAD_MANIFESTS, make_job
 from fastapi.testclient import TestClient
 from server_support import ADMIN, ALICE, BOB, auth
 
-from carina.platform.controlplane.backends.base import Unavailable
+from carina.platform.controlplane.backend_errors import Unavailable
 from carina.platform.controlplane.deps import get_backend
 
 JOBS = "/api/v1/namespaces/{ns}/trainingjobs"

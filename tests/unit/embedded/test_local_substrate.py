@@ -138,14 +138,14 @@ def test_a_job_whose_demand_cannot_be_counted_fails_alone(
 ) -> None:
     odd = stored(store, "odd")
     good = stored(store, "good")
-    count = substrate_module.gang_demand
+    count = substrate_module.gang_usage
 
-    def demand(job: Any, key: str, running: bool) -> Any:
-        if key == odd:
+    def demand(job: Any) -> Any:
+        if job.metadata.uid == odd:
             raise ValueError("spec.resources.memory: not a quantity: '1Gb'")
-        return count(job, key, running)
+        return count(job)
 
-    monkeypatch.setattr(substrate_module, "gang_demand", demand)
+    monkeypatch.setattr(substrate_module, "gang_usage", demand)
     substrate.reconcile_all(NOW)
     assert failed(store, "odd")["reason"] == "InvalidSpec"
     assert "spec.resources.memory" in failed(store, "odd")["message"]

@@ -14,6 +14,8 @@ from carina.operators.runtime.kube import Conflict
 from carina.operators.runtime.settings import Settings
 from carina.operators.runtime.workqueue import WorkQueue
 from carina.operators.trainingjob.reconcile import Reconciler
+from carina.operators.trainingjob.scraper import take
+from carina.workloads.contract import TerminationMessage
 
 KEY = ("ns", "llm")
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -222,13 +224,124 @@ def test_every_checkpoint_rank_zero_reports_reaches_last_checkpoint():
     reconcile(rec)
     kwok(kube, rec)
     reconcile(rec)
-    rec.checkpoints[KEY] = (200, NOW)
+    assert take(rec, KEY, 0, f"carina_checkpoint_last_step{{{LABELS}}} 200\n")
     reconcile(rec)
     assert status(kube)["lastCheckpoint"] == {
         "step": 200,
         "uri": "s3://ckpt/llm/step-00000200",
         "time": "2026-01-01T00:00:00Z",
     }
-    rec.checkpoints[KEY] = (100, NOW)  # an older report never moves it back
+    # an older report never moves it back
+    assert take(rec, KEY, 0, f"carina_checkpoint_last_step{{{LABELS}}} 100\n")
     reconcile(rec)
     assert status(kube)["lastCheckpoint"]["step"] == 200
+
+
+# What rank 0's /metrics says, as the scraper hands it over (`take`); the HTTP part is
+# tests/integration/processes/test_progress_scrape.py.
+LABELS = 'job="llm",namespace="ns",rank="0"'
+
+
+def metrics(step: int, total: int = 60, saved: int = 0, damaged: str = "") -> str:
+    text = (
+        f"carina_worker_step{{{LABELS}}} {step}\n"
+        f"carina_worker_total_steps{{{LABELS}}} {total}\n"
+        f"carina_worker_loss{{{LABELS}}} {5 / max(step, 1)}\n"
+        f"carina_checkpoint_last_step{{{LABELS}}} {saved}\n"
+    )
+    if damaged:
+        text += (
+            f'carina_checkpoint_damaged{{{LABELS},step="{damaged}",'
+            f'uri="s3://ckpt/llm/step-{int(damaged):08d}",file="model.safetensors",'
+            'reason="size 10 bytes, the manifest says 4096"} 1\n'
+        )
+    return text
+
+
+def running_gang(**spec: Any) -> tuple[FakeKube, Reconciler]:
+    kube, rec = setup(checkpoint={"uri": "s3://ckpt/llm"}, **spec)
+    rec.settings = Settings(status_min_interval=0)  # progress goes out at once
+    reconcile(rec)
+    kwok(kube, rec)
+    reconcile(rec)
+    assert status(kube)["phase"] == "Running"
+    return kube, rec
+
+
+def corrupt_events(kube: FakeKube) -> int:
+    return kube.calls.count(("event", "CheckpointCorrupt"))
+
+
+def test_a_damaged_checkpoint_rank_zero_reports_is_one_warning_on_the_operator_path():
+    kube, rec = running_gang()
+    take(rec, KEY, 0, metrics(25, saved=10, damaged="20"))
+    reconcile(rec)
+    assert corrupt_events(kube) == 1
+    assert status(kube)["damagedCheckpoints"] == [
+        {
+            "step": 20,
+            "uri": "s3://ckpt/llm/step-00000020",
+            "file": "model.safetensors",
+            "reason": "size 10 bytes, the manifest says 4096",
+        }
+    ]
+    assert status(kube)["lastCheckpoint"]["step"] == 10
+    take(rec, KEY, 0, metrics(26, saved=10, damaged="20"))
+    reconcile(rec)
+    assert corrupt_events(kube) == 1
+    # A restarted operator knows it from status: no second warning.
+    cache = Cache()
+    for (kind, _), obj in kube.objects.items():
+        if kind == "TrainingJob":
+            cache.put_job(copy.deepcopy(obj))
+        elif kind == "Pod":
+            cache.put_pod(copy.deepcopy(obj))
+    again = Reconciler(Settings(), kube, cache, WorkQueue(), clock=lambda: NOW)  # type: ignore[arg-type]
+    take(again, KEY, 0, metrics(27, saved=10, damaged="20"))
+    reconcile(again)
+    assert corrupt_events(kube) == 1
+
+
+def test_the_final_step_reaches_status_from_rank_zeros_termination_message():
+    kube, rec = running_gang()
+    take(rec, KEY, 0, metrics(55, saved=50))
+    reconcile(rec)
+    assert status(kube)["progress"]["step"] == 55
+    # The endpoint is gone with the worker: its termination message has the last word.
+    said = TerminationMessage(
+        step=60,
+        total_steps=60,
+        loss=0.25,
+        checkpoint_step=60,
+        checkpoint_uri="s3://ckpt/llm/step-00000060",
+    )
+    kwok(kube, rec, "Succeeded", False, only="llm-worker-0-r0", **exited(0, said.to_text()))
+    kwok(kube, rec, "Succeeded", False, only="llm-worker-1-r0", **exited(0))
+    reconcile(rec)
+    final = status(kube)
+    assert final["phase"] == "Succeeded"
+    assert (final["progress"]["step"], final["progress"]["totalSteps"]) == (60, 60)
+    assert final["progress"]["loss"] == 0.25
+    assert final["lastCheckpoint"]["step"] == 60
+
+
+def test_a_restarted_gang_keeps_the_last_progress_until_its_rank_zero_reports():
+    kube, rec = running_gang(failurePolicy={"backoffSeconds": 0})
+    take(rec, KEY, 0, metrics(30, saved=20))
+    reconcile(rec)
+    kwok(kube, rec, phase="Failed", ready=False, only="llm-worker-1-r0", **exited(1))
+    reconcile(rec)
+    assert status(kube)["restarts"] == 1
+    rec.cache.drop_pod(kube.objects.pop(("Pod", "llm-worker-0-r0")))
+    reconcile(rec)
+    kwok(kube, rec, only="llm-worker-0-r1")
+    kwok(kube, rec, only="llm-worker-1-r1")
+    reconcile(rec)
+    assert status(kube)["phase"] == "Running"
+    assert status(kube)["progress"]["step"] == 30
+    take(rec, KEY, 1, metrics(0, saved=20))  # loading its checkpoint: no step of its own yet
+    reconcile(rec)
+    assert status(kube)["progress"]["step"] == 30
+    take(rec, KEY, 1, metrics(21, saved=20))
+    reconcile(rec)
+    assert status(kube)["progress"]["step"] == 21
