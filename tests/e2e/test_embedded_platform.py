@@ -107,10 +107,19 @@ def test_a_killed_worker_resumes_from_its_checkpoint_and_succeeds(platform: Cari
     job = wait_for_phase(client, "killed", ["Succeeded", "Failed"], 300)
     assert job["status"]["phase"] == "Succeeded", job["status"]
     assert job["status"]["restarts"] == 1
-    seen = steps_logged(client.logs(NS, "killed", worker=0, tail=100_000))
+    log = client.logs(NS, "killed", worker=0, tail=100_000)
+    seen = steps_logged(log)
     assert set(seen) == set(range(1, 401))
+    # It resumed from a checkpoint, not from the start: at most an interval is trained
+    # twice (none when the kill came right after a save).
+    [resumed] = log_events(log, "resumed")
+    assert resumed["step"] >= INTERVAL
+    assert resumed["step"] % INTERVAL == 0
     trained_twice = [step for step, n in seen.items() if n > 1]
-    assert 0 < len(trained_twice) <= INTERVAL
+    assert len(trained_twice) <= INTERVAL
+    assert trained_twice == list(
+        range(resumed["step"] + 1, resumed["step"] + 1 + len(trained_twice))
+    )
 
 
 def test_carina_up_killed_mid_job_then_restarted_finishes_the_job(platform: CarinaUp) -> None:
