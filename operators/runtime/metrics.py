@@ -22,7 +22,13 @@ QUEUE_ADMISSION_WAIT_SECONDS = "carina_queue_admission_wait_seconds"  # histogra
 QUEUE_EVICTIONS_TOTAL = "carina_queue_evictions_total"  # counter {cluster_queue, reason}
 QUEUE_RESERVED = "carina_queue_reserved"  # gauge {cluster_queue, resource}
 QUEUE_BORROWED = "carina_queue_borrowed"  # gauge {cluster_queue, resource}
+QUEUE_NOMINAL = "carina_queue_nominal_quota"  # gauge {cluster_queue, resource}
+# An evicted gang's checkpoint: acknowledged in time (saved) or not (missed), and how long
+# from the eviction to the acknowledgement.
+CHECKPOINT_ACKS_TOTAL = "carina_queue_checkpoint_acks_total"  # counter {cluster_queue, result}
+CHECKPOINT_ACK_SECONDS = "carina_queue_checkpoint_ack_seconds"  # histogram {cluster_queue}
 # Where each job's GPU time went (status.goodput), in GPU-seconds
+# `queue` is the ClusterQueue the job holds or waits for ("" when it names none).
 JOB_GPU_SECONDS = "carina_job_gpu_seconds"  # gauge {namespace, job, queue, account}
 JOB_QUEUE_WAIT_SECONDS = "carina_job_queue_wait_seconds"  # gauge {namespace, job, queue}
 # The `account` label's values: status.goodput's fields in GPU-seconds
@@ -47,6 +53,9 @@ ALL = (
     QUEUE_EVICTIONS_TOTAL,
     QUEUE_RESERVED,
     QUEUE_BORROWED,
+    QUEUE_NOMINAL,
+    CHECKPOINT_ACKS_TOTAL,
+    CHECKPOINT_ACK_SECONDS,
     JOB_GPU_SECONDS,
     JOB_QUEUE_WAIT_SECONDS,
 )
@@ -113,6 +122,25 @@ queue_borrowed = Gauge(
     QUEUE_BORROWED,
     "Of the reserved quota, what is borrowed from the cohort",
     ["cluster_queue", "resource"],
+    registry=REGISTRY,
+)
+queue_nominal = Gauge(
+    QUEUE_NOMINAL,
+    "A ClusterQueue's nominal quota",
+    ["cluster_queue", "resource"],
+    registry=REGISTRY,
+)
+checkpoint_acks = Counter(
+    CHECKPOINT_ACKS_TOTAL.removesuffix("_total"),
+    "Evicted gangs whose rank 0 acknowledged a checkpoint in time (saved) or not (missed)",
+    ["cluster_queue", "result"],
+    registry=REGISTRY,
+)
+checkpoint_ack_seconds = Histogram(
+    CHECKPOINT_ACK_SECONDS,
+    "Seconds from an eviction to the victim's checkpoint acknowledgement",
+    ["cluster_queue"],
+    buckets=(1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 900),
     registry=REGISTRY,
 )
 job_gpu_seconds = Gauge(

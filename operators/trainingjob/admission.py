@@ -129,6 +129,7 @@ class AdmissionWriter:
             kube, settings.lease_namespace, identity, settings.admission_lease_seconds
         )
         self._queue_status: dict[str, dict[str, Any]] = {}
+        self._quotas: dict[str, dict[str, float]] = {}
 
     async def run_forever(self) -> None:
         while True:
@@ -199,6 +200,7 @@ class AdmissionWriter:
             views[info.key] = (key, body, job, info, cq_name)
 
         infos = [queue_info(c) for c in cqs.values()]
+        self._quotas = {q.name: {r: v.nominal for r, v in q.quotas.items()} for q in infos}
         jobs = [v[3] for v in views.values()]
         decisions = schedule(infos, jobs, now.timestamp())
         finishes = {k: when for k, v in views.items() if (when := eta(v[2])) is not None}
@@ -290,6 +292,8 @@ class AdmissionWriter:
             metrics.queue_pending.labels(cq, reason).set(n)
         for name, usage in decisions.usage.items():
             metrics.queue_admitted.labels(name).set(usage.admitted)
+            for r, quota in self._quotas.get(name, {}).items():
+                metrics.queue_nominal.labels(name, r).set(quota)
             for r, v in usage.reserved.items():
                 metrics.queue_reserved.labels(name, r).set(v)
                 metrics.queue_borrowed.labels(name, r).set(usage.borrowed.get(r, 0.0))

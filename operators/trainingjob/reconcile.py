@@ -59,6 +59,22 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _checkpoint_ack(
+    previous: TrainingJobStatus | None, status: TrainingJobStatus
+) -> tuple[str, float | None] | None:
+    """An evicted gang's Checkpointed condition, newly told: (saved|missed, seconds)."""
+    now = get_condition(status, ConditionType.CHECKPOINTED)
+    was = get_condition(previous, ConditionType.CHECKPOINTED) if previous else None
+    if now is None or (was is not None and was.last_transition_time == now.last_transition_time):
+        return None
+    eviction = status.queueing.eviction if status.queueing else None
+    if now.status != "True":
+        return "missed", None
+    asked = eviction.requested_at if eviction is not None else None
+    seconds = (now.last_transition_time - asked).total_seconds() if asked else None
+    return "saved", seconds
+
+
 def _key_of(body: dict[str, Any]) -> Key:
     return (body["metadata"]["namespace"], body["metadata"]["name"])
 
@@ -391,9 +407,16 @@ class Reconciler:
         if first_run and job.metadata.creation_timestamp is not None:
             elapsed = (self.clock() - job.metadata.creation_timestamp).total_seconds()
             metrics.job_start.labels(ns).observe(max(elapsed, 0.0))
+        ack = _checkpoint_ack(previous, status)
+        if ack is not None:
+            result, seconds = ack
+            cq = status.queueing.cluster_queue if status.queueing else None
+            metrics.checkpoint_acks.labels(cq or "", result).inc()
+            if seconds is not None:
+                metrics.checkpoint_ack_seconds.labels(cq or "").observe(seconds)
         g = status.goodput
         if g is not None:
-            queue = job.spec.queue or ""
+            queue = (status.queueing.cluster_queue if status.queueing else None) or ""
             for account in metrics.GPU_ACCOUNTS:
                 metrics.job_gpu_seconds.labels(ns, name, queue, account).set(getattr(g, account))
             metrics.job_queue_wait.labels(ns, name, queue).set(g.queue_wait_seconds)

@@ -176,9 +176,13 @@ def _print_jobs(jobs: list[dict[str, Any]], output: str) -> None:
         typer.echo(yaml.safe_dump_all(jobs, sort_keys=False), nl=False)
         return
     table = Table(box=None, pad_edge=False)
-    columns = ("NAME", "PHASE", "WORKLOAD", "WORKERS", "STEP", "LOSS", "RESTARTS", "QUEUE")
-    for col in (*columns, "REASON", "AGE"):
-        table.add_column(col)
+    # On a narrow terminal the name and phase stay whole; the free-text columns give way.
+    longest = max((len(j["metadata"]["name"]) for j in jobs), default=4)
+    table.add_column("NAME", no_wrap=True, min_width=longest)
+    table.add_column("PHASE", no_wrap=True, min_width=len("Restarting"))
+    for col in ("WORKLOAD", "WORKERS", "STEP", "LOSS", "RESTARTS", "QUEUE", "REASON"):
+        table.add_column(col, no_wrap=True, overflow="ellipsis")
+    table.add_column("AGE", no_wrap=True)
     for job in jobs:
         status = job.get("status") or {}
         queueing = status.get("queueing") or {}

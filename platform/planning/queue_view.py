@@ -28,6 +28,7 @@ from carina.platform.api.queues import (
 )
 from carina.platform.api.reasons import QueueConditionType, QueueReason
 from carina.platform.api.types import (
+    FINISHED_PHASES,
     Condition,
     EvictionStatus,
     QueueingStatus,
@@ -285,6 +286,16 @@ def next_queueing(
     conds = q.conditions
 
     released = decisions.release.get(key)
+    done = job.status is not None and job.status.phase in FINISHED_PHASES
+    if released is not None and (done or job.spec.suspend):
+        # Its quota goes back because it finished or was suspended: nothing to wait for.
+        why = f"{job.status.phase}" if done and job.status else "Suspended"
+        q.admission, q.eviction, q.requeue, q.active = None, None, RequeueState(), True
+        q.reason, q.position, q.estimated_start = None, None, None
+        q.message = f"{why.lower()}: its quota is released"
+        _put(conds, QueueConditionType.QUOTA_RESERVED, False, why, q.message, now)
+        _drop(conds, QueueConditionType.REQUEUED)
+        return q
     if released is not None:
         q.admission, q.eviction = None, None
         q.requeue = RequeueState(
@@ -359,6 +370,8 @@ def next_queueing(
                 pending.message,
                 now,
             )
+    elif q.admission is not None and q.eviction is None and done:
+        q.reason, q.message = None, "finished; its quota is released once its workers are gone"
     elif q.admission is not None and q.eviction is None:
         ready = job.status is not None and job.status.workers.ready >= job.spec.replicas
         reason = QueueReason.QUOTA_RESERVED if ready else QueueReason.WAITING_FOR_PODS_READY

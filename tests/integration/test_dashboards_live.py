@@ -28,7 +28,9 @@ pytestmark = pytest.mark.prometheus
 NAMESPACE, JOB = "team-a", "demo"
 # Label values of this test's own series in the shared process-wide registries (removed after).
 ROUTE, RESULT = "/dashboards-live-test", "dashboards-live-test"
-VARIABLES = {"namespace": NAMESPACE, "job": JOB, "__rate_interval": "30s"}
+QUEUE = "team-a-queue"
+VARIABLES = {"namespace": NAMESPACE, "job": JOB, "queue": QUEUE, "__rate_interval": "30s"}
+GPU = "nvidia.com/gpu"
 
 
 def _scrape(prometheus: PrometheusServer, job: str, targets: list[str]) -> None:
@@ -60,6 +62,14 @@ def running_job(prometheus: PrometheusServer) -> Iterator[PrometheusServer]:
     operator.jobs.labels(NAMESPACE, "Running").set(1)
     operator.job_restarts.labels(NAMESPACE, JOB, "WorkerFailed").inc()
     operator.job_start.labels(NAMESPACE).observe(4.2)
+    operator.queue_pending.labels(QUEUE, "WaitingForQuota").set(2)
+    operator.queue_admitted.labels(QUEUE).set(1)
+    operator.queue_admission_wait.labels(QUEUE).observe(42.0)
+    operator.queue_reserved.labels(QUEUE, GPU).set(16)
+    operator.queue_borrowed.labels(QUEUE, GPU).set(8)
+    operator.queue_nominal.labels(QUEUE, GPU).set(8)
+    for account, value in zip(operator.GPU_ACCOUNTS, (1600, 1200, 200, 100, 100), strict=True):
+        operator.job_gpu_seconds.labels(NAMESPACE, JOB, QUEUE, account).set(value)
     control_plane.REQUESTS.labels(ROUTE, "GET", "200").inc()
     control_plane.REQUEST_SECONDS.labels(ROUTE, "GET").observe(0.002)
     servers = []
@@ -79,6 +89,8 @@ def running_job(prometheus: PrometheusServer) -> Iterator[PrometheusServer]:
                 worker.on_eval(2.9)
                 worker.on_checkpoint(CheckpointRef(step, f"s3://b/demo/{step}"), 1.5)
             operator.reconcile_duration.labels(RESULT).observe(0.01)
+            operator.queue_evictions.labels(QUEUE, "Preempted").inc()
+            operator.queue_admission_wait.labels(QUEUE).observe(30.0 + step)
             control_plane.REQUESTS.labels(ROUTE, "GET", "200").inc()
             control_plane.REQUEST_SECONDS.labels(ROUTE, "GET").observe(0.002)
             prometheus.wait_for_query(f'max(carina_worker_step{{job="{JOB}"}}) >= {step}')
@@ -94,6 +106,14 @@ def running_job(prometheus: PrometheusServer) -> Iterator[PrometheusServer]:
         operator.job_restarts.remove(NAMESPACE, JOB, "WorkerFailed")
         operator.job_start.remove(NAMESPACE)
         operator.reconcile_duration.remove(RESULT)
+        operator.queue_pending.remove(QUEUE, "WaitingForQuota")
+        operator.queue_admitted.remove(QUEUE)
+        operator.queue_admission_wait.remove(QUEUE)
+        operator.queue_evictions.remove(QUEUE, "Preempted")
+        for gauge in (operator.queue_reserved, operator.queue_borrowed, operator.queue_nominal):
+            gauge.remove(QUEUE, GPU)
+        for account in operator.GPU_ACCOUNTS:
+            operator.job_gpu_seconds.remove(NAMESPACE, JOB, QUEUE, account)
         control_plane.REQUESTS.remove(ROUTE, "GET", "200")
         control_plane.REQUEST_SECONDS.remove(ROUTE, "GET")
 

@@ -433,6 +433,8 @@ def test_kubectl_get_shows_the_printer_columns(k8s_cluster, namespace, operator)
         "STEP",
         "LOSS",
         "RESTARTS",
+        "QUEUE",
+        "REASON",
         "AGE",
     ]
     assert out[1].split()[:5] == ["llm", "Running", "pretrain", "2", "2"]

@@ -191,6 +191,15 @@ def test_a_borrower_is_reclaimed_with_a_checkpoint_and_resumes_after(k8s_cluster
         reasons = [e["reason"] for e in events]
         assert "Preempted" in reasons
         assert "CheckpointSaved" in reasons
+        scraped = op.metrics()
+        cq_a = f'cluster_queue="team-a-{tag}"'
+        assert f'carina_queue_checkpoint_acks_total{{{cq_a},result="saved"}} 1.0' in scraped
+        assert f'carina_queue_evictions_total{{{cq_a},reason="Preempted"}} 1.0' in scraped
+        assert f'carina_queue_nominal_quota{{{cq_a},resource="nvidia.com/gpu"}} 8.0' in scraped
+        assert any(
+            line.startswith("carina_job_gpu_seconds{") and 'account="allocated"' in line
+            for line in scraped.splitlines()
+        )
     finally:
         op.stop()
         print(f"--- operator log (tail)\n{op.log_tail()}")
