@@ -16,7 +16,8 @@ every worker running `--seconds` (kwok's simulate-exit annotations, from spec.te
 then exiting 0. Reported per round: wall time until every job Succeeded; time from creation
 to the gang running, by size class (p50, max); GPUs held by gangs that were only partly
 placed (some workers running, some pending: GPUs that cannot train), as the mean and peak
-over 1 s samples; and for the queued round the mean share of GPUs reserved. The ratio queued
+over 1 s samples; for the queued round the mean share of GPUs reserved; and both series over
+time, every 10 s. The ratio queued
 / baseline of wall time is the price (or gain) of all-or-nothing admission.
 """
 
@@ -240,6 +241,8 @@ def run_round(
             statistics.fmean(sampler.reserved) / gpus if sampler.reserved and queued else None
         ),
         "gpus": gpus,
+        "reserved_series": list(sampler.reserved) if queued else [],
+        "partial_series": list(sampler.partial),
     }
 
 
@@ -274,6 +277,15 @@ def main() -> int:
             f"{name:<10}{r['wall']:>8.1f}  {waits:<46}"
             f"{r['partial_mean']:>18.1f} / {r['partial_peak']:<7.0f}{share:>10}"
         )
+    print("\nover time, every 10 s: GPUs reserved in the queues | GPUs in partly placed gangs")
+    for name, r in rounds.items():
+        reserved = r["reserved_series"][::10]
+        partial = r["partial_series"][::10]
+        cells = [
+            f"{reserved[i]:.0f}|{partial[i]:.0f}" if i < len(reserved) else f"-|{partial[i]:.0f}"
+            for i in range(len(partial))
+        ]
+        print(f"{name:<10}" + " ".join(cells))
     ratio = rounds["queues"]["wall"] / rounds["baseline"]["wall"]
     print(f"wall time ratio queues / baseline: {ratio:.2f}")
     return 0

@@ -38,6 +38,7 @@ GPU_ACCOUNTS = (
     "lost_to_failures",
     "lost_to_preemption",
     "restart_pauses",
+    "checkpoint_saves",
 )
 
 ALL = (
@@ -146,7 +147,7 @@ checkpoint_ack_seconds = Histogram(
 job_gpu_seconds = Gauge(
     JOB_GPU_SECONDS,
     "GPU-seconds of a job by account: allocated, productive, lost_to_failures,"
-    " lost_to_preemption, restart_pauses",
+    " lost_to_preemption, restart_pauses, checkpoint_saves",
     ["namespace", "job", "queue", "account"],
     registry=REGISTRY,
 )

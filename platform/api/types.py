@@ -619,6 +619,9 @@ class Progress(ApiModel):
     total_steps: int = 0
     loss: float | None = None
     tokens_per_second: float | None = None
+    checkpoint_seconds: float | None = Field(
+        None, description="seconds this attempt's workers spent saving checkpoints so far"
+    )
     updated_at: datetime | None = None
 
 
@@ -678,6 +681,9 @@ class GoodputStatus(ApiModel):
     lost_to_failures: float = 0  # work since the last checkpoint when a gang restarted
     lost_to_preemption: float = 0  # work since the last checkpoint when a victim was killed
     restart_pauses: float = 0  # GPUs held while the gang was restarting or starting
+    checkpoint_saves: float = 0  # GPUs held while every rank was saving a checkpoint
+    # The attempt's running save time last booked (Progress.checkpointSeconds).
+    saves_booked_seconds: float = 0
     queue_wait_seconds: float = 0  # wall time waiting for quota (no GPUs held)
     updated_at: datetime | None = None  # the moment these figures are exact at
 

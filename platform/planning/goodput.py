@@ -10,12 +10,14 @@ status: its workers, its phase), and books the loss an action makes now:
 - **lost to failures** / **lost to preemption**: when a gang restarts or is evicted, the work
   since its last checkpoint (its age, capped by the gang's own runtime) × the gang's GPUs:
   that work is redone. A victim that acknowledged a save made for the eviction loses none;
-- **productive**: allocated minus the three losses;
+- **checkpoint saves**: the seconds rank 0 reports spending in collective saves
+  (`progress.checkpointSeconds`, its save-time histogram's sum) × the gang's GPUs: the ranks
+  save together, so no rank trains meanwhile;
+- **productive**: allocated minus the four losses;
 - **queue wait**: wall seconds the job waited for quota or capacity holding no GPUs.
 
 Each reconcile advances it, so the figures are exact at reconcile times and never further off
-than the time between two reconciles of a running job. Time spent saving checkpoints is not
-separated out: it is inside productive.
+than the time between two reconciles of a running job (or one scrape, for save time).
 """
 
 from __future__ import annotations
@@ -65,8 +67,19 @@ def account(
         g.lost_to_failures += _since_checkpoint(status, now) * gang
     if evicted_without_save:
         g.lost_to_preemption += _since_checkpoint(status, now) * gang
+    saving = status.progress.checkpoint_seconds if status.progress else None
+    if saving is not None:
+        # A new attempt's sum starts again from 0: what it reports is all new.
+        new = saving - g.saves_booked_seconds if saving >= g.saves_booked_seconds else saving
+        g.checkpoint_saves += new * gang
+        g.saves_booked_seconds = saving
     g.productive = max(
-        0.0, g.allocated - g.restart_pauses - g.lost_to_failures - g.lost_to_preemption
+        0.0,
+        g.allocated
+        - g.restart_pauses
+        - g.lost_to_failures
+        - g.lost_to_preemption
+        - g.checkpoint_saves,
     )
     g.updated_at = now
     return g

@@ -33,6 +33,8 @@ _WANTED = {
     names.WORKER_LOSS: "loss",
     names.WORKER_TOKENS_PER_SECOND: "tokens_per_second",
     names.CHECKPOINT_LAST_STEP: "checkpoint_step",
+    # seconds this attempt's rank 0 spent in collective saves (the histogram's running sum)
+    names.CHECKPOINT_SAVE_SECONDS + "_sum": "checkpoint_seconds",
 }
 
 # How many damaged checkpoints status remembers (the newest): enough to never announce one
@@ -122,6 +124,7 @@ def _progress(values: dict[str, float], now: datetime) -> Progress | None:
         total_steps=int(values.get("total_steps", 0)),
         loss=values.get("loss"),
         tokens_per_second=values.get("tokens_per_second"),
+        checkpoint_seconds=values.get("checkpoint_seconds"),
         updated_at=now,
     )
 

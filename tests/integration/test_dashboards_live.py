@@ -68,7 +68,7 @@ def running_job(prometheus: PrometheusServer) -> Iterator[PrometheusServer]:
     operator.queue_reserved.labels(QUEUE, GPU).set(16)
     operator.queue_borrowed.labels(QUEUE, GPU).set(8)
     operator.queue_nominal.labels(QUEUE, GPU).set(8)
-    for account, value in zip(operator.GPU_ACCOUNTS, (1600, 1200, 200, 100, 100), strict=True):
+    for account, value in zip(operator.GPU_ACCOUNTS, (1600, 1150, 200, 100, 100, 50), strict=True):
         operator.job_gpu_seconds.labels(NAMESPACE, JOB, QUEUE, account).set(value)
     control_plane.REQUESTS.labels(ROUTE, "GET", "200").inc()
     control_plane.REQUEST_SECONDS.labels(ROUTE, "GET").observe(0.002)

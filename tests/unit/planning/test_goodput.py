@@ -81,3 +81,20 @@ def test_a_finished_jobs_account_is_closed() -> None:
     done.goodput = account(job(), None, done, Nothing(), T0)
     g = account(job(), done, done, Nothing(), T0 + timedelta(hours=1))
     assert g == done.goodput
+
+
+def test_time_every_rank_spends_saving_is_booked_once_per_report() -> None:
+    from carina.platform.api.types import Progress
+
+    first = status(Phase.RUNNING, 2, progress=Progress(step=10, checkpoint_seconds=3.0))
+    first.goodput = account(job(), None, first, Nothing(), T0)
+    assert first.goodput.checkpoint_saves == 16 * 3.0
+    later = status(Phase.RUNNING, 2, progress=Progress(step=20, checkpoint_seconds=5.0))
+    g = account(job(), first, later, Nothing(), T0 + timedelta(seconds=100))
+    assert g.checkpoint_saves == 16 * 5.0  # 2 more seconds of saving, all 16 GPUs
+    assert g.productive == 16 * 100 - 16 * 5.0
+    # A restarted attempt's running sum starts again from 0: its 1.5 s are new.
+    later.goodput = g
+    again = status(Phase.RUNNING, 2, progress=Progress(step=25, checkpoint_seconds=1.5))
+    g = account(job(), later, again, Nothing(), T0 + timedelta(seconds=110))
+    assert g.checkpoint_saves == 16 * 6.5

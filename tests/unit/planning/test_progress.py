@@ -156,3 +156,9 @@ def test_a_final_word_of_an_older_generation_does_not_overwrite_the_new_one():
     decided = plan(job.model_copy(update={"status": status}), workers, at(2))
     assert decided.status.progress is not None
     assert decided.status.progress.step == 70
+
+
+def test_the_time_spent_saving_is_read_from_the_save_histogram():
+    text = METRICS + f"carina_checkpoint_save_seconds_sum{{{LABELS}}} 4.5\n"
+    assert parse_progress(text, at(1)).checkpoint_seconds == 4.5
+    assert parse_progress(METRICS, at(1)).checkpoint_seconds is None
