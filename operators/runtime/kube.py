@@ -117,10 +117,16 @@ class Kube:
         return list(out.get("items") or [])
 
     async def list_custom(self, plural: str) -> list[dict[str, Any]]:
-        """Every object of a carina.dev kind (cluster-scoped, or in every namespace)."""
-        out = await self._call(
-            "list", plural, self.custom.list_cluster_custom_object, GROUP, VERSION, plural
-        )
+        """Every object of a carina.dev kind (cluster-scoped, or in every namespace); none when
+        the cluster does not know the kind (a chart without the queue CRDs)."""
+        try:
+            out = await self._call(
+                "list", plural, self.custom.list_cluster_custom_object, GROUP, VERSION, plural
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return []
+            raise
         assert out is not None, "a list answers an object"
         return list(out.get("items") or [])
 

@@ -43,3 +43,27 @@ def apply_patch(target, patch):
 @pytest.mark.parametrize(("old", "new"), [c[1:3] for c in CASES], ids=[c[0] for c in CASES])
 def test_patch_applied_to_old_gives_new(old, new):
     assert apply_patch(old, merge_patch(old, new) or {}) == new
+
+
+def test_a_kind_the_cluster_does_not_know_lists_as_none() -> None:
+    """An operator installed without the queue CRDs admits as before, without an error loop."""
+    import asyncio
+
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    from carina.operators.runtime.kube import Kube
+
+    kube = Kube(client.ApiClient())
+
+    def missing(*_args: object, **_kwargs: object) -> None:
+        raise ApiException(status=404, reason="Not Found")
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise ApiException(status=500, reason="Internal Server Error")
+
+    kube.custom.list_cluster_custom_object = missing  # type: ignore[method-assign]
+    assert asyncio.run(kube.list_custom("clusterqueues")) == []
+    kube.custom.list_cluster_custom_object = broken  # type: ignore[method-assign]
+    with pytest.raises(ApiException):
+        asyncio.run(kube.list_custom("clusterqueues"))
