@@ -41,6 +41,7 @@ from carina.platform.planning.queue_view import (
     resolve,
 )
 from carina.platform.planning.queueing import Decisions, JobInfo, schedule
+from carina.platform.planning.render import save_budget
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,7 @@ class AdmissionWriter:
             self.kube.namespace_labels(),
         )
         cqs = {c.metadata.name: c for c in _parse_all(cq_items, ClusterQueue)}
+        infos = {name: queue_info(c) for name, c in cqs.items()}
         lqs = {
             (q.metadata.namespace or "default", q.metadata.name): q
             for q in _parse_all(lq_items, LocalQueue)
@@ -192,19 +194,18 @@ class AdmissionWriter:
                 misconfigured=wrong or no_class,
                 local_stopped=local_stopped,
                 workers_gone=gone,
-                covered=queue_info(cqs[cq_name]).quotas.keys() if cq_name in cqs else None,
+                covered=infos[cq_name].quotas.keys() if cq_name in infos else None,
             )
             if (finished or job.spec.suspend) and info.held is not None and not info.evicting:
                 # A finished or suspended job gives its quota back once its workers are gone.
                 info = replace(info, evicting="Finished" if finished else "Suspended", active=False)
             views[info.key] = (key, body, job, info, cq_name)
 
-        infos = [queue_info(c) for c in cqs.values()]
-        self._quotas = {q.name: {r: v.nominal for r, v in q.quotas.items()} for q in infos}
+        self._quotas = {n: {r: v.nominal for r, v in q.quotas.items()} for n, q in infos.items()}
         jobs = [v[3] for v in views.values()]
-        decisions = schedule(infos, jobs, now.timestamp())
+        decisions = schedule(infos.values(), jobs, now.timestamp())
         finishes = {k: when for k, v in views.items() if (when := eta(v[2])) is not None}
-        starts = estimate_starts(infos, jobs, decisions, finishes, now)
+        starts = estimate_starts(list(infos.values()), jobs, decisions, finishes, now)
         await asyncio.gather(
             *(self._write_job(v, decisions, now, cqs, starts) for v in views.values()),
             *(self._write_queue(name, decisions) for name in cqs),
@@ -221,11 +222,7 @@ class AdmissionWriter:
         starts: dict[str, datetime],
     ) -> None:
         key, body, job, info, cq_name = view
-        grace = float(
-            job.spec.preemption.checkpoint_grace_period_seconds
-            if job.spec.preemption.checkpoint_grace_period_seconds is not None
-            else self.settings.worker_shutdown_timeout
-        )
+        grace = float(save_budget(job, self.settings.render))
         held_in = info.held.queue if info.held is not None else cq_name
         if held_in in cqs:
             grace = min(grace, float(cqs[held_in].spec.max_checkpoint_grace_seconds))

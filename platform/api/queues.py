@@ -12,7 +12,6 @@ The admission decisions over these objects are `carina.platform.planning.queuein
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -27,58 +26,36 @@ from pydantic import (
 
 from carina.platform.api.quantity import (
     NON_NEGATIVE_QUANTITY_PATTERN,
-    QUANTITY_MAX_LENGTH,
     parse_quantity,
 )
-from carina.platform.api.types import GROUP, NAME_PATTERN, VERSION, Condition, ObjectMeta
+from carina.platform.api.types import (
+    GROUP,
+    NAME_PATTERN,
+    VERSION,
+    Condition,
+    ObjectMeta,
+    quantity_check,
+    quantity_schema,
+)
 from carina.workloads.config import ApiModel, CelRule
 
 API_VERSION = f"{GROUP}/{VERSION}"
 
 # The resources a quota can name: what a worker pod requests of its node.
 GPU = "nvidia.com/gpu"
-RDMA = "rdma/roce_gdr"  # the RoCE/InfiniBand device plugin's shared HCA resource
+# The NVIDIA network operator's RDMA shared device plugin: what a Blue Vela worker requests.
+RDMA = "rdma/rdma_shared_device_ib"
 CPU = "cpu"
 MEMORY = "memory"
 PODS = "pods"
 QUOTA_RESOURCES = (GPU, RDMA, CPU, MEMORY, PODS)
 
 
-def _quantity(value: object) -> int | str:
-    """A quota: an integer of at least 0, or a Kubernetes quantity (0 is allowed)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if (
-        isinstance(value, str)
-        and len(value) <= QUANTITY_MAX_LENGTH
-        and re.fullmatch(NON_NEGATIVE_QUANTITY_PATTERN, value)
-    ):
-        try:
-            if parse_quantity(value) >= 0:
-                return value
-        except ValueError:
-            pass
-    shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
-    raise ValueError(
-        f"must be a Kubernetes quantity of at least 0, such as 8, 500m or 2Ti (got {shown})"
-    )
-
-
+# A quota (0 is allowed: a queue that only borrows).
 QuotaQuantity = Annotated[
     int | str,
-    PlainValidator(_quantity),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "integer", "minimum": 0},
-                {
-                    "type": "string",
-                    "maxLength": QUANTITY_MAX_LENGTH,
-                    "pattern": NON_NEGATIVE_QUANTITY_PATTERN,
-                },
-            ]
-        }
-    ),
+    PlainValidator(quantity_check(0, NON_NEGATIVE_QUANTITY_PATTERN, "8, 500m or 2Ti")),
+    WithJsonSchema(quantity_schema(0, NON_NEGATIVE_QUANTITY_PATTERN)),
     Field(description="a Kubernetes quantity, e.g. 64, 500m, 2Ti"),
 ]
 
@@ -121,7 +98,7 @@ class ResourceQuota(ApiModel):
         ),
     )
 
-    name: Literal["nvidia.com/gpu", "rdma/roce_gdr", "cpu", "memory", "pods"]
+    name: Literal["nvidia.com/gpu", "rdma/rdma_shared_device_ib", "cpu", "memory", "pods"]
     nominal_quota: QuotaQuantity = Field(description="what this queue's jobs may always hold")
     borrowing_limit: QuotaQuantity | None = Field(
         None, description="the most it may borrow from its cohort above nominal; unset: no limit"

@@ -9,6 +9,7 @@ server) and in a validator beside it (for local validation).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
@@ -64,37 +65,43 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 NAME_MAX_LENGTH = 50
 
 
-def _positive_quantity(value: object) -> int | str:
-    """A cpu or memory request: an integer of at least 1, or a quantity greater than zero."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    if (
-        isinstance(value, str)
-        and len(value) <= QUANTITY_MAX_LENGTH
-        and re.fullmatch(POSITIVE_QUANTITY_PATTERN, value)
-    ):
-        return value
-    shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
-    raise ValueError(
-        f"must be a Kubernetes quantity greater than zero, such as 4, 500m or 16Gi (got {shown})"
-    )
+def quantity_check(
+    minimum: Literal[0, 1], pattern: str, examples: str
+) -> Callable[[object], int | str]:
+    """The validator of a Kubernetes quantity field: an integer of at least `minimum`, or a
+    string matching `pattern`; the error names the rule and shows the value."""
+    what = "greater than zero" if minimum else "of at least 0"
+
+    def check(value: object) -> int | str:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
+            return value
+        if (
+            isinstance(value, str)
+            and len(value) <= QUANTITY_MAX_LENGTH
+            and re.fullmatch(pattern, value)
+        ):
+            return value
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        raise ValueError(f"must be a Kubernetes quantity {what}, such as {examples} (got {shown})")
+
+    return check
 
 
+def quantity_schema(minimum: Literal[0, 1], pattern: str) -> dict[str, Any]:
+    """The same rule as the CRD states it (an int-or-string)."""
+    return {
+        "anyOf": [
+            {"type": "integer", "minimum": minimum},
+            {"type": "string", "maxLength": QUANTITY_MAX_LENGTH, "pattern": pattern},
+        ]
+    }
+
+
+# A cpu or memory request.
 Quantity = Annotated[
     int | str,
-    PlainValidator(_positive_quantity),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "integer", "minimum": 1},
-                {
-                    "type": "string",
-                    "maxLength": QUANTITY_MAX_LENGTH,
-                    "pattern": POSITIVE_QUANTITY_PATTERN,
-                },
-            ]
-        }
-    ),
+    PlainValidator(quantity_check(1, POSITIVE_QUANTITY_PATTERN, "4, 500m or 16Gi")),
+    WithJsonSchema(quantity_schema(1, POSITIVE_QUANTITY_PATTERN)),
     Field(description="a Kubernetes quantity greater than zero, e.g. 4, 500m, 16Gi"),
 ]
 

@@ -75,7 +75,7 @@ class Health(Body):
 class QueueResource(Body):
     """One resource of a ClusterQueue, in its base unit (GPUs, cores, bytes, pods)."""
 
-    name: str = Field(description="nvidia.com/gpu, rdma/roce_gdr, cpu, memory or pods")
+    name: str = Field(description="nvidia.com/gpu, rdma/rdma_shared_device_ib, cpu, memory or pods")
     nominal: float = Field(description="the quota its jobs may always hold")
     reserved: float = Field(0, description="held by admitted jobs (victims until they leave)")
     borrowed: float = Field(0, description="of `reserved`, the part borrowed from the cohort")

@@ -126,6 +126,7 @@ class Substrate:
         self._stop_sent: dict[tuple[str, int], float] = {}  # (uid, index) -> SIGTERM time
         self._quiet: dict[str, tuple[tuple[object, ...], datetime | None]] = {}
         self._parsed: dict[str, tuple[tuple[str, str], TrainingJob]] = {}
+        self._statuses: dict[str, tuple[str, TrainingJobStatus]] = {}
         self._seen_version = -1
         self._busy = True
         self._wrote = False
@@ -241,11 +242,10 @@ class Substrate:
             except ValueError as exc:  # pydantic's ValidationError is one too
                 invalid[row.uid] = spec_problems(exc)
                 continue
-            status = (
-                TrainingJobStatus.model_validate(json.loads(row.status))
-                if row.status != "{}"
-                else None
-            )
+            try:
+                status = self._stored_status(row)
+            except ValueError:
+                continue  # its own reconcile reports it; the other jobs are decided
             held = (
                 status is not None
                 and status.queueing is not None
@@ -290,6 +290,18 @@ class Substrate:
             out[uid] = (job_admission(job.model_copy(update={"status": status}), True), q)
         return out
 
+    def _stored_status(self, row: JobRow) -> TrainingJobStatus | None:
+        """The job's last written status, parsed once per write (admission and the job's
+        reconcile both read it each pass; the planning functions copy before they change)."""
+        if row.status == "{}":
+            return None
+        cached = self._statuses.get(row.uid)
+        if cached is not None and cached[0] == row.status:
+            return cached[1]
+        status = TrainingJobStatus.model_validate(json.loads(row.status))
+        self._statuses[row.uid] = (row.status, status)
+        return status
+
     def _parse(self, row: JobRow) -> TrainingJob:
         """The job as a model, parsed once per change of its metadata or spec."""
         cached = self._parsed.get(row.uid)
@@ -315,6 +327,7 @@ class Substrate:
             if not self.store.workers(row.uid):
                 self.store.remove_job(row.uid)
                 self._parsed.pop(row.uid, None)
+                self._statuses.pop(row.uid, None)
             return None
         try:
             job = self._parse(row)
@@ -322,9 +335,7 @@ class Substrate:
             return self._fail_invalid(row, spec_problems(exc), now)
         workers, acked = self._observe(row.uid, paths)
 
-        previous = (
-            TrainingJobStatus.model_validate(json.loads(row.status)) if row.status != "{}" else None
-        )
+        previous = self._stored_status(row)
         progress, checkpoint, damaged = self._scrape(row, job, paths, now)
         if acked is not None and (checkpoint is None or acked.step > checkpoint.step):
             checkpoint = acked

@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from carina.platform.api.queues import GPU, RDMA
 from carina.platform.api.types import ClusterProfile
 
-GPU_RESOURCE = "nvidia.com/gpu"
-RDMA_RESOURCE = "rdma/rdma_shared_device_ib"
+# The device plugins' resource names, one source with the quota API's.
+GPU_RESOURCE = GPU
+RDMA_RESOURCE = RDMA
+
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 POOL_LABEL = "carina.dev/pool"
 SCALABLE_UNIT_LABEL = "carina.dev/scalable-unit"

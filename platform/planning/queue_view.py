@@ -19,6 +19,7 @@ from carina.platform.api.queues import (
     GPU,
     MEMORY,
     PODS,
+    RDMA,
     ClusterQueue,
     LocalQueue,
     QueueingStrategy,
@@ -37,10 +38,11 @@ from carina.platform.api.types import (
     TrainingJob,
 )
 from carina.platform.planning.engine import ADMITTED, JobAdmission
+from carina.platform.planning.profiles import profile_for
 from carina.platform.planning.queueing import Book, Decisions, Held, JobInfo, QueueInfo, Quota
 
-# What a queue that names no quota for them does not limit.
-_UNLIMITED = frozenset({CPU, MEMORY, PODS})
+# What a queue that names no quota for them does not limit (GPUs it does).
+_UNLIMITED = frozenset({CPU, MEMORY, PODS, RDMA})
 
 # Waiting for these, no amount of other jobs finishing admits the job: it is Pending, not Queued.
 _NEVER = frozenset(
@@ -112,6 +114,9 @@ def gang_usage(job: TrainingJob) -> dict[str, float]:
     }
     if r.gpus:
         usage[GPU] = float(n * r.gpus)
+    # What the cluster profile adds to every worker (Blue Vela: an RDMA device).
+    for name, amount in profile_for(job.spec.cluster).extra_resources.items():
+        usage[name] = usage.get(name, 0.0) + n * parse_quantity(amount)
     return usage
 
 
@@ -171,9 +176,9 @@ def job_info(
 ) -> JobInfo:
     """The job as the admission function reads it, from its spec and `status.queueing`.
 
-    `covered` names the resources its queue has quota for: CPU, memory and pods a queue does
-    not name are not limited by it (a GPU queue need not count cores); GPUs and RDMA devices
-    it does not name are (a GPU job never runs on a CPU team's quota).
+    `covered` names the resources its queue has quota for: CPU, memory, pods and RDMA devices
+    a queue does not name are not limited by it (a GPU queue need not count cores); GPUs it
+    does not name are (a GPU job never runs on a CPU team's quota).
     """
     status = job.status
     q = status.queueing if status else None

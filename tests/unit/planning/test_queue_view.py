@@ -280,3 +280,20 @@ def test_a_waiting_job_is_told_when_it_should_start() -> None:
     )
     assert starts["team-a/first"] == T0 + timedelta(hours=2)
     assert "team-a/second" not in starts  # behind "first", with no end in sight
+
+
+def test_a_blue_vela_gang_counts_its_rdma_devices_as_its_pods_request_them() -> None:
+    from carina.platform.api.queues import RDMA
+    from carina.platform.planning.profiles import profile_for
+    from carina.platform.planning.render import RenderSettings, build_worker_pod
+
+    job = gpu_job(replicas=4)
+    job = job.model_copy(update={"spec": job.spec.model_copy(update={"cluster": "blue-vela"})})
+    pod = build_worker_pod(job, 0, 0, RenderSettings())
+    requested = pod["spec"]["containers"][0]["resources"]["requests"]
+    assert RDMA in requested  # the name the quota counts is the name a pod asks for
+    assert profile_for("blue-vela").extra_resources[RDMA] == requested[RDMA]
+    assert gang_usage(job)[RDMA] == 4 * float(requested[RDMA])
+    # A GPU-only queue does not limit the RDMA devices it names no quota for.
+    info = job_info(job, "team-a/llm", queue="team-a", priority=0, workers_gone=True, covered={GPU})
+    assert RDMA not in info.demand
