@@ -59,6 +59,12 @@ class JobBuilder(dict[str, Any]):
             schedule={"warmupSteps": 5},
         )
 
+    def with_vision(self, **fields: Any) -> JobBuilder:
+        """A `vision` (DeiT-LT) workload in place of the job's own, with `fields` set."""
+        job = self._copy()
+        job["spec"]["workload"] = {"vision": {"model": {"preset": "tiny"}, **fields}}
+        return job
+
     def without(self, dotted: str) -> JobBuilder:
         job = self._copy()
         *parents, leaf = dotted.split(".")
@@ -175,6 +181,15 @@ def make_cluster_queue(name: str = "team-a", **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "carina.dev/v1alpha1",
         "kind": "ClusterQueue",
+    # The vision workload (DeiT-LT).
+    "vision-imbalance-ratio-below-one": (
+        make_job().with_vision(data={"imbalanceRatio": 0.5}),
+        "spec.workload.vision.data.imbalanceRatio",
+    ),
+    "vision-distillation-without-teacher-epochs": (
+        make_job().with_vision(teacher={"epochs": 0}),
+        "spec.workload.vision",
+    ),
         "metadata": {"name": name},
         "spec": {
             "cohort": "research",

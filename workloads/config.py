@@ -543,6 +543,248 @@ class EvaluateConfig(ApiModel):
     max_new_tokens: StrictInt = Field(32, ge=1, le=4096, description="generation budget (refusal)")
 
 
-WORKLOAD_KINDS = ("pretrain", "finetune", "quantize", "evaluate")
+# ---------------------------------------------------------------- vision: DeiT-LT
 
-WorkloadConfig = PretrainConfig | FinetuneConfig | QuantizeConfig | EvaluateConfig
+
+class VisionPreset(StrEnum):
+    """Named sizes of the ViT student and its CNN teacher."""
+
+    TINY = "tiny"  # 8x8 digits on a laptop CPU
+    SMALL = "small"  # 32x32 images on a GPU: a DeiT-S student, a ResNet-32 teacher
+
+
+@dataclass(frozen=True)
+class VisionArchitecture:
+    """A fully resolved student (DeiT) and teacher (ResNet) pair (what the model code builds)."""
+
+    image_size: int
+    in_channels: int
+    num_classes: int
+    patch_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    mlp_ratio: int
+    dist_token: bool  # False: a plain ViT with a class token only
+    teacher_widths: tuple[int, ...]  # channels of the ResNet's stages
+    teacher_blocks: int  # residual blocks per stage
+
+    @property
+    def n_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+VISION_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "image_size": 8,
+        "patch_size": 2,
+        "d_model": 64,
+        "n_layers": 4,
+        "n_heads": 4,
+        "mlp_ratio": 2,
+        "teacher_widths": (16, 32, 64),
+        "teacher_blocks": 1,
+    },
+    "small": {
+        "image_size": 32,
+        "patch_size": 4,
+        "d_model": 384,
+        "n_layers": 12,
+        "n_heads": 6,
+        "mlp_ratio": 4,
+        "teacher_widths": (16, 32, 64),
+        "teacher_blocks": 5,
+    },
+}
+
+
+class VisionModelSpec(ApiModel):
+    """A preset and the student's overrides (224-pixel inputs: imageSize 224, patchSize 16)."""
+
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            "!has(self.dModel) || !has(self.nHeads) || self.dModel % self.nHeads == 0",
+            "dModel must be divisible by nHeads",
+        ),
+        CelRule(
+            "!has(self.imageSize) || !has(self.patchSize) || self.imageSize % self.patchSize == 0",
+            "imageSize must be divisible by patchSize",
+        ),
+    )
+
+    preset: VisionPreset = Field(VisionPreset.TINY, description="named student and teacher size")
+    image_size: StrictInt | None = Field(
+        None, ge=4, le=1024, description="input side in pixels (images are resized to it)"
+    )
+    patch_size: StrictInt | None = Field(None, ge=1, le=64)
+    d_model: StrictInt | None = Field(None, ge=8, le=8192)
+    n_layers: StrictInt | None = Field(None, ge=1, le=64)
+    n_heads: StrictInt | None = Field(None, ge=1, le=128)
+
+    @model_validator(mode="after")
+    def _divisibility(self) -> VisionModelSpec:
+        arch = self.resolve(in_channels=1, num_classes=2, dist_token=True)
+        if arch.d_model % arch.n_heads:
+            raise ValueError("dModel must be divisible by nHeads")
+        if arch.image_size % arch.patch_size:
+            raise ValueError("imageSize must be divisible by patchSize")
+        return self
+
+    def resolve(self, in_channels: int, num_classes: int, dist_token: bool) -> VisionArchitecture:
+        """The preset with this spec's overrides, for data of that many channels and classes."""
+        base = dict(VISION_PRESETS[VisionPreset(self.preset).value])
+        for key in ("image_size", "patch_size", "d_model", "n_layers", "n_heads"):
+            value = getattr(self, key)
+            if value is not None:
+                base[key] = value
+        return VisionArchitecture(
+            in_channels=in_channels, num_classes=num_classes, dist_token=dist_token, **base
+        )
+
+
+class VisionDataSource(StrEnum):
+    DIGITS = "digits"  # scikit-learn's bundled 8x8 digits (no download)
+    IMAGE_FOLDER = "image-folder"  # <path>/<class name>/*.pgm|ppm|pnm
+
+
+class VisionDataSpec(ApiModel):
+    """Images, a balanced held-out set, and a long-tailed training set cut from the rest.
+
+    Class c (in order: digits 0-9, or the folders sorted by name) keeps
+    n_c = round(maxPerClass · imbalanceRatio^(-c/(C-1))) training images, so class 0 is the
+    head and the last class holds maxPerClass / imbalanceRatio.
+    """
+
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            "self.source != 'image-folder' || has(self.path)",
+            "path is required when source is image-folder",
+        ),
+    )
+
+    source: VisionDataSource = VisionDataSource.DIGITS
+    path: PathText | None = Field(None, description="image-folder root: one folder per class")
+    imbalance_ratio: StrictFloat = Field(
+        100.0, ge=1.0, le=10000.0, description="head over tail class count (1 = balanced)"
+    )
+    max_per_class: StrictInt = Field(100, ge=1, description="training images of the head class")
+    test_per_class: StrictInt = Field(
+        50, ge=1, description="held-out images per class (a balanced test set)"
+    )
+    seed: StrictInt = Field(0, ge=0, description="seed of the held-out and long-tailed draws")
+
+    @model_validator(mode="after")
+    def _path_for_folder(self) -> VisionDataSpec:
+        if self.source == VisionDataSource.IMAGE_FOLDER and not self.path:
+            raise ValueError(self.CEL_RULES[0].message)
+        return self
+
+
+class TeacherSpec(ApiModel):
+    """The CNN teacher, trained first on the same long-tailed data (weak augmentation)."""
+
+    epochs: StrictInt = Field(30, ge=0, le=100_000)
+    lr: StrictFloat = Field(2e-3, gt=0, le=10.0, description="AdamW peak learning rate")
+    weight_decay: StrictFloat = Field(5e-4, ge=0.0, le=1.0)
+    sam: StrictBool = Field(
+        True, description="sharpness-aware minimization (flatter minima, low-rank features)"
+    )
+    rho: StrictFloat = Field(0.05, gt=0.0, le=5.0, description="SAM's neighbourhood radius")
+
+
+class DistillSpec(ApiModel):
+    """What the student's distillation token learns, and how (each piece can be switched off)."""
+
+    enabled: StrictBool = Field(
+        True, description="a distillation token trained on the teacher's argmax (off: a ViT)"
+    )
+    ood_augmentation: StrictBool = Field(
+        True,
+        description="train the student on strong views (random resized crops, mixup, cutmix) "
+        "that the teacher, trained on weak ones, labels out of distribution",
+    )
+    drw: StrictBool = Field(
+        True, description="deferred re-weighting of the distillation loss, late in training"
+    )
+    drw_start: StrictFloat = Field(
+        0.75, ge=0.0, le=1.0, description="share of the student's epochs before DRW starts"
+    )
+    drw_beta: StrictFloat = Field(
+        0.9999, ge=0.0, lt=1.0, description="β of the effective number (1 - β^n) / (1 - β)"
+    )
+
+
+class VisionAugmentSpec(ApiModel):
+    """Weak views (random shifts) for the teacher; strong views for distillation."""
+
+    shift: StrictInt = Field(1, ge=0, le=64, description="weak views: random shift, pixels")
+    crop_scale: StrictFloat = Field(
+        0.35, gt=0.0, le=1.0, description="strong views: smallest random resized crop (area)"
+    )
+    mixup_alpha: StrictFloat = Field(0.8, ge=0.0, le=10.0, description="0 = no mixup")
+    cutmix_alpha: StrictFloat = Field(1.0, ge=0.0, le=10.0, description="0 = no cutmix")
+
+
+class VisionConfig(ApiModel):
+    """DeiT-LT: a CNN teacher, then a ViT student distilled from it, on long-tailed images.
+
+    Rangwani et al., "DeiT-LT: Distillation Strikes Back for Vision Transformer Training on
+    Long-Tailed Datasets" (CVPR 2024). `distill` switches the recipe's pieces for ablations.
+    """
+
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            "!has(self.distill) || !has(self.distill.enabled) || !self.distill.enabled"
+            " || !has(self.teacher) || !has(self.teacher.epochs) || self.teacher.epochs > 0",
+            "teacher.epochs must be at least 1 when distill.enabled is true",
+            "teacher.epochs",
+        ),
+    )
+
+    model: VisionModelSpec = Field(default_factory=VisionModelSpec)
+    data: VisionDataSpec = Field(default_factory=VisionDataSpec)
+    teacher: TeacherSpec = Field(default_factory=TeacherSpec)
+    distill: DistillSpec = Field(default_factory=DistillSpec)
+    augment: VisionAugmentSpec = Field(default_factory=VisionAugmentSpec)
+    optimizer: OptimizerSpec = Field(
+        default_factory=lambda: OptimizerSpec(
+            lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05, grad_clip=0.0
+        ),
+        description="the student's AdamW",
+    )
+    schedule: ScheduleSpec = Field(
+        default_factory=lambda: ScheduleSpec(kind=ScheduleKind.COSINE, warmup_steps=10),
+        description="learning-rate schedule of each phase (teacher, then student)",
+    )
+    epochs: StrictInt = Field(60, ge=1, le=100_000, description="the student's epochs")
+    batch_size: StrictInt = Field(64, ge=1, description="images per optimizer step, all workers")
+    log_every: StrictInt = Field(10, ge=1)
+    seed: StrictInt = Field(1234, ge=0, description="seed of weights, sampling and augmentation")
+    precision: Precision = Precision.AUTO
+
+    @model_validator(mode="after")
+    def _teacher_for_distillation(self) -> VisionConfig:
+        if self.distill.enabled and self.teacher.epochs < 1:
+            raise ValueError(self.CEL_RULES[0].message)
+        return self
+
+
+# The three variants of the DeiT-LT paper's comparison, as `VisionConfig` overrides: a ViT
+# alone; DeiT's plain distillation (a teacher without SAM, in-distribution views, no DRW);
+# DeiT-LT (every piece on).
+VISION_RECIPES: dict[str, dict[str, Any]] = {
+    "vit": {"distill": {"enabled": False, "oodAugmentation": False, "drw": False}},
+    "deit": {
+        "teacher": {"sam": False},
+        "distill": {"enabled": True, "oodAugmentation": False, "drw": False},
+    },
+    "deit-lt": {
+        "teacher": {"sam": True},
+        "distill": {"enabled": True, "oodAugmentation": True, "drw": True},
+    },
+}
+
+
+WORKLOAD_KINDS = ("pretrain", "finetune", "quantize", "evaluate", "vision")
+
+WorkloadConfig = PretrainConfig | FinetuneConfig | QuantizeConfig | EvaluateConfig | VisionConfig

@@ -25,6 +25,7 @@ from carina.workloads.config import (
     FinetuneConfig,
     PretrainConfig,
     QuantizeConfig,
+    VisionConfig,
     describe_errors,
 )
 from carina.workloads.contract import ContractError, WorkerContext
@@ -39,12 +40,14 @@ CONFIGS: dict[str, type[BaseModel]] = {
     "finetune": FinetuneConfig,
     "quantize": QuantizeConfig,
     "evaluate": EvaluateConfig,
+    "vision": VisionConfig,
 }
 RUNNERS: dict[str, str] = {
     "pretrain": "carina.workloads.pretrain.run:run_pretrain",
     "finetune": "carina.workloads.finetune.run:run_finetune",
     "evaluate": "carina.workloads.evaluate.run:run_evaluate",
     "quantize": "carina.workloads.quantize.workload:run_quantize",
+    "vision": "carina.workloads.vision.run:run_vision",
 }
 
 

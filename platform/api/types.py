@@ -48,6 +48,7 @@ from carina.workloads.contract import (
     DEFAULT_PVC_MOUNT_ROOT,
     DEFAULT_TERMINATION_LOG,
     PVC_MOUNT_ROOT_ENV,
+    VisionConfig,
     SPEC_DIR,
 )
 
@@ -124,9 +125,9 @@ class Workload(ApiModel):
 
     CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
         CelRule(
-            "[has(self.pretrain), has(self.finetune), has(self.quantize), has(self.evaluate)]"
-            ".filter(x, x).size() == 1",
-            "exactly one of pretrain, finetune, quantize, evaluate must be set",
+            "[has(self.pretrain), has(self.finetune), has(self.quantize), has(self.evaluate),"
+            " has(self.vision)].filter(x, x).size() == 1",
+            "exactly one of pretrain, finetune, quantize, evaluate, vision must be set",
         ),
     )
 
@@ -142,6 +143,7 @@ class Workload(ApiModel):
         return self
 
     def kinds(self) -> list[str]:
+    vision: VisionConfig | None = None
         """Names of the members that are set (one, for a valid workload)."""
         return [k for k in WORKLOAD_KINDS if getattr(self, k) is not None]
 

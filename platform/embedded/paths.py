@@ -113,6 +113,8 @@ def local_path_fields(job: TrainingJob) -> Iterator[tuple[str, str, bool]]:
         for i, task in enumerate(w.evaluate.tasks):
             if task.data.path:
                 yield f"spec.workload.evaluate.tasks[{i}].data.path", task.data.path, False
+    if w.vision is not None and w.vision.data.path:
+        yield "spec.workload.vision.data.path", w.vision.data.path, False
 
 
 def _data_paths(prefix: str, data: DataSpec) -> Iterator[tuple[str, str, bool]]:

@@ -68,7 +68,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.tensor import DTensor
 
-from carina.workloads.config import Architecture, ExitCode
+from carina.workloads.config import Architecture, ExitCode, VisionArchitecture
 from carina.workloads.contract import step_dir as step_dir  # the contract names the layout
 from carina.workloads.errors import WorkerError
 from carina.workloads.runtime import checksums
@@ -465,7 +465,7 @@ def save(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     trainer_state: dict[str, Any],
-    architecture: Architecture,
+    architecture: Architecture | VisionArchitecture,
     keep: int = 0,
 ) -> CheckpointRef:
     """Save collectively; returns the checkpoint once its manifest is stored.
