@@ -400,6 +400,22 @@ def job() -> dict[str, Any]:
             description="Below 1: this rank saw slower steps than most; a straggler shows "
             "as a line that stays low.",
         ),
+        Panel(
+            "Compute seconds per step, by rank",
+            [
+                (f"max by (rank) (carina_worker_rank_step_seconds{{{JOB}}})", "rank {{rank}}"),
+                (f"max(carina_worker_step_seconds{{{JOB}}})", "median step (rank 0)"),
+            ],
+            unit="s",
+            description="Each rank's own compute time (before the gradient all-reduce), as "
+            "rank 0 gathers it; a straggler is the line above the others. The operator names "
+            "it in status.stragglers.",
+        ),
+        Panel(
+            "Named stragglers",
+            [(f"max by (rank, node) (carina_job_straggler{{{JOB}}})", "rank {{rank}} on {{node}}")],
+            description="Ranks the operator named as outliers (1 while named).",
+        ),
         Row("Checkpoints and restarts"),
         Panel(
             "Steps since the last checkpoint",
@@ -609,8 +625,83 @@ def queues() -> dict[str, Any]:
     )
 
 
+def nodes() -> dict[str, Any]:
+    """Node health: verdicts, failing checks, and what the operator did about them."""
+    items: list[Item] = [
+        Row("Verdicts"),
+        Panel(
+            "Nodes by verdict",
+            [("sum by (state) (carina_node_health_state == 1)", "{{state}}")],
+            stack=True,
+            description="PASS, WARN (no new worker lands there) and EVICT (running gangs move "
+            "off, the node is tainted until it passes again), from the health agents.",
+        ),
+        Panel(
+            "Nodes not passing",
+            [('max by (node, state) (carina_node_health_state{state!="PASS"} == 1)', "{{node}}")],
+            description="One series per node that is WARN or EVICT now.",
+        ),
+        Row("Checks"),
+        Panel(
+            "Failing checks, by check",
+            [
+                (
+                    "count by (check, result)"
+                    ' (carina_node_health_check_result{result=~"WARN|EVICT"} == 1)',
+                    "{{check}} {{result}}",
+                )
+            ],
+            stack=True,
+        ),
+        Panel(
+            "Checks that cannot run, by check",
+            [
+                (
+                    'count by (check) (carina_node_health_check_result{result="UNSUPPORTED"} == 1)',
+                    "{{check}}",
+                )
+            ],
+            description="A check the node's hardware or image cannot run says so; it never "
+            "counts as passed.",
+        ),
+        Panel(
+            "Check duration",
+            [("max by (check) (carina_node_health_check_seconds)", "{{check}}")],
+            unit="s",
+            width=24,
+        ),
+        Row("What it cost the jobs"),
+        Panel(
+            "Gangs moved off broken nodes per hour",
+            [
+                (
+                    'sum by (namespace) (increase(carina_job_restarts_total{reason="NodeUnhealthy"}'
+                    "[1h]))",
+                    "{{namespace}}",
+                )
+            ],
+            stack=True,
+        ),
+        Panel(
+            "Stragglers named, by node",
+            [("count by (node) (carina_job_straggler == 1)", "{{node}}")],
+            stack=True,
+            description="A node that keeps hosting stragglers is one to check "
+            "(the operator asks its health agent for a full check).",
+        ),
+    ]
+    return dashboard(
+        "carina-nodes",
+        "Carina / Node health",
+        "The health agents' verdicts and checks, and the gangs moved and stragglers named.",
+        items,
+        [],
+    )
+
+
 DASHBOARDS = {
     "queues.json": queues,
+    "nodes.json": nodes,
     "platform.json": platform,
     "job.json": job,
     "operator-and-control-plane.json": operator_and_control_plane,

@@ -81,7 +81,8 @@ BLUE_VELA = NodePool(
     taints=(GPU_TAINT,),
     zones=("poughkeepsie-1",),
     nodes_per_rack=4,
-    nodes_per_su=4,
+    # A Blue Vela SU is 32 nodes on one leaf/spine group.
+    nodes_per_su=32,
 )
 
 # An untainted CPU node, so pods that ask for no GPU (and tolerate nothing) can still run.

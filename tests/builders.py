@@ -108,6 +108,14 @@ BAD_MANIFESTS: dict[str, tuple[JobBuilder, str]] = {
         "spec.workload",
     ),
     "no-workload-member": (make_job().with_spec(workload={}), "spec.workload"),
+    "topology-level-not-a-label-key": (
+        make_job().with_spec(topology={"level": "Example.com/unit", "mode": "Required"}),
+        "spec.topology.level",
+    ),
+    "unknown-topology-mode": (
+        make_job().with_spec(topology={"level": "carina.dev/rack", "mode": "Sometimes"}),
+        "spec.topology.mode",
+    ),
     "malformed-checkpoint-uri": (
         make_job().with_spec(checkpoint={"uri": "ftp://host/ckpt"}),
         "spec.checkpoint.uri",
@@ -173,14 +181,6 @@ BAD_MANIFESTS: dict[str, tuple[JobBuilder, str]] = {
         make_job().with_spec(template={"spec": {"nodeSelector": {"zone": "a b"}}}),
         "spec.template.spec.nodeSelector",
     ),
-}
-
-
-def make_cluster_queue(name: str = "team-a", **spec: Any) -> dict[str, Any]:
-    """A valid ClusterQueue: 16 GPUs and 256 CPUs in the cohort `research`; `spec` overrides."""
-    return {
-        "apiVersion": "carina.dev/v1alpha1",
-        "kind": "ClusterQueue",
     # The vision workload (DeiT-LT).
     "vision-imbalance-ratio-below-one": (
         make_job().with_vision(data={"imbalanceRatio": 0.5}),
@@ -190,6 +190,14 @@ def make_cluster_queue(name: str = "team-a", **spec: Any) -> dict[str, Any]:
         make_job().with_vision(teacher={"epochs": 0}),
         "spec.workload.vision",
     ),
+}
+
+
+def make_cluster_queue(name: str = "team-a", **spec: Any) -> dict[str, Any]:
+    """A valid ClusterQueue: 16 GPUs and 256 CPUs in the cohort `research`; `spec` overrides."""
+    return {
+        "apiVersion": "carina.dev/v1alpha1",
+        "kind": "ClusterQueue",
         "metadata": {"name": name},
         "spec": {
             "cohort": "research",

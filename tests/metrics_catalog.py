@@ -4,9 +4,10 @@ There is no second list here. Each component owns its names, as constants in one
 
 - workers: `carina.workloads.metric_names`
 - the operator: `carina.operators.runtime.metrics`
+- the node health agent: `carina.operators.health.metrics`
 - the control plane: `carina.platform.controlplane.metric_names`
 
-This module imports the three (only tests may: carina.platform must not import the operator
+This module imports the four (only tests may: carina.platform must not import the operator
 or the training code) and asks each component's real prometheus-client registry for the type
 of every metric, so it knows which series Prometheus stores for it: `x_total` for a counter,
 `x_bucket`/`x_sum`/`x_count` for a histogram. `check_owner_lists` confirms that every metric a
@@ -86,9 +87,15 @@ def _operator_registry() -> Any:
     return module.REGISTRY
 
 
+def _health_agent_registry() -> Any:
+    module = importlib.import_module("carina.operators.health.metrics")
+    return module.REGISTRY
+
+
 COMPONENTS = (
     Component("worker", "carina.workloads.metric_names", _worker_registry),
     Component("operator", "carina.operators.runtime.metrics", _operator_registry),
+    Component("health-agent", "carina.operators.health.metrics", _health_agent_registry),
     Component(
         "control-plane", "carina.platform.controlplane.metric_names", _control_plane_registry
     ),

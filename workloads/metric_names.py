@@ -3,7 +3,9 @@
 Labels on all of them: `job`, `namespace`, `rank` (bounded: never a step or a pod UID).
 A histogram also exports `<name>_bucket`, `<name>_sum` and `<name>_count`. The one exception is
 `carina_checkpoint_damaged`, which names each damaged checkpoint a resume passed over
-(`DAMAGED_LABELS`): a handful at most per attempt, never one per step.
+(`DAMAGED_LABELS`): a handful at most per attempt, never one per step. On
+`carina_worker_rank_step_seconds`, which global rank 0 alone exports, `rank` names the rank
+measured (one series per rank of the job), not the exporting one.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ WORKER_LEARNING_RATE = "carina_worker_learning_rate"  # gauge: base LR of the la
 WORKER_TOKENS_TOTAL = "carina_worker_tokens_total"  # counter: tokens trained on, all ranks
 WORKER_TOKENS_PER_SECOND = "carina_worker_tokens_per_second"  # gauge: all ranks, recent
 WORKER_MFU = "carina_worker_mfu"  # gauge: model FLOPs utilization, 0-1; NaN: unknown
+# gauge: median seconds between this rank's recent step starts (the last 20 steps)
+WORKER_STEP_SECONDS = "carina_worker_step_seconds"
+# gauge, on global rank 0, one series per rank: that rank's median compute seconds per step
+# (step start to its gradients ready, before waiting on the others), gathered every 10 steps
+WORKER_RANK_STEP_SECONDS = "carina_worker_rank_step_seconds"
 CHECKPOINT_SAVE_SECONDS = "carina_checkpoint_save_seconds"  # histogram: collective save time
 CHECKPOINT_LAST_STEP = "carina_checkpoint_last_step"  # gauge: step of the newest checkpoint
 CHECKPOINT_CORRUPT_TOTAL = "carina_checkpoint_corrupt_total"  # counter: damaged ones skipped
@@ -46,6 +53,8 @@ ALL = (
     WORKER_TOKENS_TOTAL,
     WORKER_TOKENS_PER_SECOND,
     WORKER_MFU,
+    WORKER_STEP_SECONDS,
+    WORKER_RANK_STEP_SECONDS,
     CHECKPOINT_SAVE_SECONDS,
     CHECKPOINT_LAST_STEP,
     CHECKPOINT_CORRUPT_TOTAL,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from carina.platform.api.types import CheckpointStatus
+from carina.platform.planning.nodes import NodeInfo, node_info
 from carina.platform.planning.observed import (
     JOB_LABEL,
     ObservedWorker,
@@ -74,6 +75,8 @@ class Cache:
     # The newest checkpoint a worker the operator stopped acknowledged in its final state
     # (an evicted gang's rank 0 saves on SIGTERM, says so, and is gone within one event batch).
     acks: dict[Key, CheckpointStatus] = field(default_factory=dict)
+    # Every Node, as planning reads it (health, topology labels, what it offers).
+    nodes: dict[str, NodeInfo] = field(default_factory=dict)
     gone_limit: int = 100_000
 
     def _remember(self, uids: dict[str, None], uid: str) -> None:
@@ -106,6 +109,26 @@ class Cache:
         if old is not None and old["metadata"].get("uid") == body["metadata"].get("uid"):
             del self.jobs[key]
         return key
+
+    # -- nodes -----------------------------------------------------------------------------
+
+    def put_node(self, body: dict[str, Any]) -> tuple[NodeInfo | None, NodeInfo]:
+        """Keep a node; (what it was before, what it is now)."""
+        info = node_info(body)
+        old = self.nodes.get(info.name)
+        self.nodes[info.name] = info
+        return old, info
+
+    def drop_node(self, body: dict[str, Any]) -> NodeInfo | None:
+        return self.nodes.pop((body.get("metadata") or {}).get("name", ""), None)
+
+    def jobs_on(self, node: str) -> list[Key]:
+        """The jobs with a live worker on this node."""
+        return [
+            key
+            for key, pods in self.pods.items()
+            if any(r.worker.node == node and r.worker.active for r in pods.values())
+        ]
 
     # -- pods ------------------------------------------------------------------------------
 

@@ -116,6 +116,25 @@ class Kube:
         assert out is not None, "a list answers an object"
         return list(out.get("items") or [])
 
+    async def list_nodes(self) -> list[dict[str, Any]]:
+        out = await self._call("list", "nodes", self.core.list_node)
+        assert out is not None, "a list answers an object"
+        return list(out.get("items") or [])
+
+    async def patch_node(self, name: str, patch: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch a Node (labels, annotations, taints); None when it is gone. A patch
+        that carries metadata.resourceVersion applies only at that version (else Conflict)."""
+        try:
+            return await self._call(
+                "patch", "nodes", self.core.patch_node, name, patch, _content_type=MERGE_PATCH
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            if exc.status == 409:
+                raise Conflict(f"node {name}: {exc.reason}") from None
+            raise
+
     async def list_custom(self, plural: str) -> list[dict[str, Any]]:
         """Every object of a carina.dev kind (cluster-scoped, or in every namespace); none when
         the cluster does not know the kind (a chart without the queue CRDs)."""

@@ -41,6 +41,10 @@ GPU_ACCOUNTS = (
     "checkpoint_saves",
 )
 
+# 1 for each rank of a running job the engine names a straggler (status.stragglers), with
+# its node ("" off a cluster); the series goes when the rank is no longer named
+JOB_STRAGGLER = "carina_job_straggler"  # gauge {namespace, job, rank, node}
+
 ALL = (
     JOBS,
     JOB_RESTARTS_TOTAL,
@@ -59,6 +63,7 @@ ALL = (
     CHECKPOINT_ACK_SECONDS,
     JOB_GPU_SECONDS,
     JOB_QUEUE_WAIT_SECONDS,
+    JOB_STRAGGLER,
 )
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -155,5 +160,11 @@ job_queue_wait = Gauge(
     JOB_QUEUE_WAIT_SECONDS,
     "Seconds a job waited for quota holding no GPUs",
     ["namespace", "job", "queue"],
+    registry=REGISTRY,
+)
+job_straggler = Gauge(
+    JOB_STRAGGLER,
+    "1 for each rank named a straggler (its compute time per step is an outlier), with its node",
+    ["namespace", "job", "rank", "node"],
     registry=REGISTRY,
 )

@@ -16,6 +16,8 @@ from typing import Annotated, Any
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from carina.platform.api.labels import qualified_name_problem
+from carina.platform.planning.placement import DEFAULT_LEVELS
 from carina.platform.planning.render import RenderSettings
 
 PREFIX = "CARINA_OPERATOR_"
@@ -78,13 +80,37 @@ class Settings(BaseSettings):
     node_failure_seconds: int = Field(_RENDER.node_failure_seconds, ge=0)
     worker_service_account: str | None = _RENDER.service_account
     image_pull_secrets: Csv = _RENDER.image_pull_secrets
+    # Node label keys of the cluster's topology levels, outermost first; spec.topology.level
+    # must name one of them (Kubernetes has no standard labels for these).
+    topology_levels: Csv = DEFAULT_LEVELS
+    # Seconds between two looks at the nodes for a gang waiting for room in one domain.
+    topology_retry_seconds: float = Field(5.0, gt=0)
 
-    @field_validator("namespaces", "image_pull_secrets", mode="before")
+    # Jobs of at least this many GPUs (all workers) start only on nodes that recently passed
+    # the health agent's full checks, unless spec.preflight.required says otherwise; 0: only
+    # jobs that ask.
+    preflight_min_gpus: int = Field(0, ge=0)
+    # Seconds between two looks at the nodes for a gang waiting on its preflight.
+    preflight_retry_seconds: float = Field(10.0, gt=0)
+    # Annotate a straggler's node (carina.dev/health-check-requested) so the node health
+    # agent runs its full checks there.
+    straggler_health_check: bool = True
+
+    @field_validator("namespaces", "image_pull_secrets", "topology_levels", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(v.strip() for v in value.split(",") if v.strip())
         return value
+
+    @field_validator("topology_levels")
+    @classmethod
+    def _label_keys(cls, levels: tuple[str, ...]) -> tuple[str, ...]:
+        for level in levels:
+            problem = qualified_name_problem(level)
+            if problem:
+                raise ValueError(f"{level!r} is not a node label key: {problem}")
+        return levels
 
     @field_validator("log_level")
     @classmethod

@@ -31,6 +31,7 @@ from carina.operators.runtime.settings import Settings
 from carina.operators.runtime.workqueue import WorkQueue
 from carina.platform.api.queues import ClusterQueue, LocalQueue, TrainingPriorityClass
 from carina.platform.api.types import FINISHED_PHASES, TrainingJob
+from carina.platform.planning.nodes import healthy_capacity
 from carina.platform.planning.queue_view import (
     estimate_starts,
     eta,
@@ -203,7 +204,9 @@ class AdmissionWriter:
 
         self._quotas = {n: {r: v.nominal for r, v in q.quotas.items()} for n, q in infos.items()}
         jobs = [v[3] for v in views.values()]
-        decisions = schedule(infos.values(), jobs, now.timestamp())
+        # Quotas are promises; the healthy GPUs are what there is.
+        capacity = healthy_capacity(self.cache.nodes.values())
+        decisions = schedule(infos.values(), jobs, now.timestamp(), capacity)
         finishes = {k: when for k, v in views.items() if (when := eta(v[2])) is not None}
         starts = estimate_starts(list(infos.values()), jobs, decisions, finishes, now)
         await asyncio.gather(

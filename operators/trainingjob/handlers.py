@@ -1,6 +1,6 @@
 """Every kopf handler of the TrainingJob operator, in one place; each is a line or two.
 
-kopf watches TrainingJobs and their worker pods and hands each event to the Operator
+kopf watches TrainingJobs, their worker pods and the Nodes, and hands each event to the Operator
 (operator.py), which queues the job for a reconcile (reconcile.py). No change handlers: they
 would make kopf store its own state in annotations, one more write per event.
 """
@@ -66,3 +66,8 @@ async def job_event(type: str, event: kopf.RawEvent, memo: Any, **_: Any) -> Non
 @kopf.on.event("", "v1", "pods", labels={JOB_LABEL: kopf.PRESENT})
 async def pod_event(type: str, event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     memo.operator.on_pod_event(type, cast(dict[str, Any], event["object"]))
+
+
+@kopf.on.event("", "v1", "nodes")
+async def node_event(type: str, event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    memo.operator.on_node_event(type, cast(dict[str, Any], event["object"]))

@@ -17,12 +17,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from carina.operators.runtime import metrics
 from carina.operators.runtime.cache import Cache, Key
-from carina.operators.runtime.kube import Kube, load_api_client
+from carina.operators.runtime.kube import Conflict, Kube, load_api_client
 from carina.operators.runtime.settings import Settings
 from carina.operators.runtime.workqueue import WorkQueue
 from carina.operators.trainingjob.admission import AdmissionWriter
 from carina.operators.trainingjob.reconcile import Reconciler
 from carina.operators.trainingjob.scraper import scrape_forever
+from carina.platform.planning.nodes import taints_wanted
 from carina.platform.planning.observed import JOB_LABEL
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class Operator:
         self.admission = AdmissionWriter(settings, self.kube, self.cache, self.queue)
         self._tasks: list[asyncio.Task[Any]] = []
         self._runner: web.AppRunner | None = None
+        self._tainting: dict[str, asyncio.Task[None]] = {}  # node -> its taint patch in flight
 
     async def start(self) -> None:
         """Fill the cache (so no job is judged before its pods are known), then start workers."""
@@ -45,7 +47,11 @@ class Operator:
         loop.set_default_executor(
             concurrent.futures.ThreadPoolExecutor(self.settings.api_threads, "carina-api")
         )
-        pods, jobs = await asyncio.gather(self.kube.list_pods(JOB_LABEL), self.kube.list_jobs())
+        pods, jobs, nodes = await asyncio.gather(
+            self.kube.list_pods(JOB_LABEL), self.kube.list_jobs(), self.kube.list_nodes()
+        )
+        for node in nodes:
+            self.on_node_event(None, node)
         for pod in pods:
             if self._watched(pod):
                 self.cache.put_pod(pod)
@@ -55,7 +61,9 @@ class Operator:
             key = self.cache.put_job(job)
             self.reconciler.note_phase(key, job)
             self.queue.add(key)
-        log.info("cache filled: %d jobs, %d worker pods", len(jobs), len(pods))
+        log.info(
+            "cache filled: %d jobs, %d worker pods, %d nodes", len(jobs), len(pods), len(nodes)
+        )
         self._tasks = [
             asyncio.create_task(self.reconciler.run_worker(), name=f"reconcile-{i}")
             for i in range(self.settings.workers)
@@ -93,6 +101,35 @@ class Operator:
             # A gang's pods change together (scheduled, started, stopped): a short delay lets
             # one reconcile and one status write cover them all.
             self.queue.add_after(key, self.settings.pod_event_delay)
+
+    def on_node_event(self, type_: str | None, body: dict[str, Any]) -> None:
+        """Keep the node; taint or untaint it by its health; move gangs off a node gone EVICT."""
+        if type_ == "DELETED":
+            self.cache.drop_node(body)
+            return
+        old, node = self.cache.put_node(body)
+        taints = taints_wanted(node)
+        if taints is not None and node.name not in self._tainting:
+            version = body["metadata"].get("resourceVersion")
+            task = asyncio.create_task(self._taint(node.name, version, taints))
+            self._tainting[node.name] = task
+            task.add_done_callback(lambda _: self._tainting.pop(node.name, None))
+        if node.evict and (old is None or not old.evict):
+            for key in self.cache.jobs_on(node.name):
+                self.queue.add(key)
+
+    async def _taint(self, node: str, version: str | None, taints: list[dict[str, Any]]) -> None:
+        """Write the node's taints, only over the version they were decided on."""
+        patch: dict[str, Any] = {"spec": {"taints": taints}}
+        if version:
+            patch["metadata"] = {"resourceVersion": version}
+        try:
+            await self.kube.patch_node(node, patch)
+            log.info("node %s: taints now %s", node, [t.get("key") for t in taints])
+        except Conflict:
+            pass  # it changed meanwhile: its next event decides again
+        except Exception:
+            log.exception("node %s: could not write its taints", node)
 
     # -- /metrics and /healthz ------------------------------------------------------------------
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,8 +23,11 @@ from carina.operators.runtime.cache import Cache, Key, PodRecord
 from carina.operators.runtime.kube import Conflict, Kube, Refused, merge_patch
 from carina.operators.runtime.settings import Settings
 from carina.operators.runtime.workqueue import WorkQueue
+from carina.operators.trainingjob.preflight import PreflightGate
+from carina.operators.trainingjob.stragglers import StragglerReport
+from carina.operators.trainingjob.topology import Topology
 from carina.platform.api.manifests import field_errors
-from carina.platform.api.reasons import ConditionType
+from carina.platform.api.reasons import ConditionType, Reason
 from carina.platform.api.types import (
     DamagedCheckpoint,
     Phase,
@@ -42,6 +45,8 @@ from carina.platform.planning.actions import (
 )
 from carina.platform.planning.engine import Plan, plan, plan_invalid
 from carina.platform.planning.failure_policy import kept, superseded
+from carina.platform.planning.observed import ObservedWorker
+from carina.platform.planning.placement import UNPINNED, admit
 from carina.platform.planning.progress import checkpoint_at
 from carina.platform.planning.queue_view import job_admission
 from carina.platform.planning.render import (
@@ -84,11 +89,12 @@ def _without(status: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def _only_counts_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """True when two status dicts differ only in worker counts, progress, the GPU-time account
-    and condition messages."""
+    """True when two status dicts differ only in worker counts, progress, the GPU-time account,
+    condition messages and the step times of the same stragglers."""
 
     def masked(status: dict[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in status.items() if k not in ("workers", "progress", "goodput")}
+        out["stragglers"] = [(s.get("rank"), s.get("node")) for s in status.get("stragglers") or ()]
         out["conditions"] = [
             {k: v for k, v in c.items() if k != "message"} for c in status.get("conditions", [])
         ]
@@ -115,6 +121,8 @@ class Scraped:
     progress: Progress | None  # its newest progress; None before its first logged step
     checkpoint: tuple[int, datetime] | None = None  # newest checkpoint step, when first seen
     damaged: tuple[DamagedCheckpoint, ...] = ()  # damaged checkpoints its resume passed over
+    # each rank's recent compute seconds per step, by global rank (its newest report)
+    rank_seconds: Mapping[int, float] = field(default_factory=dict)
 
 
 class Reconciler:
@@ -140,6 +148,9 @@ class Reconciler:
         self._event_chains: dict[Key, asyncio.Task[None]] = {}
         self._accounted: dict[Key, str] = {}  # jobs with GPU-time series, and their queue
         self._last_write: dict[Key, float] = {}  # loop time of each job's last status write
+        self.topology = Topology(cache, settings.topology_levels)
+        self.preflight = PreflightGate(settings, kube, cache)
+        self.stragglers = StragglerReport(kube, settings.straggler_health_check, clock)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -198,11 +209,34 @@ class Reconciler:
         running = job.status is not None and job.status.phase == Phase.RUNNING
         progress = scraped.progress if scraped is not None and running else None
         damaged = scraped.damaged if scraped is not None else ()
+        rank_seconds = scraped.rank_seconds if scraped is not None and running else None
         # A job that names a queue has workers only while the admission writer says so.
         admission = job_admission(job, managed=job.spec.queue is not None)
-        decided = plan(job, workers, now, admission, progress, checkpoint, damaged, acked=acked)
+        # ... and, asking for a topology, only once one domain has room for the whole gang.
+        placed = self.topology.place(key, job, workers) if admission.admitted else UNPINNED
+        admission = admit(admission, placed)
+        # ... and, gated on a preflight, only once enough nodes passed their full checks.
+        admission, full_pass_after = self.preflight.admit(job, workers, admission, now)
+        unhealthy = self._unhealthy(workers)
+        decided = plan(
+            job,
+            workers,
+            now,
+            admission,
+            progress,
+            checkpoint,
+            damaged,
+            acked=acked,
+            unhealthy=unhealthy,
+            placement=placed.placement,
+            rank_seconds=rank_seconds,
+            watching=self.settings.progress_interval > 0,
+        )
         if isinstance(decided.action, CreateWorkers):
-            refused = await self._create_gang(key, job, decided.action)
+            # The pods are rendered from the planned status: it names their domain.
+            planned = job.model_copy(update={"status": decided.status})
+            self.topology.created(key, decided.status.placement)
+            refused = await self._create_gang(key, planned, decided.action, full_pass_after)
             if refused is not None:
                 decided = plan(
                     job, workers, now, admission, None, checkpoint, damaged, refused=refused
@@ -235,6 +269,20 @@ class Reconciler:
             self.queue.add_after(key, (action.until - now).total_seconds())
         elif isinstance(action, RestartGang) and action.not_before is not None:
             self.queue.add_after(key, (action.not_before - now).total_seconds())
+        elif isinstance(action, Wait) and admission.reason == Reason.NO_TOPOLOGY_DOMAIN:
+            # Nothing announces room (another gang's end, a new node): look again later.
+            self.queue.add_after(key, self.settings.topology_retry_seconds)
+        elif isinstance(action, Wait) and admission.reason == Reason.PREFLIGHT_PENDING:
+            self.queue.add_after(key, self.settings.preflight_retry_seconds)
+
+    def _unhealthy(self, workers: list[ObservedWorker]) -> dict[str, str]:
+        """The broken (EVICT) nodes among the workers', with what the health agent found."""
+        out: dict[str, str] = {}
+        for w in workers:
+            node = self.cache.nodes.get(w.node) if w.node else None
+            if node is not None and node.evict:
+                out[node.name] = node.health_reason
+        return out
 
     # -- effects -----------------------------------------------------------------------------
 
@@ -252,7 +300,13 @@ class Reconciler:
             await self.kube.replace_configmap_data(configmap)
         self._shared[key] = stamp
 
-    async def _create_gang(self, key: Key, job: TrainingJob, action: CreateWorkers) -> str | None:
+    async def _create_gang(
+        self,
+        key: Key,
+        job: TrainingJob,
+        action: CreateWorkers,
+        full_pass_after: int | None = None,
+    ) -> str | None:
         """Create the workers, their Service and ConfigMap; what the API server said if it
         refused one as invalid (None when all went well).
 
@@ -263,7 +317,9 @@ class Reconciler:
         # One round trip: pods need not wait for their Service or ConfigMap (the kubelet
         # waits for the volume; DNS is only asked for once the worker runs).
         results = await asyncio.gather(
-            self._ensure_shared(key, job), self._create_workers(job, action), return_exceptions=True
+            self._ensure_shared(key, job),
+            self._create_workers(job, action, full_pass_after),
+            return_exceptions=True,
         )
         refused = [r for r in results if isinstance(r, Refused)]
         if refused:
@@ -273,10 +329,13 @@ class Reconciler:
                 raise result
         return None
 
-    async def _create_workers(self, job: TrainingJob, action: CreateWorkers) -> None:
+    async def _create_workers(
+        self, job: TrainingJob, action: CreateWorkers, full_pass_after: int | None = None
+    ) -> None:
         """Create the pods; the first error (Refused first) once every create has answered."""
         pods = [
-            build_worker_pod(job, i, action.restart, self.settings.render) for i in action.indices
+            build_worker_pod(job, i, action.restart, self.settings.render, full_pass_after)
+            for i in action.indices
         ]
         results = await asyncio.gather(*(self.kube.create(p) for p in pods), return_exceptions=True)
         for created in results:
@@ -339,6 +398,7 @@ class Reconciler:
         self.cache.put_job(updated)
         self._post_events(key, body, decided)
         self._count(key, job, previous, decided)
+        self.stragglers.written(key, previous, decided.status)
 
     async def _invalid(self, body: dict[str, Any], exc: ValidationError) -> None:
         """A stored object the models refuse (the CRD normally prevents this): fail it once."""
@@ -449,5 +509,7 @@ class Reconciler:
             metrics.job_queue_wait.remove(*key, queue)
         self._last_write.pop(key, None)
         self._shared.pop(key, None)
+        self.topology.forget(key)
+        self.stragglers.forget(key)
         self.cache.forget(key)
         self.queue.forget(key)

@@ -4,7 +4,10 @@ Why this path (docs/architecture.md, "Operator"): workers need no API credential
 (automountServiceAccountToken is off), the operator needs no permission beyond reading pods,
 and the numbers are the ones the worker already exports for Prometheus: step, loss, the step
 of the newest complete checkpoint (every save reaches status.lastCheckpoint, not only the one
-a preempted worker acknowledges) and the damaged checkpoints a resume passed over. The
+a preempted worker acknowledges), the damaged checkpoints a resume passed over, rank 0's
+median step time (the stall rule's yardstick) and every rank's compute time per step (from
+which the engine names stragglers). A step that stops advancing enqueues nothing here: the
+engine's Wait until the moment the job would be stalled brings its reconcile. The
 embedded substrate reads the same endpoint with the same parser (`planning.progress`). One
 small GET per running job per interval, from one place, bounded in concurrency.
 """
@@ -67,6 +70,7 @@ def take(reconciler: Reconciler, key: Key, restart: int, text: str) -> bool:
         progress if stepped else old.progress,
         (saved, now) if saved is not None and checkpointed else old.checkpoint,
         scrape.damaged,
+        scrape.rank_seconds or old.rank_seconds,
     )
     return stepped or checkpointed or damaged
 

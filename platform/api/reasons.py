@@ -22,6 +22,8 @@ class ConditionType(StrEnum):
     FAILED = "Failed"
     # an evicted gang's rank 0 acknowledged the checkpoint it saved on SIGTERM (or did not)
     CHECKPOINTED = "Checkpointed"
+    # a Running gang's step stopped advancing (platform/planning/stall.py)
+    STALLED = "Stalled"
 
 
 class Reason(StrEnum):
@@ -31,15 +33,29 @@ class Reason(StrEnum):
     CREATED = "Created"
     WORKERS_PENDING = "WorkersPending"
     UNSCHEDULABLE = "Unschedulable"
+    # spec.topology: no domain of the level has room for the whole gang (yet)
+    NO_TOPOLOGY_DOMAIN = "NoTopologyDomain"
+    # spec.topology names a node label that is not one of the operator's topology levels
+    UNKNOWN_TOPOLOGY_LEVEL = "UnknownTopologyLevel"
     WORKERS_STARTING = "WorkersStarting"
+    # a preflight-gated gang waits for nodes with a recent passing full health check
+    PREFLIGHT_PENDING = "PreflightPending"
     WORKERS_RUNNING = "WorkersRunning"
     # restarts: whose fault, so lost GPU time can be accounted for
     WORKER_FAILED = "WorkerFailed"  # the training code exited with a retryable code
     NODE_FAILURE = "NodeFailure"  # the worker's node went NotReady or disappeared
     EVICTED = "Evicted"  # the kubelet or an API eviction removed the worker
     PREEMPTED = "Preempted"  # the worker saved a checkpoint on SIGTERM and stopped
+    # the health agent found the worker's node broken (EVICT): the gang saved and moved
+    NODE_UNHEALTHY = "NodeUnhealthy"
     # a worker's resume passed over a damaged checkpoint (an event, not a condition)
     CHECKPOINT_CORRUPT = "CheckpointCorrupt"
+    # a Running gang logged no step for too long (a condition, and a restart counted as
+    # application: a deterministic hang consumes maxRestarts), or steps again
+    STALLED = "Stalled"
+    STEPPING = "Stepping"
+    # a rank's step time is an outlier (an event; the rank is in status.stragglers)
+    STRAGGLER = "Straggler"
     # a victim of preemption saved its checkpoint in time, or was killed first
     CHECKPOINT_SAVED = "CheckpointSaved"
     GRACE_PERIOD_EXCEEDED = "GracePeriodExceeded"
@@ -58,9 +74,9 @@ class Reason(StrEnum):
 
 
 # Restart reasons, grouped by the RestartCounts field they increment.
-INFRASTRUCTURE_REASONS = frozenset({Reason.NODE_FAILURE, Reason.EVICTED})
+INFRASTRUCTURE_REASONS = frozenset({Reason.NODE_FAILURE, Reason.EVICTED, Reason.NODE_UNHEALTHY})
 PREEMPTION_REASONS = frozenset({Reason.PREEMPTED})
-APPLICATION_REASONS = frozenset({Reason.WORKER_FAILED})
+APPLICATION_REASONS = frozenset({Reason.WORKER_FAILED, Reason.STALLED})
 
 
 class QueueConditionType(StrEnum):

@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     PlainValidator,
     StrictBool,
+    StrictFloat,
     StrictInt,
     ValidationInfo,
     WithJsonSchema,
@@ -26,7 +27,14 @@ from pydantic import (
     model_validator,
 )
 
-from carina.platform.api.labels import LabelValue, check_annotations, check_labels
+from carina.platform.api.labels import (
+    DNS_SUBDOMAIN,
+    NAME_PART,
+    LabelValue,
+    check_annotations,
+    check_labels,
+    qualified_name_problem,
+)
 from carina.platform.api.quantity import POSITIVE_QUANTITY_PATTERN, QUANTITY_MAX_LENGTH
 from carina.workloads.config import (
     PERMANENT_EXIT_CODES,
@@ -40,6 +48,7 @@ from carina.workloads.config import (
     FinetuneConfig,
     PretrainConfig,
     QuantizeConfig,
+    VisionConfig,
     WorkloadConfig,
     no_control_characters,
 )
@@ -48,7 +57,6 @@ from carina.workloads.contract import (
     DEFAULT_PVC_MOUNT_ROOT,
     DEFAULT_TERMINATION_LOG,
     PVC_MOUNT_ROOT_ENV,
-    VisionConfig,
     SPEC_DIR,
 )
 
@@ -135,6 +143,7 @@ class Workload(ApiModel):
     finetune: FinetuneConfig | None = None
     quantize: QuantizeConfig | None = None
     evaluate: EvaluateConfig | None = None
+    vision: VisionConfig | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Workload:
@@ -143,7 +152,6 @@ class Workload(ApiModel):
         return self
 
     def kinds(self) -> list[str]:
-    vision: VisionConfig | None = None
         """Names of the members that are set (one, for a valid workload)."""
         return [k for k in WORKLOAD_KINDS if getattr(self, k) is not None]
 
@@ -214,6 +222,67 @@ class PreemptionSpec(ApiModel):
     )
 
 
+class PreflightSpec(ApiModel):
+    """Whether the gang starts only on nodes that recently passed the full health checks."""
+
+    required: StrictBool | None = Field(
+        None,
+        description="start only on nodes whose invasive health checks (GPU bandwidth, "
+        "all-reduce, diagnostics) passed within maxAgeSeconds; unset: the operator's rule "
+        "(jobs of at least its preflightMinGpus GPUs)",
+    )
+    max_age_seconds: StrictInt = Field(
+        21600, ge=60, le=2592000, description="how recent a node's passing full check must be"
+    )
+
+
+class StallPolicy(ApiModel):
+    """When a Running job whose step stopped advancing is stalled, and what then.
+
+    Stalled: no step for more than `factor` x its median step time (and at least
+    `minSeconds`), or no step at all for `startupSeconds` after its workers started running.
+    """
+
+    factor: StrictFloat = Field(
+        10,
+        ge=2,
+        le=1000,
+        description="stalled after this many median step times without a step",
+    )
+    min_seconds: StrictInt = Field(
+        60,
+        ge=1,
+        le=86400,
+        description="never stalled sooner than this after the last step (longer than a"
+        " checkpoint save takes)",
+    )
+    startup_seconds: StrictInt = Field(
+        1800,
+        ge=1,
+        le=604800,
+        description="stalled when the running workers log no step for this long (loading"
+        " data, a checkpoint and the first step); also the limit while no median step time"
+        " is known",
+    )
+    restart: StrictBool = Field(
+        True,
+        description="restart a stalled gang from its checkpoint, counted as an application"
+        " restart (maxRestarts, backoff); false: only say so",
+    )
+
+
+class StragglerPolicy(ApiModel):
+    """When a rank's step time makes it a straggler."""
+
+    factor: StrictFloat = Field(
+        1.5,
+        ge=1.05,
+        le=100,
+        description="a rank whose compute time per step exceeds the median rank's by this"
+        " factor (and by a robust margin) is named a straggler",
+    )
+
+
 class FailurePolicy(ApiModel):
     """When a failed worker restarts the gang and when the job gives up."""
 
@@ -227,6 +296,8 @@ class FailurePolicy(ApiModel):
         max_length=64,
         description="worker exit codes that fail the job at once",
     )
+    stall: StallPolicy = Field(default_factory=StallPolicy)
+    straggler: StragglerPolicy = Field(default_factory=StragglerPolicy)
 
 
 # ---------------------------------------------------------------- the worker pod template
@@ -535,6 +606,41 @@ class WorkerTemplate(ApiModel):
     spec: WorkerTemplateSpec | None = None
 
 
+# A node label key: an optional DNS-subdomain prefix and a slash, then a name.
+LABEL_KEY_PATTERN = rf"^({DNS_SUBDOMAIN}/)?{NAME_PART}$"
+
+
+class TopologyMode(StrEnum):
+    """Whether the gang must share a topology domain or only prefers to."""
+
+    REQUIRED = "Required"  # the gang waits until one domain has room for all of it
+    PREFERRED = "Preferred"  # one domain when one has room, else wherever the gang fits
+
+
+class TopologySpec(ApiModel):
+    """The fabric a gang must stay inside: a node label whose value names a domain."""
+
+    level: str = Field(
+        max_length=317,
+        pattern=LABEL_KEY_PATTERN,
+        description="a node label key of one of the operator's topology levels, e.g."
+        " carina.dev/scalable-unit; every worker lands on nodes sharing its value",
+    )
+    mode: TopologyMode = Field(
+        TopologyMode.REQUIRED,
+        description="Required: wait until one domain has room for the whole gang;"
+        " Preferred: one domain when one has room, else start wherever the gang fits",
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _label_key(cls, level: Any) -> Any:
+        problem = qualified_name_problem(level) if isinstance(level, str) else None
+        if problem:
+            raise ValueError(f"must be a node label key: {problem} (got {level!r})")
+        return level
+
+
 class TrainingJobSpec(ApiModel):
     """What a user asks for."""
 
@@ -577,8 +683,14 @@ class TrainingJobSpec(ApiModel):
         description="a TrainingPriorityClass; its value orders the queue and decides preemption",
     )
     preemption: PreemptionSpec = Field(default_factory=PreemptionSpec)
+    preflight: PreflightSpec = Field(default_factory=PreflightSpec)
     template: WorkerTemplate | None = Field(
         None, description="labels, environment, volumes and placement added to every worker pod"
+    )
+    topology: TopologySpec | None = Field(
+        None,
+        description="keep the gang inside one topology domain (unset: the cluster profile's"
+        " default; blue-vela prefers one scalable unit)",
     )
 
     @model_validator(mode="after")
@@ -631,7 +743,21 @@ class Progress(ApiModel):
     checkpoint_seconds: float | None = Field(
         None, description="seconds this attempt's workers spent saving checkpoints so far"
     )
+    step_seconds: float | None = Field(
+        None, description="rank 0's median time per step over its recent steps"
+    )
     updated_at: datetime | None = None
+    stepped_at: datetime | None = Field(None, description="when the step was last seen to advance")
+
+
+class Straggler(ApiModel):
+    """A rank whose compute time per step is an outlier, and where it runs."""
+
+    rank: int
+    worker: int
+    node: str | None = None
+    step_seconds: float = Field(description="its recent compute time per step")
+    median_seconds: float = Field(description="the median rank's")
 
 
 class CheckpointStatus(ApiModel):
@@ -714,6 +840,13 @@ class QueueingStatus(ApiModel):
     conditions: list[Condition] = Field(default_factory=list)
 
 
+class TopologyPlacement(ApiModel):
+    """The topology domain the gang's workers were pinned to when they were created."""
+
+    level: str = Field(description="the node label key")
+    domain: str = Field(description="its value on the nodes the workers may use")
+
+
 class TrainingJobStatus(ApiModel):
     """What the platform observed; written only by the platform."""
 
@@ -735,9 +868,20 @@ class TrainingJobStatus(ApiModel):
         description="damaged checkpoints workers passed over (the newest 16), each announced"
         " once by a CheckpointCorrupt Warning event",
     )
+    stragglers: list[Straggler] | None = Field(
+        None,
+        max_length=16,
+        description="ranks of the running gang whose step time is an outlier (the slowest"
+        " 16), each announced once by a Straggler Warning event",
+    )
     observed_generation: int | None = None
     queueing: QueueingStatus | None = None
     goodput: GoodputStatus | None = None
+    placement: TopologyPlacement | None = Field(
+        None,
+        description="the topology domain of the current workers (spec.topology); a restart"
+        " keeps it while it has room",
+    )
 
 
 # ---------------------------------------------------------------- the object

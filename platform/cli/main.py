@@ -1,6 +1,6 @@
 """The `carina` command line: one entry for people, CI and the chart.
 
-Commands: `version`, `crds`, `validate`, `operator` in offline.py; `up`, `run` in
+Commands: `version`, `crds`, `validate`, `operator`, `health-agent` in offline.py; `up`, `run` in
 embedded.py; `submit`, `get`, `list`, `delete`, `logs`, `suspend`, `resume` in jobs.py;
 `queues` (and `queues show`, `queues local`) in queues.py (what the last three share is in
 common.py). Each command is a thin adapter around a function of

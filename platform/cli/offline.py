@@ -1,4 +1,4 @@
-"""`carina version|crds|validate|operator`: the commands that need no control plane.
+"""`carina version|crds|validate|operator|health-agent`: the commands that need no control plane.
 
 Registered on the `carina` app by importing this module (see main.py).
 """
@@ -108,3 +108,18 @@ def operator() -> None:
         err.print("the operator needs the operator extra: pip install 'carina[operator]'")
         raise typer.Exit(code=1)
     os.execv(sys.executable, [sys.executable, "-m", "carina.operators"])
+
+
+@app.command(
+    "health-agent",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def health_agent(ctx: typer.Context) -> None:
+    """Check this node's health and label its Node PASS, WARN or EVICT (--help: its options)."""
+    # As `carina operator`: the agent lives in carina.operators, so the command becomes
+    # `python -m carina.operators.health` with the same arguments, in this process's place.
+    if util.find_spec("kubernetes") is None or util.find_spec("prometheus_client") is None:
+        err.print("the health agent needs the operator extra: pip install 'carina[operator]'")
+        raise typer.Exit(code=1)
+    os.execv(sys.executable, [sys.executable, "-m", "carina.operators.health", *ctx.args])

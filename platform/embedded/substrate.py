@@ -21,7 +21,7 @@ import signal
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -336,7 +336,7 @@ class Substrate:
         workers, acked = self._observe(row.uid, paths)
 
         previous = self._stored_status(row)
-        progress, checkpoint, damaged = self._scrape(row, job, paths, now)
+        progress, checkpoint, damaged, rank_seconds = self._scrape(row, job, paths, now)
         if acked is not None and (checkpoint is None or acked.step > checkpoint.step):
             checkpoint = acked
         known = previous
@@ -351,6 +351,7 @@ class Substrate:
             checkpoint,
             damaged,
             acked=acked,
+            rank_seconds=rank_seconds,
         )
         action = decided.action
         self._apply(action, job, row, workers, paths, now)
@@ -500,9 +501,15 @@ class Substrate:
         job: TrainingJob,
         paths: RunPaths,
         now: datetime,
-    ) -> tuple[Progress | None, CheckpointStatus | None, tuple[DamagedCheckpoint, ...]]:
-        """What global rank 0 says on its /metrics: progress, the newest checkpoint, and the
-        damaged checkpoints its resume passed over.
+    ) -> tuple[
+        Progress | None,
+        CheckpointStatus | None,
+        tuple[DamagedCheckpoint, ...],
+        Mapping[int, float] | None,
+    ]:
+        """What global rank 0 says on its /metrics: progress, the newest checkpoint, the
+        damaged checkpoints its resume passed over, and every rank's compute time per step
+        (stragglers are named by rank and worker; every worker's node is `localhost`).
 
         The operator reads a pod's endpoint with the same parser. Nothing while worker 0 does
         not run or does not answer: status keeps the last progress it knows, and a worker
@@ -516,11 +523,11 @@ class Substrate:
         )
         text = self.fetch_metrics(f"http://127.0.0.1:{port}/metrics") if port and rank0 else None
         if text is None:
-            return None, None, ()
+            return None, None, (), None
         scrape = read_scrape(text, now)
         saved = scrape.checkpoint_step
         checkpoint = checkpoint_at(checkpoint_uri(job, paths), saved, now) if saved else None
-        return scrape.progress, checkpoint, scrape.damaged
+        return scrape.progress, checkpoint, scrape.damaged, scrape.rank_seconds
 
     def _sample(self, uid: str, progress: Progress | None, now: datetime) -> None:
         """A new step in status (scraped, or rank 0's final word) joins the sample store."""

@@ -15,19 +15,28 @@ The rules, in order:
    of the current generation has exited with its final word (which wins); with no new report
    status keeps the last known progress. Damaged checkpoints are recorded in
    `status.damagedCheckpoints` and not offered as the last checkpoint until saved over.
+   `progress.steppedAt` keeps when the step last advanced (`stall.with_stepped_at`).
 3. The failure policy's next action (`failure_policy.next_action`): create, restart, fail,
-   succeed, suspend, delete, wait.
+   succeed, suspend, delete, wait. A gang with a live worker on a node the health agent
+   found broken (EVICT) restarts instead, counted as infrastructure (`_moved_off`).
 4. Admission: a gang that is not admitted gets no workers. It waits Queued (behind other jobs)
    or Pending (larger than everything there is), with the Admitted condition saying why.
-5. The action is folded into the status (`status.apply_action`).
+   Workers created now are pinned to the topology domain the substrate chose, and
+   `status.placement` says which.
+   A Running gang with nothing else to do is judged by the stall rule (`stall.check_stall`):
+   stalled, it gets the Stalled condition with the evidence and restarts from its checkpoint
+   (an application restart); not yet, it waits until the moment it would be.
+5. The action is folded into the status (`status.apply_action`); the per-rank step times
+   name the Running gang's stragglers (`stragglers.update_stragglers`).
 6. Events come from the difference between the last written status and the new one
    (`events`), in the words of `carina.platform.api.reasons`: a damaged checkpoint new to
-   `status.damagedCheckpoints` is one CheckpointCorrupt Warning, once.
+   `status.damagedCheckpoints` is one CheckpointCorrupt Warning, once; so is a straggler
+   new to `status.stragglers` one Straggler Warning.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -40,6 +49,7 @@ from carina.platform.api.types import (
     DamagedCheckpoint,
     Phase,
     Progress,
+    TopologyPlacement,
     TrainingJob,
     TrainingJobStatus,
 )
@@ -49,6 +59,7 @@ from carina.platform.planning.actions import (
     DeleteJob,
     FailJob,
     Nothing,
+    RestartGang,
     SucceedJob,
     SuspendWorkers,
     Wait,
@@ -57,7 +68,9 @@ from carina.platform.planning.failure_policy import kept, next_action
 from carina.platform.planning.goodput import account
 from carina.platform.planning.observed import ObservedWorker, parse_checkpoint, said_final_word
 from carina.platform.planning.progress import damaged_message, record_damaged
+from carina.platform.planning.stall import check_stall, with_stepped_at
 from carina.platform.planning.status import apply_action, derive_status, set_condition
+from carina.platform.planning.stragglers import newly_named, straggler_message, update_stragglers
 
 EventType = Literal["Normal", "Warning"]
 
@@ -66,6 +79,7 @@ WARNING_REASONS = frozenset(
     {
         Reason.WORKER_FAILED,
         Reason.NODE_FAILURE,
+        Reason.NODE_UNHEALTHY,
         Reason.EVICTED,
         Reason.PREEMPTED,
         Reason.PERMANENT_EXIT_CODE,
@@ -74,8 +88,12 @@ WARNING_REASONS = frozenset(
         Reason.UNSCHEDULABLE,
         Reason.INVALID_SPEC,
         Reason.WORKERS_REFUSED,
+        Reason.NO_TOPOLOGY_DOMAIN,
+        Reason.UNKNOWN_TOPOLOGY_LEVEL,
         Reason.CHECKPOINT_CORRUPT,
         Reason.GRACE_PERIOD_EXCEEDED,
+        Reason.STALLED,
+        Reason.STRAGGLER,
         QueueReason.PODS_READY_TIMEOUT,
         QueueReason.CLUSTER_QUEUE_STOPPED,
         QueueReason.EXCEEDS_MAX_QUOTA,
@@ -92,6 +110,7 @@ _NEWS = (
     ConditionType.SUCCEEDED,
     ConditionType.FAILED,
     ConditionType.CHECKPOINTED,
+    ConditionType.STALLED,
 )
 
 
@@ -141,6 +160,10 @@ def plan(
     damaged: Iterable[DamagedCheckpoint] = (),
     refused: str | None = None,
     acked: CheckpointStatus | None = None,
+    unhealthy: Mapping[str, str] | None = None,
+    placement: TopologyPlacement | None = None,
+    rank_seconds: Mapping[int, float] | None = None,
+    watching: bool = True,
 ) -> Plan:
     """The job's next status, action and events (see the module docstring for the rules).
 
@@ -151,7 +174,14 @@ def plan(
     is what the substrate was told when it tried to create the workers this plan asked for and
     they were refused as invalid: the same gang would be refused again, so the job fails.
     `acked` is a checkpoint a worker acknowledged in its final state when that worker is no
-    longer among `workers` (the operator's pods vanish within one event batch).
+    longer among `workers` (the operator's pods vanish within one event batch). `unhealthy`
+    names the nodes the health agent found broken (EVICT), each with what it found: a gang
+    with a live worker on one saves and restarts elsewhere (`_moved_off`). `placement` is the
+    topology domain the substrate pins the workers it creates now to (`planning.placement`;
+    None: unpinned): status records it with them. `rank_seconds` are each rank's recent
+    compute seconds per step, by global rank, from the same scrape (None: nothing new).
+    `watching` says whether the substrate reads rank 0's progress at all (an operator with
+    scraping off does not): without it no job is judged stalled.
     """
     previous = job.status
     status = derive_status(job, workers, previous, now)
@@ -160,7 +190,7 @@ def plan(
         and status.phase not in FINISHED_PHASES
         and not said_final_word(workers, status.restarts)
     ):
-        status.progress = progress
+        status.progress = with_stepped_at(status.progress, progress)
     if checkpoint is not None and (
         status.last_checkpoint is None or checkpoint.step > status.last_checkpoint.step
     ):
@@ -173,12 +203,15 @@ def plan(
         status.last_checkpoint = checkpoint if intact else None
     record_damaged(status, reported)
     action: Action = next_action(job, status, workers, now)
+    action = _moved_off(status, workers, unhealthy or {}, action)
     gen = job.metadata.generation
     if admission.evicting and not isinstance(action, (SucceedJob, FailJob, DeleteJob)):
         action = _evict(job, status, workers, admission, now, acked)
         killed = _newly(previous, status, ConditionType.CHECKPOINTED, Reason.GRACE_PERIOD_EXCEEDED)
         status.goodput = account(job, previous, status, action, now, killed)
         return Plan(status, action, events(previous, status, action))
+    if watching:
+        action = check_stall(job, status, workers, action, now)
     if isinstance(action, CreateWorkers) and refused is not None:
         action = FailJob(Reason.WORKERS_REFUSED, refused)
     if isinstance(action, CreateWorkers):
@@ -200,9 +233,37 @@ def plan(
         set_condition(
             status, ConditionType.ADMITTED, True, Reason.CREATED, admission.message, now, gen
         )
+        status.placement = placement  # the domain the new workers are pinned to
     status = apply_action(job, status, action, now)
+    update_stragglers(job, status, workers, rank_seconds)
     status.goodput = account(job, previous, status, action, now)
     return Plan(status, action, events(previous, status, action))
+
+
+def _moved_off(
+    status: TrainingJobStatus,
+    workers: Sequence[ObservedWorker],
+    unhealthy: Mapping[str, str],
+    action: Action,
+) -> Action:
+    """A gang with a live worker on a broken node restarts elsewhere, as infrastructure.
+
+    The restart stops the gang the way a preemption does (SIGTERM: every rank saves, then
+    exits), so it resumes where it was; its new workers avoid the node (node affinity on the
+    health label, and the operator's taint). A failure, a suspension or a restart already
+    decided goes first.
+    """
+    if not unhealthy or not isinstance(action, (Nothing, Wait, CreateWorkers)):
+        return action
+    on_bad = [
+        w for w in workers if w.restart == status.restarts and w.active and w.node in unhealthy
+    ]
+    if not on_bad:
+        return action
+    worker = min(on_bad, key=lambda w: w.index)
+    assert worker.node is not None
+    what = f"worker {worker.index} is on a broken node; {unhealthy[worker.node]}"
+    return RestartGang(Reason.NODE_UNHEALTHY, status.restarts + 1, None, what)
 
 
 def _newly(
@@ -326,7 +387,8 @@ def events(
     - queued (Admitted turns False), resumed (Suspended turns False), and workers that cannot
       be scheduled (WorkersReady False for Unschedulable): their reason and message;
     - a damaged checkpoint new to `damagedCheckpoints`: CheckpointCorrupt, naming the step,
-      the file and why.
+      the file and why;
+    - a straggler new to `stragglers`: Straggler, naming the rank, its worker and node.
 
     Warning for the reasons in `WARNING_REASONS`, Normal otherwise.
     """
@@ -356,4 +418,6 @@ def events(
     for damaged in status.damaged_checkpoints or ():
         if damaged not in known:
             out.append(JobEvent("Warning", Reason.CHECKPOINT_CORRUPT, damaged_message(damaged)))
+    for straggler in newly_named(previous, status):
+        out.append(JobEvent("Warning", Reason.STRAGGLER, straggler_message(straggler)))
     return tuple(out)

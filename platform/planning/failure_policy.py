@@ -11,7 +11,8 @@ Rules, in order (each a clause of `next_action`):
    and eviction: infrastructure; exit 75 or scheduler preemption: preemption; any other
    retryable exit: application). Only application restarts consume `maxRestarts` and back
    off (backoffSeconds doubling up to maxBackoffSeconds): a lost node is not the user's fault,
-   and waiting does not bring it back sooner.
+   and waiting does not bring it back sooner. A stalled gang's restart (`stall.py`, decided by
+   the engine through `restart_or_fail`) is an application restart too.
 5. Workers of an older generation are stopped before any of the new one starts (a torch gang
    cannot mix generations). Only those that may still run block the new gang: the finished
    workers of the generation that just failed are kept (`kept`), so their logs and termination
@@ -27,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from carina.platform.api.reasons import ConditionType, Reason
+from carina.platform.api.reasons import APPLICATION_REASONS, ConditionType, Reason
 from carina.platform.api.types import FINISHED_PHASES, Phase, TrainingJob, TrainingJobStatus
 from carina.platform.planning.actions import (
     Action,
@@ -59,6 +60,7 @@ __all__ = [
     "kept",
     "next_action",
     "restart_backoff",
+    "restart_or_fail",
     "superseded",
 ]
 
@@ -185,7 +187,7 @@ def _finished(
     return DeleteJob() if now >= expiry else Wait(expiry)
 
 
-def _restart_or_fail(
+def restart_or_fail(
     job: TrainingJob,
     status: TrainingJobStatus,
     reason: Reason,
@@ -193,10 +195,13 @@ def _restart_or_fail(
     now: datetime,
     lines: str = "",
 ) -> Action:
-    """Restart the gang, or fail the job; the message ends with the failing rank's log lines."""
+    """Restart the gang, or fail the job; the message ends with the failing rank's log lines.
+
+    An application restart (a retryable exit, a stall) consumes `maxRestarts` and backs off.
+    """
     if reason == Reason.PERMANENT_EXIT_CODE:
         return FailJob(reason, _message(what, lines))
-    if reason == Reason.WORKER_FAILED:
+    if reason in APPLICATION_REASONS:
         used = status.restarts_by_reason.application
         limit = job.spec.failure_policy.max_restarts
         if used >= limit:
@@ -243,7 +248,7 @@ def next_action(
     if failures:
         reason, worker = min(failures, key=lambda f: (_PRECEDENCE.index(f[0]), f[1].index))
         what, lines = _describe(worker, reason)
-        return _restart_or_fail(job, status, reason, what, now, lines)
+        return restart_or_fail(job, status, reason, what, now, lines)
 
     # Older generations, and workers beyond a shrunk spec.replicas, are stopped; finished ones
     # hold nothing and wait for the next restart (or the job's deletion) to be deleted.
@@ -265,7 +270,7 @@ def next_action(
     missing = tuple(i for i in range(replicas) if i not in current)
     if missing:
         if status.phase == Phase.RUNNING:
-            return _restart_or_fail(
+            return restart_or_fail(
                 job, status, Reason.EVICTED, f"worker {missing[0]} disappeared", now
             )
         if status.restart_not_before is not None and now < status.restart_not_before:

@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from carina.platform.api.queues import GPU, RDMA
-from carina.platform.api.types import ClusterProfile
+from carina.platform.api.types import ClusterProfile, TopologyMode, TopologySpec, TrainingJob
 
 # The device plugins' resource names, one source with the quota API's.
 GPU_RESOURCE = GPU
@@ -44,8 +44,8 @@ class Profile:
     )
     # Linux capabilities RDMA needs (pinning memory for the HCA).
     capabilities: tuple[str, ...] = ()
-    # Topology label the gang prefers to share (preferred pod affinity), or None.
-    colocate_within: str | None = None
+    # The topology a job of this profile gets when it names none (`spec.topology`).
+    topology: TopologySpec | None = None
 
 
 def _frozen(**items: str) -> MappingProxyType[str, str]:
@@ -81,7 +81,8 @@ BLUE_VELA = Profile(
     ),
     extra_resources=_frozen(**{RDMA_RESOURCE: "1"}),
     capabilities=("IPC_LOCK",),
-    colocate_within=SCALABLE_UNIT_LABEL,
+    # One SU is one leaf/spine group: a gang inside it never crosses the spine.
+    topology=TopologySpec(level=SCALABLE_UNIT_LABEL, mode=TopologyMode.PREFERRED),
 )
 
 # Plain nodes: nothing added beyond the GPU toleration a GPU request implies.
@@ -95,3 +96,8 @@ PROFILES: MappingProxyType[str, Profile] = MappingProxyType(
 def profile_for(name: str | ClusterProfile) -> Profile:
     """The profile of this name (a ClusterProfile value)."""
     return PROFILES[str(ClusterProfile(name).value)]
+
+
+def topology_request(job: TrainingJob) -> TopologySpec | None:
+    """The topology the gang asks for: `spec.topology`, else its profile's default."""
+    return job.spec.topology or profile_for(job.spec.cluster).topology

@@ -7,15 +7,19 @@ reads the text with `read_scrape`: `status.progress` from the step gauges, the n
 checkpoint's step (`status.lastCheckpoint`, so every completed save reaches status, not only
 the one a preempted worker acknowledges) and the damaged checkpoints a resume passed over
 (`carina_checkpoint_damaged`), which the engine records in `status.damagedCheckpoints` and
-announces once (`record_damaged`, `engine.events`). Once the worker has exited its endpoint is
-gone; its final step then comes from its termination message (`observed.final_progress`).
+announces once (`record_damaged`, `engine.events`). Rank 0's median step time
+(`carina_worker_step_seconds`) becomes `progress.stepSeconds`, the yardstick of the stall
+rule (`stall.py`), and every rank's compute time per step
+(`carina_worker_rank_step_seconds{rank}`) comes out as `Scrape.rank_seconds`, from which the
+engine names stragglers (`stragglers.py`). Once the worker has exited its endpoint is gone;
+its final step then comes from its termination message (`observed.final_progress`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from carina.platform.api.types import (
@@ -35,6 +39,7 @@ _WANTED = {
     names.CHECKPOINT_LAST_STEP: "checkpoint_step",
     # seconds this attempt's rank 0 spent in collective saves (the histogram's running sum)
     names.CHECKPOINT_SAVE_SECONDS + "_sum": "checkpoint_seconds",
+    names.WORKER_STEP_SECONDS: "step_seconds",
 }
 
 # How many damaged checkpoints status remembers (the newest): enough to never announce one
@@ -51,6 +56,8 @@ class Scrape:
     progress: Progress | None
     checkpoint_step: int | None
     damaged: tuple[DamagedCheckpoint, ...] = ()
+    # Each rank's recent compute seconds per step, by global rank (empty: not reported).
+    rank_seconds: Mapping[int, float] = field(default_factory=dict)
 
 
 def _labels(line: str, at: int) -> tuple[dict[str, str], int] | None:
@@ -125,7 +132,10 @@ def _progress(values: dict[str, float], now: datetime) -> Progress | None:
         loss=values.get("loss"),
         tokens_per_second=values.get("tokens_per_second"),
         checkpoint_seconds=values.get("checkpoint_seconds"),
+        step_seconds=values.get("step_seconds") or None,  # 0: no step timed yet
         updated_at=now,
+        # This scrape's word; the engine keeps the earlier time while the step stays put.
+        stepped_at=now,
     )
 
 
@@ -164,11 +174,29 @@ def parse_damaged(text: str) -> tuple[DamagedCheckpoint, ...]:
     return tuple(sorted(found.values(), key=lambda d: (d.step, d.uri)))
 
 
+def parse_rank_seconds(text: str) -> dict[int, float]:
+    """Each rank's recent compute seconds per step, by global rank (rank 0 gathers them)."""
+    found: dict[int, float] = {}
+    for _, labels, value in samples(text, (names.WORKER_RANK_STEP_SECONDS,)):
+        try:
+            rank = int(labels.get("rank", ""))
+        except ValueError:
+            continue
+        if rank >= 0 and value > 0:
+            found.setdefault(rank, value)
+    return found
+
+
 def read_scrape(text: str, now: datetime) -> Scrape:
     """Everything a substrate takes from one scrape of rank 0's /metrics."""
     values = parse_metrics(text)
     saved = int(values.get("checkpoint_step", 0))
-    return Scrape(_progress(values, now), saved if saved > 0 else None, parse_damaged(text))
+    return Scrape(
+        _progress(values, now),
+        saved if saved > 0 else None,
+        parse_damaged(text),
+        parse_rank_seconds(text),
+    )
 
 
 def checkpoint_at(root: str, step: int, when: datetime) -> CheckpointStatus:

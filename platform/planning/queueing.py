@@ -33,6 +33,10 @@ one implicit queue the size of the machine). The rules are Kueue's classic ones:
   limit the job is deactivated.
 - **Pods** count against a queue only if it has a `pods` quota (as in Kueue); any other
   resource a job asks for and its queue has no quota for makes it ExceedsMaxQuota.
+- **Capacity**: quotas are promises; `capacity` (optional) is what the cluster has, the
+  healthy GPUs of its usable nodes. All queues together never hold more of a capped resource
+  than there is, so a node the health agent takes out shrinks what can be admitted at once
+  (the waiting reason says how much the cluster has).
 
 Every number is a float in the resource's base unit (GPUs, cores, bytes, pods).
 """
@@ -183,8 +187,11 @@ class Book:
     Change usage only through `add`: what `available` answers is remembered until then.
     """
 
-    def __init__(self, queues: Mapping[str, QueueInfo]) -> None:
+    def __init__(
+        self, queues: Mapping[str, QueueInfo], capacity: Mapping[str, float] | None = None
+    ) -> None:
         self.queues = queues
+        self.capacity = dict(capacity or {})
         self.used: dict[str, Usage] = {name: {} for name in queues}
         self.cohorts: dict[str, list[str]] = {}
         for q in queues.values():
@@ -196,6 +203,7 @@ class Book:
     def copy(self) -> Book:
         other = Book.__new__(Book)
         other.queues, other.cohorts, other._most = self.queues, self.cohorts, self._most
+        other.capacity = self.capacity
         other.used = {name: dict(u) for name, u in self.used.items()}
         other._available = dict(self._available)
         return other
@@ -222,6 +230,16 @@ class Book:
         return avail
 
     def _compute_available(self, queue: str, r: str) -> float:
+        avail = self._by_quota(queue, r)
+        if r in self.capacity:
+            avail = min(avail, self.unheld(r))
+        return avail
+
+    def unheld(self, r: str) -> float:
+        """What the cluster has of `r` that no queue holds (capped resources only)."""
+        return self.capacity[r] - sum(u.get(r, 0.0) for u in self.used.values())
+
+    def _by_quota(self, queue: str, r: str) -> float:
         q = self.queues[queue].quotas.get(r)
         if q is None:
             return 0.0
@@ -358,9 +376,11 @@ def _short(view: _View, queue: str, demand: Mapping[str, float]) -> str:
         text += f" (nominal {_num(r, nominal)}, {_num(r, used)} in use"
         if free_now - avail > _EPS:
             text += f", {_num(r, free_now - avail)} earmarked for preempting jobs"
+        if r in book.capacity:
+            text += f"; the cluster's healthy nodes have {_num(r, book.capacity[r])}"
         cohort = book.queues[queue].cohort
         if cohort:
-            lent_out = max(0.0, nominal - used - free_now)
+            lent_out = max(0.0, nominal - used - max(0.0, book._by_quota(queue, r)))
             if lent_out > _EPS:
                 text += f", {_num(r, lent_out)} lent out"
             text += f"; cohort {cohort} lends {_num(r, book.lent_by_cohort(queue, r))}"
@@ -390,10 +410,15 @@ def _demand(q: QueueInfo, demand: Mapping[str, float]) -> Usage:
     return {r: v for r, v in demand.items() if r != PODS or r in q.quotas}
 
 
-def schedule(queues: Iterable[QueueInfo], jobs: Sequence[JobInfo], now: float) -> Decisions:
+def schedule(
+    queues: Iterable[QueueInfo],
+    jobs: Sequence[JobInfo],
+    now: float,
+    capacity: Mapping[str, float] | None = None,
+) -> Decisions:
     """Every admission decision for this moment (see the module docstring for the rules)."""
     by_name = {q.name: q for q in queues}
-    book = Book(by_name)
+    book = Book(by_name, capacity)
     out = Decisions()
     held = [j for j in jobs if j.held is not None and j.held.queue in by_name]
     held_in: dict[str, list[JobInfo]] = {}

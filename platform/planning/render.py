@@ -20,9 +20,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from carina.platform.api.types import API_VERSION, KIND, TrainingJob
+from carina.platform.api.health import AVOIDED, FULL_PASS_LABEL, HEALTH_LABEL
+from carina.platform.api.types import API_VERSION, KIND, TopologyMode, TrainingJob
 from carina.platform.planning.observed import INDEX_LABEL, JOB_LABEL, RESTART_LABEL
-from carina.platform.planning.profiles import GPU_RESOURCE, GPU_TOLERATION, profile_for
+from carina.platform.planning.profiles import (
+    GPU_RESOURCE,
+    GPU_TOLERATION,
+    profile_for,
+    topology_request,
+)
 from carina.platform.planning.template import apply_template
 from carina.workloads import contract
 from carina.workloads.contract import SPEC_DIR, SPEC_FILE, WorkerContext
@@ -250,10 +256,47 @@ def save_budget(job: TrainingJob, settings: RenderSettings) -> int:
     return settings.shutdown_timeout_seconds if own is None else own
 
 
+def required_node_terms(job: TrainingJob, full_pass_after: int | None) -> list[dict[str, Any]]:
+    """The node affinity every worker requires (one term: all of these hold).
+
+    Never a node the health agent found degraded or broken (`carina.dev/health` WARN or
+    EVICT; an unchecked node has no label and is allowed). With `full_pass_after` (unix
+    seconds: a preflight-gated job), only nodes whose full checks passed after it. A gang
+    pinned to a topology domain with mode Required (`status.placement`), only its domain.
+    """
+    terms: list[dict[str, Any]] = [
+        {"key": HEALTH_LABEL, "operator": "NotIn", "values": list(AVOIDED)}
+    ]
+    if full_pass_after is not None:
+        terms.append({"key": FULL_PASS_LABEL, "operator": "Gt", "values": [str(full_pass_after)]})
+    terms += _pinned(job)[0]
+    return terms
+
+
+def _pinned(job: TrainingJob) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The gang's topology domain (`status.placement`, chosen by `planning.placement`) as
+    node affinity: (required expressions, preferred terms)."""
+    request = topology_request(job)
+    placement = job.status.placement if job.status is not None else None
+    if request is None or placement is None or placement.level != request.level:
+        return [], []  # unplaced, or placed for a level the spec no longer asks for
+    expression = {"key": placement.level, "operator": "In", "values": [placement.domain]}
+    if request.mode == TopologyMode.REQUIRED:
+        return [expression], []
+    return [], [{"weight": 100, "preference": {"matchExpressions": [expression]}}]
+
+
 def build_worker_pod(
-    job: TrainingJob, index: int, restart: int, settings: RenderSettings
+    job: TrainingJob,
+    index: int,
+    restart: int,
+    settings: RenderSettings,
+    full_pass_after: int | None = None,
 ) -> dict[str, Any]:
-    """The Pod of worker `index`, generation `restart` (CARINA_RESTART)."""
+    """The Pod of worker `index`, generation `restart` (CARINA_RESTART).
+
+    `full_pass_after`: the job is gated on a preflight check (`required_node_terms`).
+    """
     name = job.metadata.name
     profile = profile_for(job.spec.cluster)
     labels = job_labels(job) | {INDEX_LABEL: str(index), RESTART_LABEL: str(restart)}
@@ -304,19 +347,19 @@ def build_worker_pod(
         spec["imagePullSecrets"] = [{"name": n} for n in settings.image_pull_secrets]
     if profile.node_selector:
         spec["nodeSelector"] = dict(profile.node_selector)
-    if profile.colocate_within:
-        spec["affinity"] = {
-            "podAffinity": {
-                "preferredDuringSchedulingIgnoredDuringExecution": [
-                    {
-                        "weight": 100,
-                        "podAffinityTerm": {
-                            "labelSelector": {"matchLabels": {JOB_LABEL: name}},
-                            "topologyKey": profile.colocate_within,
-                        },
-                    }
+    spec["affinity"] = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": required_node_terms(job, full_pass_after)}
                 ]
             }
         }
+    }
+    preferred = _pinned(job)[1]  # a Preferred gang's domain
+    if preferred:
+        spec["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"] = (
+            preferred
+        )
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
     return apply_template(pod, job, checkpoint_uri(job, settings))

@@ -72,8 +72,33 @@ def _merge_env(current: list[dict[str, Any]], added: list[dict[str, Any]]) -> li
 
 
 def _merge_affinity(current: dict[str, Any], added: dict[str, Any]) -> dict[str, Any]:
-    """The user's affinity, with the profile's pod (anti-)affinity terms kept beside theirs."""
+    """The user's affinity, with the platform's terms kept beside theirs.
+
+    Pod (anti-)affinity terms add up. The platform's required node expressions (health,
+    topology) hold in every one of the user's node selector terms (terms are ORed, the
+    expressions inside one are ANDed); preferred node terms add up.
+    """
     merged = current | copy.deepcopy(added)
+    ours_node, theirs_node = current.get("nodeAffinity", {}), added.get("nodeAffinity", {})
+    if ours_node and theirs_node:
+        node = dict(copy.deepcopy(theirs_node))
+        must = [
+            e
+            for t in ours_node.get(_REQUIRED, {}).get("nodeSelectorTerms", [])
+            for e in t.get("matchExpressions", [])
+        ]
+        if must:
+            terms = node.get(_REQUIRED, {}).get("nodeSelectorTerms") or [{}]
+            node[_REQUIRED] = {
+                "nodeSelectorTerms": [
+                    t | {"matchExpressions": list(t.get("matchExpressions", [])) + must}
+                    for t in terms
+                ]
+            }
+        preferred = ours_node.get(_PREFERRED, []) + theirs_node.get(_PREFERRED, [])
+        if preferred:
+            node[_PREFERRED] = preferred
+        merged["nodeAffinity"] = node
     for kind in ("podAffinity", "podAntiAffinity"):
         ours, theirs = current.get(kind, {}), added.get(kind, {})
         if ours and theirs:

@@ -8,8 +8,16 @@ gauges (`carina_worker_step` ..., `carina_checkpoint_last_step`) on CARINA_METRI
 writes its final word to the termination message when it finishes and on SIGTERM (after a
 save; it then exits 75). Every rank prints `step N` per step so tests can count steps
 trained twice.
+Global rank 0 also exports the step times the platform watches: its median seconds between
+steps (`carina_worker_step_seconds`) and every rank's compute seconds per step
+(`carina_worker_rank_step_seconds{rank}`, as the real worker's all-gather would give them).
 Knobs: STANDIN_STEP_SECONDS (default 0.05), STANDIN_EXIT_AT_STEP + STANDIN_EXIT_CODE (on
-global rank STANDIN_EXIT_RANK, default 0, of the first generation).
+global rank STANDIN_EXIT_RANK, default 0, of the first generation); STANDIN_SLOW_RANK +
+STANDIN_SLOW_FACTOR (default 3): that rank computes a step in FACTOR x the others' time, and
+every rank steps at its pace, as a synchronous gang waits for its slowest rank;
+STANDIN_FREEZE_AT_STEP: the first generation stops stepping at that step but keeps serving
+/metrics (a frozen progress feed, as a hung collective leaves it); on SIGTERM it exits 75
+without saving, as a hung rank cannot.
 """
 
 from __future__ import annotations
@@ -39,10 +47,19 @@ def _atomic(path: Path, obj: object) -> None:
     os.replace(tmp, path)
 
 
+# Per-rank series (rank 0's gathered step times), by rank: served with that rank's label.
+rank_seconds: dict[int, float] = {}
+
+
 class _Metrics(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        labels = f'{{job="{os.environ.get("CARINA_JOB", "")}",rank="{os.environ["RANK"]}"}}'
+        job = os.environ.get("CARINA_JOB", "")
+        labels = f'{{job="{job}",rank="{os.environ["RANK"]}"}}'
         body = "".join(f"{name}{labels} {value}\n" for name, value in dict(gauges).items())
+        body += "".join(
+            f'carina_worker_rank_step_seconds{{job="{job}",rank="{r}"}} {value}\n'
+            for r, value in sorted(dict(rank_seconds).items())
+        )
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; version=0.0.4")
         self.end_headers()
@@ -76,6 +93,13 @@ def main() -> int:
     delay = float(os.environ.get("STANDIN_STEP_SECONDS", "0.05"))
     exit_at = int(os.environ.get("STANDIN_EXIT_AT_STEP", "0"))
     exit_rank = int(os.environ.get("STANDIN_EXIT_RANK", "0"))
+    first = os.environ.get("CARINA_RESTART") == "0"
+    freeze_at = int(os.environ.get("STANDIN_FREEZE_AT_STEP", "0")) if first else 0
+    slow_rank = os.environ.get("STANDIN_SLOW_RANK", "")
+    slow_factor = float(os.environ.get("STANDIN_SLOW_FACTOR", "3"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    pace = delay * slow_factor if slow_rank else delay
+    intervals: list[float] = []
     done = [int(p.stem.split("-")[1]) for p in ckpt_dir.glob("step-*.json")]
     step = max(done, default=0)
     last_ckpt = {"step": step, "uri": f"{uri}/step-{step:08d}"} if step else None
@@ -101,13 +125,28 @@ def main() -> int:
             )
 
     print(f"resume from {step}", flush=True)
+    started = time.monotonic()
     while step < steps:
         if stop:
             save()
             final_word()
             return 75
-        time.sleep(delay)
+        if freeze_at and step >= freeze_at:
+            print(f"frozen at step {step}", flush=True)
+            while not stop:
+                time.sleep(0.05)
+            final_word()
+            return 75
+        time.sleep(pace)
         step += 1
+        now = time.monotonic()
+        intervals[:] = [*intervals[-19:], now - started]
+        started = now
+        if rank == 0:
+            gauges["carina_worker_step_seconds"] = sorted(intervals)[len(intervals) // 2]
+            rank_seconds.update(
+                {r: delay * (slow_factor if str(r) == slow_rank else 1) for r in range(world)}
+            )
         print(f"step {step}", flush=True)
         if (
             exit_at

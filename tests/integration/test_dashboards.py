@@ -34,6 +34,7 @@ def test_dashboards_and_rules_have_expressions() -> None:
         "job.json",
         "operator-and-control-plane.json",
         "queues.json",
+        "nodes.json",
         "carina-alerts.yaml",
     }
 

@@ -133,6 +133,16 @@ def mean(values: torch.Tensor, d: Dist) -> torch.Tensor:
     return values
 
 
+def gather_floats(value: float, d: Dist) -> list[float]:
+    """Every rank's `value`, by rank, on every rank (one small all-gather)."""
+    if not d.distributed:
+        return [value]
+    mine = torch.tensor([value], dtype=torch.float64, device=d.device)
+    every = torch.empty(d.world_size, dtype=torch.float64, device=d.device)
+    dist.all_gather_into_tensor(every, mine)
+    return [float(v) for v in every.tolist()]
+
+
 class PreemptionFlag:
     """Set by SIGTERM (or by `request()`); read by the training loop at step boundaries.
 

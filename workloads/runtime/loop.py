@@ -11,7 +11,10 @@ The loop (`RunLoop`) owns the rest, once for every workload:
 - checkpoints (`Checkpointer`): resume, interval saves, the final save;
 - telemetry: the step, loss, learning rate, tokens per second and MFU of every `log_every`-th
   step (and of the last), as metrics (the platform's live progress) and a `step` event;
-  checkpoints and resumes;
+  checkpoints and resumes. The step gauge itself moves every step, and the step times
+  (`step_times.py`) are kept every step: rank 0's median step time, and every `GATHER_EVERY`
+  steps each rank's compute time, gathered to rank 0 (the platform's signs of a stalled job
+  and of a straggling rank);
 - setup and teardown (`run_workload`): the SIGTERM handler, the process group, the metrics
   server.
 
@@ -39,6 +42,7 @@ from carina.workloads.runtime.checkpoint import Restored
 from carina.workloads.runtime.checkpointer import Checkpointer
 from carina.workloads.runtime.distributed import Dist, PreemptionFlag
 from carina.workloads.runtime.flops import mfu, peak_flops
+from carina.workloads.runtime.step_times import GATHER_EVERY, StepTimes
 from carina.workloads.runtime.storage import Store, open_store
 from carina.workloads.runtime.telemetry import Telemetry, log_event, write_termination_message
 
@@ -177,6 +181,7 @@ class RunLoop:
             self.log,
         )
         self.peak = peak_flops(d.device)
+        self.step_times = StepTimes(d.device)
 
     @property
     def store(self) -> Store | None:
@@ -196,11 +201,16 @@ class RunLoop:
         """Train to `total_steps`; SUCCEEDED after the final save, PREEMPTED after SIGTERM's."""
         w = self.workload
         w.start()
+        self.step_times.watch(getattr(w, "raw", None))
         window = Throughput()
         while w.step < self.total_steps:
             if distributed.any_rank(self.preempt.requested, self.d):
                 return self._preempted()
+            self.step_times.begin()
             report = w.train_step()
+            self.step_times.end()
+            # Every step, not only logged ones: the platform judges a stall by its pace.
+            self.telemetry.step_g.set(w.step)
             window.add(report)
             if w.step % self.log_every == 0 or w.step == self.total_steps:
                 record = self._record(report, window)
@@ -214,6 +224,8 @@ class RunLoop:
                 t0 = time.perf_counter()
                 if self.checkpointer.save(w) is not None:
                     window.exclude(time.perf_counter() - t0)
+                    self.step_times.pause()
+            self._share_step_times()
         ref = self.checkpointer.save(w, force=True) if self.total_steps else None
         w.finish()
         if self.d.is_main:
@@ -242,6 +254,19 @@ class RunLoop:
         )
         return StepRecord(step, loss, report.lr, tps)
 
+    def _share_step_times(self) -> None:
+        """Rank 0's median step time every step; every rank's compute time to rank 0 every
+        `GATHER_EVERY` steps (every rank calls this at the same steps: a collective)."""
+        wall = self.step_times.wall_median()
+        if self.d.is_main and wall is not None:
+            self.telemetry.on_step_seconds(wall)
+        if self.workload.step % GATHER_EVERY:
+            return
+        mine = self.step_times.compute_median()
+        every = distributed.gather_floats(mine or 0.0, self.d)
+        if self.d.is_main:
+            self.telemetry.on_rank_seconds(every)
+
     def _preempted(self) -> ExitCode:
         """Save collectively, acknowledge through the termination message, exit 75."""
         step = self.workload.step
@@ -255,6 +280,7 @@ class RunLoop:
 
     def close(self) -> None:
         """Stop the metrics server."""
+        self.step_times.unwatch()
         self.telemetry.close()
 
 

@@ -7,7 +7,10 @@
   one series per damaged checkpoint this attempt's resume passed over (for the whole attempt,
   so a scrape every few seconds cannot miss it), from which the platform raises its
   CheckpointCorrupt Warning. A restarted worker exports step 0 until its first logged step;
-  the job's status keeps the last known progress meanwhile.
+  the job's status keeps the last known progress meanwhile. Global rank 0 also exports its
+  median step time (the platform's yardstick for a stalled step) and every rank's median
+  compute time per step, one series per rank (`step_times.py`; the platform names the
+  outliers stragglers).
 - Rank 0 prints one JSON object per line to stdout for each logged event.
 - Rank 0's final word goes to the termination-message path on success and on preemption: its
   last step, total steps and loss, and its newest checkpoint. The endpoint is gone once the
@@ -72,6 +75,15 @@ class Telemetry:
         self.tps_g = gauge(names.WORKER_TOKENS_PER_SECOND, "Tokens per second, all ranks")
         self.mfu_g = gauge(names.WORKER_MFU, "Model FLOPs utilization (0-1; NaN: unknown)")
         self.ckpt_step_g = gauge(names.CHECKPOINT_LAST_STEP, "Step of the newest checkpoint")
+        self.step_seconds_g = gauge(
+            names.WORKER_STEP_SECONDS, "Median seconds between recent step starts"
+        )
+        self.rank_seconds_g = Gauge(
+            names.WORKER_RANK_STEP_SECONDS,
+            "Each rank's median compute seconds per step (rank: the rank measured)",
+            names.LABELS,
+            registry=self.registry,
+        )
         self.tokens_c = Counter(
             names.WORKER_TOKENS_TOTAL,
             "Tokens trained on, all ranks",
@@ -124,6 +136,18 @@ class Telemetry:
         self.tps_g.set(tokens_per_second)
         self.mfu_g.set(mfu)
         self.last_loss = loss
+
+    def on_step_seconds(self, seconds: float) -> None:
+        """Record the median time between recent step starts."""
+        self.step_seconds_g.set(seconds)
+
+    def on_rank_seconds(self, seconds: list[float]) -> None:
+        """Record every rank's median compute seconds per step (global rank 0), by rank."""
+        for rank, value in enumerate(seconds):
+            if value > 0:
+                self.rank_seconds_g.labels(
+                    job=self.labels["job"], namespace=self.labels["namespace"], rank=str(rank)
+                ).set(value)
 
     def on_eval(self, loss: float) -> None:
         """Record a held-out loss."""

@@ -67,6 +67,18 @@ app.kubernetes.io/component: {{ .component }}
 {{ include "carina.fullname" . }}-control-plane
 {{- end }}
 
+{{- define "carina.healthAgent.fullname" -}}
+{{ include "carina.fullname" . }}-health-agent
+{{- end }}
+
+{{- define "carina.healthAgent.serviceAccountName" -}}
+{{- if .Values.healthAgent.serviceAccount.create }}
+{{- default (include "carina.healthAgent.fullname" .) .Values.healthAgent.serviceAccount.name }}
+{{- else }}
+{{- required "healthAgent.serviceAccount.name is required when healthAgent.serviceAccount.create is false" .Values.healthAgent.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
 {{- define "carina.operator.serviceAccountName" -}}
 {{- if .Values.operator.serviceAccount.create }}
 {{- default (include "carina.operator.fullname" .) .Values.operator.serviceAccount.name }}

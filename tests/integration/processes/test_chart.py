@@ -236,6 +236,9 @@ def test_the_operator_may_run_jobs_and_nothing_more(default: list[dict[str, Any]
         ("", "namespaces", "get"),
         ("coordination.k8s.io", "leases", "create"),
         ("coordination.k8s.io", "leases", "update"),
+        # Node health: the verdicts, the unhealthy taint, asking the agent for a check.
+        ("", "nodes", "watch"),
+        ("", "nodes", "patch"),
     ]:
         assert needed in rules
     assert {resource for _, resource, _ in rules} <= {
@@ -256,7 +259,10 @@ def test_the_operator_may_run_jobs_and_nothing_more(default: list[dict[str, Any]
         "localqueues/status",
         "trainingpriorityclasses",
         "leases",
+        "nodes",
     }
+    # Nodes are read and patched (taints, an annotation), never created or deleted.
+    assert not {verb for _, resource, verb in rules if resource == "nodes"} & {"create", "delete"}
     assert ("apiextensions.k8s.io", "customresourcedefinitions", "create") not in rules
     # The queues are the cluster admin's to write: the operator reads them, patches status.
     for kind in ("clusterqueues", "localqueues", "trainingpriorityclasses"):

@@ -21,9 +21,10 @@ def test_the_committed_json_is_what_the_generator_writes() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_the_four_dashboards_exist_with_distinct_uids() -> None:
+def test_the_five_dashboards_exist_with_distinct_uids() -> None:
     assert [p.name for p in FILES] == [
         "job.json",
+        "nodes.json",
         "operator-and-control-plane.json",
         "platform.json",
         "queues.json",

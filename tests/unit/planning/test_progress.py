@@ -162,3 +162,26 @@ def test_the_time_spent_saving_is_read_from_the_save_histogram():
     text = METRICS + f"carina_checkpoint_save_seconds_sum{{{LABELS}}} 4.5\n"
     assert parse_progress(text, at(1)).checkpoint_seconds == 4.5
     assert parse_progress(METRICS, at(1)).checkpoint_seconds is None
+
+
+def test_rank_zeros_median_step_time_and_every_ranks_compute_time_are_read():
+    text = (
+        METRICS
+        + f"carina_worker_step_seconds{{{LABELS}}} 0.25\n"
+        + 'carina_worker_rank_step_seconds{job="llm",namespace="ns",rank="0"} 0.21\n'
+        + 'carina_worker_rank_step_seconds{job="llm",namespace="ns",rank="1"} 0.48\n'
+        + 'carina_worker_rank_step_seconds{job="llm",namespace="ns",rank="x"} 9\n'
+        + 'carina_worker_rank_step_seconds{job="llm",namespace="ns",rank="2"} 0\n'
+    )
+    scrape = read_scrape(text, at(1))
+    assert scrape.progress is not None
+    assert scrape.progress.step_seconds == 0.25
+    assert scrape.progress.stepped_at == at(1)
+    assert scrape.rank_seconds == {0: 0.21, 1: 0.48}  # not a rank, or not timed yet: left out
+
+
+def test_a_worker_without_step_times_reports_none():
+    scrape = read_scrape(METRICS + f"carina_worker_step_seconds{{{LABELS}}} 0\n", at(1))
+    assert scrape.progress is not None
+    assert scrape.progress.step_seconds is None
+    assert scrape.rank_seconds == {}

@@ -855,3 +855,29 @@ def test_random_rounds_never_admit_beyond_quota(seed: int) -> None:
             _apply(d, jobs, now, rng)
             _check_quota(queues, jobs)
             now += rng.choice([30.0, 200.0, 700.0])
+
+
+# ---------------------------------------------------------------- capacity (healthy GPUs)
+
+
+def test_quota_beyond_the_healthy_gpus_admits_only_what_there_is() -> None:
+    # Two queues promise 16 GPUs; a node went EVICT and the cluster has 12 healthy ones.
+    queues = [cq("a", 8), cq("b", 8)]
+    jobs = [running("r", 8, "a"), job("j", 8, "b")]
+    d = schedule(queues, jobs, NOW, capacity={GPU: 12})
+    assert d.admit == {}
+    p = d.pending["j"]
+    assert p.reason == QueueReason.WAITING_FOR_QUOTA
+    assert p.message == (
+        "needs 8 GPUs, 4 available to b now (nominal 8, 0 in use;"
+        " the cluster's healthy nodes have 12)"
+    )
+    # The node passes its checks again: the same jobs fit.
+    d = schedule(queues, jobs, NOW, capacity={GPU: 16})
+    assert set(d.admit) == {"j"}
+
+
+def test_a_job_within_the_healthy_capacity_is_admitted_as_before() -> None:
+    d = schedule([cq("a", 8)], [running("r", 3), job("j", 5)], NOW, capacity={GPU: 64})
+    assert set(d.admit) == {"j"}
+    assert d.usage["a"].reserved[GPU] == 8

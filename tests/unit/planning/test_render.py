@@ -123,7 +123,7 @@ PROFILE_CASES = {
         "annotations": {"k8s.v1.cni.cncf.io/networks": "roce-sriov"},
         "env": {"NCCL_IB_GID_INDEX": "3", "NCCL_IB_HCA": "mlx5"},
         "extra": {},
-        "affinity_key": None,
+        "topology": None,
     },
     "blue-vela": {
         "selector": {"carina.dev/pool": "blue-vela"},
@@ -131,7 +131,7 @@ PROFILE_CASES = {
         "annotations": None,
         "env": {"NCCL_IB_HCA": "mlx5", "NCCL_NET_GDR_LEVEL": "PHB"},
         "extra": {"rdma/rdma_shared_device_ib": "1"},
-        "affinity_key": "carina.dev/scalable-unit",
+        "topology": ("carina.dev/scalable-unit", "Preferred"),
     },
     "none": {
         "selector": None,
@@ -139,7 +139,7 @@ PROFILE_CASES = {
         "annotations": None,
         "env": {},
         "extra": {},
-        "affinity_key": None,
+        "topology": None,
     },
 }
 
@@ -168,15 +168,10 @@ def test_profiles_render_placement_network_and_nccl(profile):
         assert res["requests"][name] == value == res["limits"][name]
     assert res["requests"]["cpu"] == "16"
     assert res["limits"]["memory"] == "64Gi"
-    affinity = spec.get("affinity")
-    if case["affinity_key"] is None:
-        assert affinity is None
-    else:
-        term = affinity["podAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
-        assert term["podAffinityTerm"]["topologyKey"] == case["affinity_key"]
-        assert term["podAffinityTerm"]["labelSelector"] == {
-            "matchLabels": {"carina.dev/job": "llm"}
-        }
+    # A profile's default topology pins a gang once placement chose its domain (test_topology).
+    default = profiles.profile_for(profile).topology
+    assert ((default.level, default.mode) if default else None) == case["topology"]
+    assert "podAffinity" not in spec.get("affinity", {})
 
 
 def test_none_profile_with_gpus_tolerates_the_gpu_taint():

@@ -126,16 +126,15 @@ def test_tolerations_join_the_profile_ones():
     assert profiles.GPU_TOLERATION in tolerations
 
 
-def test_pod_affinity_terms_join_the_profile_gang_colocation_and_node_affinity_is_kept():
+def test_the_users_affinity_is_kept_and_the_platforms_node_rules_hold_in_each_term():
     zone_term = {
         "weight": 10,
         "podAffinityTerm": {"labelSelector": {}, "topologyKey": "topology.kubernetes.io/zone"},
     }
+    rack = {"key": "rack", "operator": "In", "values": ["r1"]}
     node_affinity = {
         "requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [
-                {"matchExpressions": [{"key": "rack", "operator": "In", "values": ["r1"]}]}
-            ]
+            "nodeSelectorTerms": [{"matchExpressions": [rack]}]
         }
     }
     anti = {"requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "host"}]}
@@ -144,14 +143,14 @@ def test_pod_affinity_terms_join_the_profile_gang_colocation_and_node_affinity_i
         "podAffinity": {GANG_TERM: [zone_term]},
         "podAntiAffinity": anti,
     }
-    bare = pod_of(gpu_job("blue-vela"))["spec"]["affinity"]
+    required = "requiredDuringSchedulingIgnoredDuringExecution"
+    bare = pod_of(gpu_job("blue-vela"))["spec"]["affinity"]["nodeAffinity"]
+    [platform] = bare[required]["nodeSelectorTerms"]
     merged = pod_of(gpu_job("blue-vela", {"spec": {"affinity": affinity}}))["spec"]["affinity"]
-    assert merged["podAffinity"][GANG_TERM] == bare["podAffinity"][GANG_TERM] + [zone_term]
-    assert merged["nodeAffinity"] == node_affinity
+    assert merged["podAffinity"] == {GANG_TERM: [zone_term]}
     assert merged["podAntiAffinity"] == anti
-    # A profile without gang colocation takes the user's affinity as it is.
-    plain = pod_of(gpu_job("vela", {"spec": {"affinity": affinity}}))["spec"]["affinity"]
-    assert plain == affinity
+    [term] = merged["nodeAffinity"][required]["nodeSelectorTerms"]
+    assert term["matchExpressions"] == [rack, *platform["matchExpressions"]]
 
 
 def test_labels_and_annotations_reach_the_pod_beside_the_platform_ones():
