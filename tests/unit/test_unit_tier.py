@@ -65,3 +65,15 @@ def offences(path: Path) -> list[str]:
 @pytest.mark.parametrize("path", sorted(UNIT.rglob("*.py")), ids=lambda p: str(p.relative_to(UNIT)))
 def test_no_processes_sockets_or_sleeps(path: Path) -> None:
     assert offences(path) == []
+
+
+def test_every_test_file_name_is_unique_across_the_tiers() -> None:
+    # One pytest session collects every tier, and test folders are not packages: two files of
+    # one name would be imported as one module, and the session stops at collection.
+    seen: dict[str, Path] = {}
+    clashes = []
+    for path in sorted(UNIT.parent.rglob("test_*.py")):
+        if path.name in seen:
+            clashes.append(f"{seen[path.name]} and {path}")
+        seen.setdefault(path.name, path)
+    assert not clashes, "rename one of each: " + "; ".join(clashes)
