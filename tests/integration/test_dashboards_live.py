@@ -31,6 +31,7 @@ ROUTE, RESULT = "/dashboards-live-test", "dashboards-live-test"
 QUEUE = "team-a-queue"
 VARIABLES = {"namespace": NAMESPACE, "job": JOB, "queue": QUEUE, "__rate_interval": "30s"}
 GPU = "nvidia.com/gpu"
+NODE = "dashboards-live-node"
 
 
 def _scrape(prometheus: PrometheusServer, job: str, targets: list[str]) -> None:
@@ -51,7 +52,10 @@ def _serve(registry: Any) -> tuple[str, Any]:
 @pytest.fixture(scope="module")
 def running_job(prometheus: PrometheusServer) -> Iterator[PrometheusServer]:
     """Exporters for two workers of team-a/demo, the operator and the control plane."""
+    from carina.operators.health import metrics as health
+    from carina.operators.health.checks import CheckResult, Kind, Outcome
     from carina.operators.runtime import metrics as operator
+    from carina.platform.api.health import Health
     from carina.platform.controlplane import telemetry as control_plane
     from carina.workloads.runtime.checkpoint_refs import CheckpointRef
     from carina.workloads.runtime.telemetry import Telemetry
@@ -61,6 +65,19 @@ def running_job(prometheus: PrometheusServer) -> Iterator[PrometheusServer]:
     ]
     operator.jobs.labels(NAMESPACE, "Running").set(1)
     operator.job_restarts.labels(NAMESPACE, JOB, "WorkerFailed").inc()
+    operator.job_restarts.labels(NAMESPACE, JOB, "NodeUnhealthy").inc()
+    operator.job_straggler.labels(NAMESPACE, JOB, "1", NODE).set(1)
+    # One node's health agent: broken ECC, a degraded link, a probe this node cannot run.
+    health.record(
+        NODE,
+        Health.EVICT,
+        [
+            CheckResult("gpu-ecc", Kind.LIGHT, Outcome.EVICT, "GPU 3: 2 uncorrectable"),
+            CheckResult("pcie-link", Kind.LIGHT, Outcome.WARN, "GPU 1: x8 of x16"),
+            CheckResult("allreduce", Kind.INVASIVE, Outcome.UNSUPPORTED, "no CUDA"),
+        ],
+    )
+    health.check_seconds.labels("gpu-ecc").set(0.05)
     operator.job_start.labels(NAMESPACE).observe(4.2)
     operator.queue_pending.labels(QUEUE, "WaitingForQuota").set(2)
     operator.queue_admitted.labels(QUEUE).set(1)
@@ -79,15 +96,21 @@ def running_job(prometheus: PrometheusServer) -> Iterator[PrometheusServer]:
         servers.append(server)
         control_plane_target, server = _serve(control_plane.REGISTRY)
         servers.append(server)
+        health_target, server = _serve(health.REGISTRY)
+        servers.append(server)
         _scrape(prometheus, "carina-workers", worker_targets)
         _scrape(prometheus, "carina-operator", [operator_target])
         _scrape(prometheus, "carina-control-plane", [control_plane_target])
+        _scrape(prometheus, "carina-health-agent", [health_target])
         # Samples over a few scrapes, so rates and changes have something to compare.
         for step in range(1, 6):
             for rank, worker in enumerate(workers):
                 worker.on_step(step, 3.0 - step / 10, 1e-3, 4096, 2000.0 + rank * 100, 0.4)
                 worker.on_eval(2.9)
                 worker.on_checkpoint(CheckpointRef(step, f"s3://b/demo/{step}"), 1.5)
+                worker.on_step_seconds(0.5)
+                if rank == 0:
+                    worker.on_rank_seconds([0.4, 0.9])  # rank 1 is slow
             operator.reconcile_duration.labels(RESULT).observe(0.01)
             operator.queue_evictions.labels(QUEUE, "Preempted").inc()
             operator.queue_admission_wait.labels(QUEUE).observe(30.0 + step)
@@ -96,7 +119,12 @@ def running_job(prometheus: PrometheusServer) -> Iterator[PrometheusServer]:
             prometheus.wait_for_query(f'max(carina_worker_step{{job="{JOB}"}}) >= {step}')
         yield prometheus
     finally:
-        for job in ("carina-workers", "carina-operator", "carina-control-plane"):
+        for job in (
+            "carina-workers",
+            "carina-operator",
+            "carina-control-plane",
+            "carina-health-agent",
+        ):
             prometheus.remove_job(job)
         for server in servers:
             server.shutdown()
@@ -104,6 +132,12 @@ def running_job(prometheus: PrometheusServer) -> Iterator[PrometheusServer]:
             worker.close()
         operator.jobs.remove(NAMESPACE, "Running")
         operator.job_restarts.remove(NAMESPACE, JOB, "WorkerFailed")
+        operator.job_restarts.remove(NAMESPACE, JOB, "NodeUnhealthy")
+        operator.job_straggler.remove(NAMESPACE, JOB, "1", NODE)
+        health.record(NODE, Health.PASS, [])  # the test's node series go
+        for state in Health:
+            health.state.remove(NODE, state.value)
+        health.check_seconds.remove("gpu-ecc")
         operator.job_start.remove(NAMESPACE)
         operator.reconcile_duration.remove(RESULT)
         operator.queue_pending.remove(QUEUE, "WaitingForQuota")
