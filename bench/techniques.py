@@ -1,6 +1,6 @@
 """Technique figures: CLA's KV-cache bytes and DS-MoE's sparse-inference trade-off (CPU).
 
-    .venv/bin/python bench/techniques.py [--moe-steps 300]
+    .venv/bin/python bench/techniques.py [--moe-steps 300] [--seed 1234]
 
 1. KV-cache bytes per token, MQA vs MQA-CLA2: from the architecture formula for the paper's
    H128-MQA 20-layer bf16 model (Brandon et al. 2024: 10,240 vs 5,120), and measured from the
@@ -60,8 +60,11 @@ def held_out_loss(model: Transformer, windows: list[tuple[torch.Tensor, torch.Te
     return sum(float(model(x, y)[1]) for x, y in windows) / len(windows)
 
 
-def moe_figures(steps: int) -> None:
-    print(f"\n## DS-MoE sparse inference (tiny, 8 experts in every layer, {steps} dense steps)")
+def moe_figures(steps: int, seed: int) -> None:
+    print(
+        f"\n## DS-MoE sparse inference (tiny, 8 experts in every layer, {steps} dense steps, "
+        f"seed {seed})"
+    )
     cfg = PretrainConfig.model_validate(
         {
             "model": {"preset": "tiny", "moe": {"experts": 8, "every": 1, "miAlpha": 4e-4}},
@@ -73,6 +76,7 @@ def moe_figures(steps: int) -> None:
             "evalEvery": 0,
             "logEvery": 50,
             "schedule": {"kind": "wsd", "warmupSteps": 20},
+            "seed": seed,
         }
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,11 +108,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--moe-steps", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1234, help="initialization and data order")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"machine: {platform.machine()}, {args.threads} threads, torch {torch.__version__}\n")
     kv_cache_figures()
-    moe_figures(args.moe_steps)
+    moe_figures(args.moe_steps, args.seed)
 
 
 if __name__ == "__main__":

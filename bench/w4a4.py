@@ -17,12 +17,15 @@ are N further steps from it (baseline: plain; qat and qat-kurtosis: what the `qu
 workload does to a base checkpoint), so all three see the same tokens.
 
 Then for each: 4-bit weight PTQ (RTN and GPTQ, per output channel) and held-out perplexity at
-W16A16, W4A16 and W4A4, the W4A4 gap to the run's own W16A16, the mean kurtosis of the
-quantized layers' inputs and outputs (measured at W16A16), the largest max/median channel
-ratio of an input, and the mean weight kurtosis (per output row, over inputs). A QAT model's
-W16A16 is the same weights with activations left unquantized: a model trained under clipping
-need not be good without it, so the table gives each W4A4 against the baseline's W16A16 too.
-Prints a Markdown table; `--out` also writes the figures as JSON (`--table-from` re-prints it).
+W16A16, W4A16 and W4A4 (every PTQ on its own copy of the trained model; GPTQ's Hessians come
+from A16 inputs for the W4A16 figure and from A4 inputs for the W4A4 one), the W4A4 gap to
+the run's own W16A16, the mean kurtosis of the quantized layers' inputs and outputs
+(measured at W16A16), the largest max/median channel ratio of an input, and the mean weight
+kurtosis (per output row, over inputs). A QAT model's W16A16 is the same weights with
+activations left unquantized: a model trained under clipping need not be good without it, so
+the table gives each W4A4 against the baseline's W16A16 too.
+Prints a Markdown table; `--out` also writes the figures as JSON (`--table-from` re-prints it,
+or the runs of several seeds as one table: `--table-from s1234.json s7.json`).
 About 3 minutes on 2 idle CPU cores at the defaults (2 with --finetune-steps 200); 10-30
 when the cores are shared with other jobs.
 """
@@ -30,6 +33,7 @@ when the cores are shared with other jobs.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import time
@@ -37,11 +41,22 @@ from typing import Any
 
 import torch
 
-from carina.workloads.config import DataSource, DataSpec, ModelSpec, OptimizerSpec, ScheduleSpec
+from carina.workloads.config import (
+    KURTOSIS_LAMBDA,
+    DataSource,
+    DataSpec,
+    ModelSpec,
+    OptimizerSpec,
+    ScheduleSpec,
+)
 from carina.workloads.data import ShardedSampler, build_corpus
+from carina.workloads.models.kurtosis import OutputKurtosis
+from carina.workloads.models.quant_layers import (
+    attach_quantizers,
+    calibrate_clip_values,
+    set_precision,
+)
 from carina.workloads.models.transformer import Transformer
-from carina.workloads.quantize.kurtosis import OutputKurtosis
-from carina.workloads.quantize.layers import attach_quantizers, calibrate_clip_values, set_precision
 from carina.workloads.quantize.ptq import quantize_model_weights
 from carina.workloads.quantize.qat import build_optimizer, qat_step
 from carina.workloads.quantize.report import evaluate_precisions
@@ -66,7 +81,7 @@ def parse_args() -> argparse.Namespace:
         help="pretrain once (--steps), then train the three ways as fine-tuning for this many",
     )
     p.add_argument("--finetune-lr", type=float, default=3e-3)
-    p.add_argument("--kurtosis-lambda", type=float, default=1e-2)
+    p.add_argument("--kurtosis-lambda", type=float, default=KURTOSIS_LAMBDA)
     p.add_argument("--bits", type=int, default=4, help="weight and activation bits")
     p.add_argument("--group-size", type=int, default=0, help="weight group (0 = per channel)")
     p.add_argument("--max-bytes", type=int, default=4_000_000)
@@ -75,7 +90,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--out", default=None, help="write the figures as JSON here")
-    p.add_argument("--table-from", default=None, help="only print the table of a JSON result")
+    p.add_argument(
+        "--table-from", nargs="+", default=None, help="only print the table of JSON results"
+    )
     return p.parse_args()
 
 
@@ -131,26 +148,36 @@ def measure(
     corpus: Any,
     calibration: list[torch.Tensor],
 ) -> dict[str, Any]:
-    """PTQ and evaluation of one trained model."""
+    """PTQ and evaluation of one trained model.
+
+    Each weight PTQ runs on its own copy of the model, so no method sees another's weights.
+    RTN needs no calibration: one pass gives both W4A16 and W4A4. GPTQ calibrates twice, on
+    the inputs each precision multiplies: A16 for W4A16, A4 for W4A4.
+    """
     if run == "baseline":  # activation PTQ: clip values from calibration data
         calibrate_clip_values(model, calibration)
     out: dict[str, Any] = {"run": run}
     cpu = torch.device("cpu")
-    for method in ("rtn", "gptq"):
-        quantize_model_weights(model, method, args.bits, args.group_size, calibration, True)
+    b = args.bits
+    passes = (("rtn", True, ("a16", "a4")), ("gptq", False, ("a16",)), ("gptq", True, ("a4",)))
+    for method, a4_calibration, keep in passes:
+        quantized = copy.deepcopy(model)
+        quantize_model_weights(quantized, method, b, args.group_size, calibration, a4_calibration)
         ppl, layers, _ = evaluate_precisions(
-            model,
+            quantized,
             corpus.val,
             args.eval_batches * args.batch_size,
             args.batch_size,
             cpu,
-            args.bits,
-            args.bits,
+            b,
+            b,
         )
         keys = list(ppl)
         out["w16a16"] = ppl[keys[0]]
-        out[f"w{args.bits}a16_{method}"] = ppl[keys[1]]
-        out[f"w{args.bits}a{args.bits}_{method}"] = ppl[keys[2]]
+        if "a16" in keep:
+            out[f"w{b}a16_{method}"] = ppl[keys[1]]
+        if "a4" in keep:
+            out[f"w{b}a{b}_{method}"] = ppl[keys[2]]
         n = len(layers)
         out["inputKurtosis"] = sum(s["inputKurtosis"] for s in layers.values()) / n
         out["outputKurtosis"] = sum(s["outputKurtosis"] for s in layers.values()) / n
@@ -161,21 +188,25 @@ def measure(
 
 
 def table(results: list[dict[str, Any]], bits: int) -> str:
-    """The Markdown table of docs/benchmarks.md; gaps are of W{b}A{b} with GPTQ weights."""
+    """The Markdown table of docs/benchmarks.md; gaps are of W{b}A{b} with GPTQ weights.
+
+    Each run is compared with the baseline of its own seed.
+    """
     b = bits
-    reference = next(r["w16a16"] for r in results if r["run"] == "baseline")
+    reference = {r.get("seed"): r["w16a16"] for r in results if r["run"] == "baseline"}
     lines = [
-        f"| run | W16A16 ppl | W{b}A16 ppl (RTN / GPTQ) | W{b}A{b} ppl (RTN / GPTQ) | "
+        f"| run | seed | W16A16 ppl | W{b}A16 ppl (RTN / GPTQ) | W{b}A{b} ppl (RTN / GPTQ) | "
         f"W{b}A{b} vs own W16A16 | W{b}A{b} vs baseline W16A16 | input kurtosis | "
         "output kurtosis | max input max/median | weight kurtosis |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         wa = r[f"w{b}a{b}_gptq"]
+        ref = reference[r.get("seed")]
         lines.append(
-            f"| {r['run']} | {r['w16a16']:.3f} | {r[f'w{b}a16_rtn']:.3f} / "
+            f"| {r['run']} | {r.get('seed', '')} | {r['w16a16']:.3f} | {r[f'w{b}a16_rtn']:.3f} / "
             f"{r[f'w{b}a16_gptq']:.3f} | {r[f'w{b}a{b}_rtn']:.3f} / {wa:.3f} | "
-            f"{100 * (wa / r['w16a16'] - 1):+.1f}% | {100 * (wa / reference - 1):+.1f}% | "
+            f"{100 * (wa / r['w16a16'] - 1):+.1f}% | {100 * (wa / ref - 1):+.1f}% | "
             f"{r['inputKurtosis']:.2f} | {r['outputKurtosis']:.2f} | "
             f"{r['maxInputMaxMedianRatio']:.1f} | {r['weightKurtosis']:.2f} |"
         )
@@ -185,9 +216,12 @@ def table(results: list[dict[str, Any]], bits: int) -> str:
 def main() -> None:
     args = parse_args()
     if args.table_from:
-        with open(args.table_from) as f:
-            saved = json.load(f)
-        print(table(saved["results"], saved["args"]["bits"]))
+        results: list[dict[str, Any]] = []
+        for path in args.table_from:
+            with open(path) as f:
+                saved = json.load(f)
+            results += [{"seed": saved["args"]["seed"], **r} for r in saved["results"]]
+        print(table(results, saved["args"]["bits"]))
         return
     torch.set_num_threads(args.threads)
     data = DataSpec(source=DataSource.PYTHON_STDLIB, max_bytes=args.max_bytes, val_fraction=0.05)
@@ -202,7 +236,7 @@ def main() -> None:
         f"{args.steps} steps x {args.batch_size} x {args.seq_len} tokens",
         flush=True,
     )
-    results = []
+    results: list[dict[str, Any]] = []
     t_start = time.perf_counter()
     init, consumed = None, 0
     if args.finetune_steps:  # one pretrained model, then three ways of fine-tuning it
@@ -225,6 +259,7 @@ def main() -> None:
                 consumed,
             )
         r = measure(run, model, args, corpus, calibration)
+        r["seed"] = args.seed
         r["trainSeconds"] = round(seconds, 1)
         results.append(r)
         print(

@@ -13,7 +13,9 @@ Pre-norm blocks of RMSNorm -> attention -> RMSNorm -> SwiGLU (or a DS-MoE mixtur
 - µP (CerebrasGPT-style, as in the Power-scheduler paper, Shen et al. 2024, arXiv 2408.13359):
   embedding output × m_emb, residual branches × m_res, hidden init std σ/√m_width, attention
   logits scaled 1/d_head, output logits / m_width, and hidden-matrix learning rate η/m_width
-  (`param_groups`).
+  (`param_groups`); m_emb, m_res and σ are settings of the architecture (paper defaults);
+- optionally (`activation_bits` < 16, a model pretrained with W4A4 QAT) every block linear is a
+  QuantLinear whose input is fake-quantized with learned clip values (`quant_layers`).
 
 Shapes in comments: B batch, T time, C d_model, H query heads, K K/V heads, D d_head,
 E experts, F hidden width, V vocabulary.
@@ -30,12 +32,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from carina.workloads.config import Architecture
+from carina.workloads.models.quant_layers import attach_quantizers
 
-# µP constants from the Power-scheduler paper's setup (Shen et al. 2024, section 3; the same
-# values as CerebrasGPT): σ_base, embedding multiplier and residual multiplier.
-MUP_INIT_STD = 0.1
-MUP_EMB_MULT = 12.0
-MUP_RES_MULT = 0.22
+# µP's σ, m_emb and m_res are the architecture's `mup_init_std`, `mup_emb_mult` and
+# `mup_res_mult` (defaults: the Power-scheduler paper's setup, Shen et al. 2024, Table 1).
 # Standard parametrization (µP off): GPT-2 init.
 SP_INIT_STD = 0.02
 
@@ -262,7 +262,7 @@ class Block(nn.Module):
             if is_moe
             else SwiGLU(arch.d_model, arch.ffn_hidden)
         )
-        self.res_mult = MUP_RES_MULT if arch.mup else 1.0
+        self.res_mult = arch.mup_res_mult if arch.mup else 1.0
 
     def forward(
         self,
@@ -282,6 +282,14 @@ class Block(nn.Module):
 # ---------------------------------------------------------------- the model
 
 
+def _clip_values_optional(_model: nn.Module, keys: Any) -> None:
+    """Let weights with or without activation clip values load into a model with or without
+    quantizers: a plain checkpoint can start QAT, and a QAT one can be read as a plain model."""
+    for found in (keys.missing_keys, keys.unexpected_keys):
+        for k in [k for k in found if ".act_quant." in k]:
+            found.remove(k)
+
+
 class Transformer(nn.Module):
     """The decoder LM. `forward(idx, targets)` returns (logits, loss incl. α·L_MI)."""
 
@@ -292,7 +300,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.arch = arch
         self.m_width = width_multiplier(arch)
-        self.emb_mult = MUP_EMB_MULT if arch.mup else 1.0
+        self.emb_mult = arch.mup_emb_mult if arch.mup else 1.0
         self.tok_emb = nn.Embedding(arch.vocab_size, arch.d_model)
         self.blocks = nn.ModuleList(Block(arch, i) for i in range(arch.n_layers))
         self.norm = RMSNorm(arch.d_model)
@@ -303,15 +311,20 @@ class Transformer(nn.Module):
         self.register_buffer("rope_cos", cos, persistent=False)  # (T_max, D/2)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.reset_parameters()
+        if arch.activation_bits < 16:  # after the init: clip values are not weights
+            attach_quantizers(self, arch.activation_bits)
+        self.register_load_state_dict_post_hook(_clip_values_optional)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """µP init: hidden std σ/√m_width, output projections /√(2·L·m_width); SP: GPT-2's."""
         arch = self.arch
-        sigma = MUP_INIT_STD if arch.mup else SP_INIT_STD
+        sigma = arch.mup_init_std if arch.mup else SP_INIT_STD
         hidden_std = sigma / math.sqrt(self.m_width)
         out_std = sigma / math.sqrt(2 * arch.n_layers * self.m_width)
         for name, p in self.named_parameters():
+            if ".act_quant." in name:  # clip values: calibrated, not initialized
+                continue
             if p.ndim == 1:  # norm gains
                 nn.init.ones_(p)
             elif name.endswith(("wo.weight", "w2.weight")) or name.endswith(".w2"):

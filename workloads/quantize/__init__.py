@@ -1,9 +1,11 @@
 """W4A4 quantization (Nrusimha et al. 2024, arXiv 2404.03605; notes/techniques.md §3).
 
-- `fake_quant`: activation quantizer with learned clip values (STE inside, PACT outside),
-  per-channel/group weight quantization, the QuantLinear layer.
-- `kurtosis`: kurtosis regularization by forward hooks, activation statistics.
-- `layers`: which layers are quantized; switching precisions; clip-value calibration.
+The model-level pieces live in `models/`, since pretraining uses them too (its `qat` option):
+`models.fake_quant` (activation quantizer with learned clip values, per-channel/group weight
+quantization, the QuantLinear layer), `models.kurtosis` (kurtosis regularization by forward
+hooks, activation statistics) and `models.quant_layers` (which layers are quantized; switching
+precisions; clip-value calibration). Here:
+
 - `qat`: the QAT optimizer and step.
 - `gptq`, `ptq`: weight PTQ (round-to-nearest, GPTQ).
 - `packed`: the quantized checkpoint format (packed int4 codes, scales, zero points).

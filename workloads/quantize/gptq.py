@@ -14,6 +14,10 @@ diagonal (λ = 0.01). Inputs that never vary (diag H = 0) get weight 0 and H_jj 
 
 With groups, a group's scale and zero point are fixed from the (already error-updated) weights
 when its first column is reached; the block size is the group size so each group starts a block.
+Per channel (group size 0), the row's grid comes from the whole row before the first column,
+as in the reference code (`quantizer.find_params(W)` ahead of the loop): a block holds only
+`block_size` columns, and a grid taken from the first block would clip every larger weight
+right of it. With H = I (no error to spread) GPTQ then equals round-to-nearest.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from carina.workloads.quantize.fake_quant import (
+from carina.workloads.models.fake_quant import (
     QuantizedWeight,
     effective_group_size,
     quantize_with,
@@ -83,6 +87,11 @@ def gptq_quantize(
     scales = torch.zeros(n_out, n_groups, dtype=torch.float64, device=device)
     zeros = torch.zeros(n_out, n_groups, dtype=torch.float64, device=device)
     scale = zero = torch.zeros(n_out, dtype=torch.float64, device=device)
+    per_channel = g == n_in
+    if per_channel:  # one grid per row, from all of its columns
+        scale, zero = weight_qparams(W.float(), bits)
+        scale, zero = scale.double(), zero.double()
+        scales[:, 0], zeros[:, 0] = scale, zero
 
     for i1 in range(0, n_in, block):
         i2 = min(i1 + block, n_in)
@@ -91,7 +100,7 @@ def gptq_quantize(
         Hinv1 = Hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
             col = i1 + i
-            if col % g == 0:
+            if not per_channel and col % g == 0:
                 # The group's grid from its weights as updated so far (all inside this block).
                 scale, zero = weight_qparams(W1[:, i : i + g].float(), bits)
                 scale, zero = scale.double(), zero.double()

@@ -44,8 +44,12 @@ from torch import Tensor, nn
 
 from carina.workloads.config import Architecture, ExitCode
 from carina.workloads.errors import WorkerError
-from carina.workloads.quantize.fake_quant import QuantizedWeight
-from carina.workloads.quantize.layers import attach_quantizers, set_precision, set_quantized_weights
+from carina.workloads.models.fake_quant import QuantizedWeight
+from carina.workloads.models.quant_layers import (
+    attach_quantizers,
+    set_precision,
+    set_quantized_weights,
+)
 from carina.workloads.runtime.storage import Store, scratch_dir
 
 FORMAT = "carina-quantized"

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from carina.workloads.quantize.fake_quant import QuantizedWeight, quantize_weight_rtn
+from carina.workloads.models.fake_quant import QuantizedWeight, quantize_weight_rtn
+from carina.workloads.models.quant_layers import quant_layers, set_quantized_weights
 from carina.workloads.quantize.gptq import HessianAccumulator, gptq_quantize
-from carina.workloads.quantize.layers import quant_layers, set_quantized_weights
 
 
 def _block_of(name: str) -> int:
@@ -46,7 +46,9 @@ def quantize_model_weights(
     was_training = model.training
     model.eval()
     for layer in layers.values():
-        layer.use_quantized_weight = True  # layers without codes yet run in full precision
+        # Layers without GPTQ codes yet run in full precision, whatever an earlier PTQ left.
+        layer.clear_quantized_weight()
+        layer.use_quantized_weight = True
         layer.act_quant.enabled = quantize_activations and layer.act_quant.bits < 16
     for block in sorted({_block_of(n) for n in layers}):
         names = [n for n in layers if _block_of(n) == block]

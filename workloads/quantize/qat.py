@@ -4,22 +4,22 @@ One step (Nrusimha et al. 2024, arXiv 2404.03605): the forward runs every quanti
 layer on its fake-quantized input; forward hooks reduce each layer's output to its kurtosis
 on the way (`OutputKurtosis`), so the loss CE + λ·Kurt needs no second pass. Weights stay in
 floating point during QAT; they are quantized afterwards (RTN or GPTQ). The clip values learn
-with their own learning rate: their gradients are sums over the clipped elements of a whole
-tensor, and at the weights' fine-tuning learning rate they would hardly move.
+with their own learning rate: each is one scalar per tensor (its gradient sums the clipped
+elements and every element's rounding error, see `fake_quant`), and at the weights'
+fine-tuning learning rate they would hardly move.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from carina.workloads.config import OptimizerSpec
+from carina.workloads.models.kurtosis import OutputKurtosis
+from carina.workloads.models.quant_layers import clip_parameters, quant_layers, with_clip_group
 from carina.workloads.models.transformer import Transformer, param_groups
-from carina.workloads.quantize.kurtosis import OutputKurtosis
-from carina.workloads.quantize.layers import clip_parameters, quant_layers
 
 
 def build_optimizer(model: Transformer, spec: OptimizerSpec, clip_lr: float) -> torch.optim.AdamW:
@@ -27,21 +27,7 @@ def build_optimizer(model: Transformer, spec: OptimizerSpec, clip_lr: float) -> 
 
     Every group carries `lr_scale`: the loop sets lr = schedule_lr · lr_scale.
     """
-    clips = {id(p) for p in clip_parameters(model)}
-    groups: list[dict[str, Any]] = []
-    for g in param_groups(model, spec.weight_decay):
-        params = [p for p in g["params"] if id(p) not in clips]
-        if params:
-            groups.append({**g, "params": params})
-    if clips:
-        groups.append(
-            {
-                "name": "clip",
-                "params": clip_parameters(model),
-                "lr_scale": clip_lr / spec.lr,
-                "weight_decay": 0.0,
-            }
-        )
+    groups = with_clip_group(param_groups(model, spec.weight_decay), model, clip_lr / spec.lr)
     return torch.optim.AdamW(groups, lr=spec.lr, betas=spec.betas, eps=spec.eps)
 
 

@@ -1,5 +1,9 @@
 """The evaluation report: perplexity at W16A16, W{b}A16 and W{b}A{a}, and activation statistics.
 
+Gaps are given twice: against the run's own W16A16 (the QAT weights with activations left in
+floating point, which a model trained under clipping need not be good at) and against the base
+checkpoint's W16A16, the unquantized, unregularized model: the paper's comparison.
+
 Quantization is simulated on any device (fake quantization: dequantized weights, activations
 rounded to their grid), so a CPU gives the same figures as integer kernels would, up to float
 accumulation order. Written as JSON (`report.json`, for machines) and Markdown (`report.md`,
@@ -7,8 +11,9 @@ for people) next to the quantized checkpoint.
 
 report.json: {"method", "base", "weightBits", "activationBits", "groupSize", "weightPtq",
 "qatSteps", "evalTokens", "perplexity": {"w16a16", "w<b>a16", "w<b>a<a>"}, "gap": {same keys
-but w16a16: perplexity minus W16A16's}, "meanActivationKurtosis": {"input", "output"},
-"meanWeightKurtosis", "layers": {<name>: {"inputKurtosis", "outputKurtosis",
+but w16a16: perplexity minus W16A16's}, "basePerplexity" (the base checkpoint at W16A16),
+"gapToBase": {every key: perplexity minus basePerplexity}, "meanActivationKurtosis": {"input",
+"output"}, "meanWeightKurtosis", "layers": {<name>: {"inputKurtosis", "outputKurtosis",
 "inputMaxMedianRatio", "outputMaxMedianRatio", "weightKurtosis"}}}
 Activation statistics are measured in the W16A16 pass (floating-point activations).
 """
@@ -22,8 +27,8 @@ import torch
 from torch import nn
 
 from carina.workloads.data import Windows
-from carina.workloads.quantize.kurtosis import ActivationStats, weight_kurtosis
-from carina.workloads.quantize.layers import quant_layers, set_precision
+from carina.workloads.models.kurtosis import ActivationStats, weight_kurtosis
+from carina.workloads.models.quant_layers import quant_layers, set_precision
 
 
 def precision_keys(weight_bits: int, activation_bits: int) -> tuple[str, str, str]:
@@ -87,9 +92,15 @@ def build_report(
     layers: dict[str, dict[str, float]],
     meta: dict[str, Any],
     eval_tokens: int,
+    base_perplexity: float | None = None,
 ) -> dict[str, Any]:
-    """The report document (see the module docstring)."""
+    """The report document (see the module docstring).
+
+    `base_perplexity` is the base checkpoint's W16A16 (None: the run's own W16A16, as for PTQ,
+    whose W16A16 is the base itself).
+    """
     base = perplexities["w16a16"]
+    reference = base if base_perplexity is None else base_perplexity
 
     def mean(key: str) -> float:
         values = [v[key] for v in layers.values()]
@@ -100,6 +111,8 @@ def build_report(
         "evalTokens": eval_tokens,
         "perplexity": perplexities,
         "gap": {k: v - base for k, v in perplexities.items() if k != "w16a16"},
+        "basePerplexity": reference,
+        "gapToBase": {k: v - reference for k, v in perplexities.items()},
         "meanActivationKurtosis": {
             "input": mean("inputKurtosis"),
             "output": mean("outputKurtosis"),
@@ -119,12 +132,17 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{report['activationBits']}-bit; QAT steps {report['qatSteps']}; "
         f"{report['evalTokens']} held-out tokens.",
         "",
-        "| precision | perplexity | gap to W16A16 |",
-        "|---|---:|---:|",
+        "| precision | perplexity | gap to own W16A16 | gap to base W16A16 |",
+        "|---|---:|---:|---:|",
+        f"| base W16A16 | {report['basePerplexity']:.3f} | | |",
     ]
     for key, ppl in report["perplexity"].items():
         gap = report["gap"].get(key)
-        lines.append(f"| {key.upper()} | {ppl:.3f} | {'' if gap is None else f'{gap:+.3f}'} |")
+        to_base = report["gapToBase"][key]
+        lines.append(
+            f"| {key.upper()} | {ppl:.3f} | {'' if gap is None else f'{gap:+.3f}'} | "
+            f"{to_base:+.3f} |"
+        )
     mk = report["meanActivationKurtosis"]
     lines += [
         "",

@@ -14,8 +14,13 @@ with spec {"kind": "quantize", "config": {"base": "file:///tmp/base", "method": 
    values) make it resumable, SIGTERM saves and exits 75. `ptq`: no training; the calibrated
    clip values are the activation quantization.
 3. Weight PTQ (`weightPtq`: rtn or gptq) with `groupSize`.
-4. Perplexity at W16A16, W{b}A16 and W{b}A{a} on `evalBatches` held-out batches, activation
-   statistics per layer; the quantized checkpoint and report go to `<checkpoint URI>/quantized/`.
+4. Perplexity at W16A16, W{b}A16 and W{b}A{a} on `evalBatches` held-out batches, and the base
+   checkpoint's own W16A16 on the same batches (the paper's reference; after QAT the run's
+   W16A16 is no longer the base model), activation statistics per layer; the quantized
+   checkpoint and report go to `<checkpoint URI>/quantized/`.
+
+A base pretrained with `qat` at the same activation bits keeps its learned clip values; any
+other base gets them calibrated.
 
 The quantized checkpoint's manifest is written last; a restart that finds it exits 0 at once.
 One worker only: QAT of a small model does not need data parallelism, and GPTQ's block-wise
@@ -32,16 +37,25 @@ import torch
 
 from carina.workloads.config import ExitCode, QuantizeConfig, QuantizeMethod
 from carina.workloads.contract import WorkerContext
-from carina.workloads.data import ShardedSampler, build_corpus
+from carina.workloads.data import ShardedSampler, Windows, build_corpus
 from carina.workloads.errors import WorkerError
+from carina.workloads.models.kurtosis import OutputKurtosis
+from carina.workloads.models.quant_layers import (
+    attach_quantizers,
+    calibrate_clip_values,
+    set_precision,
+)
 from carina.workloads.models.transformer import Transformer
 from carina.workloads.quantize import packed
-from carina.workloads.quantize.kurtosis import OutputKurtosis
-from carina.workloads.quantize.layers import attach_quantizers, calibrate_clip_values, set_precision
 from carina.workloads.quantize.metrics import QuantizeMetrics
 from carina.workloads.quantize.ptq import quantize_model_weights
 from carina.workloads.quantize.qat import build_optimizer, qat_step
-from carina.workloads.quantize.report import build_report, evaluate_precisions, render_markdown
+from carina.workloads.quantize.report import (
+    build_report,
+    evaluate_precisions,
+    perplexity,
+    render_markdown,
+)
 from carina.workloads.runtime import checkpoint
 from carina.workloads.runtime.distributed import Dist, PreemptionFlag
 from carina.workloads.runtime.flops import flops_per_token
@@ -142,8 +156,11 @@ class QuantizeJob(Workload):
         )
         self.calibration = self.calibration_batches()
         if self.loop.resume() is None:
-            calibrate_clip_values(self.raw, self.calibration)
-            self.loop.log("calibrated", layers=len(self.layers), batches=len(self.calibration))
+            if self.arch.activation_bits == self.cfg.activation_bits:
+                self.loop.log("clip-values-from-base", layers=len(self.layers))
+            else:
+                calibrate_clip_values(self.raw, self.calibration)
+                self.loop.log("calibrated", layers=len(self.layers), batches=len(self.calibration))
         set_precision(self.raw, quantize_weights=False, quantize_activations=True)
         self.raw.train()
 
@@ -211,7 +228,7 @@ class QuantizeJob(Workload):
             "qatSteps": self.qat_steps,
             "kurtosisLambda": self.kurtosis_lambda,
         }
-        report = build_report(ppl, layer_stats, meta, eval_tokens)
+        report = build_report(ppl, layer_stats, meta, eval_tokens, self.base_perplexity(windows))
         if not len(self.corpus.val):
             report["evalSplit"] = "train"  # no held-out documents (data.valFraction 0)
         self.metrics.on_layers(layer_stats)
@@ -231,6 +248,19 @@ class QuantizeJob(Workload):
             perplexity={k: round(v, 4) for k, v in ppl.items()},
             meanInputKurtosis=round(report["meanActivationKurtosis"]["input"], 3),
         )
+
+    def base_perplexity(self, windows: Windows) -> float | None:
+        """The base checkpoint's W16A16 on the evaluation windows (None: no QAT step ran, so
+        the run's own W16A16 is the base's)."""
+        if self.qat_steps == 0:
+            return None
+        cfg = self.cfg
+        base = checkpoint.load_pretrained(cfg.base, self.d.device)
+        set_precision(base, quantize_weights=False, quantize_activations=False)
+        ppl, _ = perplexity(
+            base, windows, cfg.eval_batches * cfg.batch_size, cfg.batch_size, self.d.device
+        )
+        return ppl
 
 
 def run_quantize(cfg: QuantizeConfig, ctx: WorkerContext) -> ExitCode:

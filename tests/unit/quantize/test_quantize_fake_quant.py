@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from carina.workloads.quantize.fake_quant import (
+from carina.workloads.models.fake_quant import (
     ActivationQuantizer,
     QuantLinear,
     fake_quant_activation,
@@ -121,16 +121,97 @@ def test_clip_value_gradients_have_the_sign_of_finite_differences_when_clipping_
     assert lower.grad.item() > 0
 
 
-def test_clip_values_get_no_gradient_when_nothing_is_clipped() -> None:
-    # Straight-through inside the range: the grid's resolution, which would favour a narrower
-    # range, is not seen by the clip values (PACT); only clipped elements move them.
+def test_a_range_much_too_wide_gets_clip_gradients_that_narrow_it() -> None:
+    # Nothing is clipped, yet the rounding-error term sees the grid's coarse resolution: the
+    # error falls as the range narrows, and the gradients point that way (PACT alone: zero).
     x = torch.randn(1000, generator=torch.Generator().manual_seed(0))
     lower, upper = clip_values(-12.0, 12.0)
     quantization_error(x, lower, upper).backward()
+    eps = 0.5
+
+    def err(lo: float, hi: float) -> float:
+        return float(quantization_error(x, torch.tensor(lo), torch.tensor(hi)))
+
     assert upper.grad is not None
     assert lower.grad is not None
-    assert upper.grad.item() == 0.0
-    assert lower.grad.item() == 0.0
+    assert err(-12.0, 12.0 + eps) > err(-12.0, 12.0 - eps)
+    assert upper.grad.item() > 0
+    assert err(-12.0 + eps, 12.0) < err(-12.0 - eps, 12.0)
+    assert lower.grad.item() < 0
+
+
+def away_from_rounding_boundaries(
+    x: torch.Tensor, lower: float, upper: float, bits: int
+) -> torch.Tensor:
+    """The elements of x near neither a clip value nor a rounding tie of the grid."""
+    u = (x.clamp(lower, upper) - lower) * (2**bits - 1) / (upper - lower)
+    frac = u - u.floor()
+    inside = (x > lower + 0.05) & (x < upper - 0.05)
+    outside = (x < lower - 0.05) | (x > upper + 0.05)
+    keep = outside | (inside & ((frac - 0.5).abs() > 0.1) & (frac > 0.1) & (frac < 0.9))
+    return x[keep]
+
+
+def test_clip_value_gradients_equal_finite_differences_of_the_straight_through_estimator() -> None:
+    # The estimator: y = clamp(x, lower, upper) + e·(upper - lower)/n with the rounding error
+    # e = round(u) - u held at its value (round's derivative taken as 1). Its finite
+    # differences in the clip values are what the backward must return, inside and outside.
+    bits, lo0, hi0 = 4, -1.5, 2.0
+    n = 2**bits - 1
+    g = torch.Generator().manual_seed(0)
+    x = away_from_rounding_boundaries(torch.randn(4000, generator=g) * 1.2, lo0, hi0, bits)
+    weights = torch.randn(x.numel(), generator=g)
+    u = (x.clamp(lo0, hi0) - lo0) * n / (hi0 - lo0)
+    e = torch.round(u) - u
+
+    def estimator(lo: float, hi: float) -> float:
+        xd, ed = x.double(), e.double()
+        return float(((xd.clamp(lo, hi) + ed * (hi - lo) / n) * weights.double()).sum())
+
+    lower, upper = clip_values(lo0, hi0)
+    y = fake_quant_activation(x, lower, upper, bits)
+    assert torch.allclose(y, x.clamp(lo0, hi0) + e * (hi0 - lo0) / n, atol=1e-5)
+    (y * weights).sum().backward()
+    eps = 1e-3
+    fd_upper = (estimator(lo0, hi0 + eps) - estimator(lo0, hi0 - eps)) / (2 * eps)
+    fd_lower = (estimator(lo0 + eps, hi0) - estimator(lo0 - eps, hi0)) / (2 * eps)
+    assert upper.grad is not None
+    assert lower.grad is not None
+    assert upper.grad.item() == pytest.approx(fd_upper, rel=1e-3, abs=1e-3)
+    assert lower.grad.item() == pytest.approx(fd_lower, rel=1e-3, abs=1e-3)
+
+
+@pytest.mark.parametrize("direction", ["scale", "shift"])
+def test_gradients_are_exact_derivatives_along_a_joint_scaling_or_shift(direction: str) -> None:
+    # Scaling or shifting x and both clip values together moves no element across a rounding
+    # boundary: y scales or shifts with them exactly. The backward's directional derivative,
+    # x·dL/dx + lower·dL/dlower + upper·dL/dupper (scale) or their sum (shift), must match the
+    # forward's finite difference; without the rounding-error term it misses Σ g·(y - x).
+    bits, lo0, hi0 = 4, -1.5, 2.0
+    g = torch.Generator().manual_seed(1)
+    x0 = away_from_rounding_boundaries(torch.randn(4000, generator=g) * 1.2, lo0, hi0, bits)
+    weights = torch.randn(x0.numel(), generator=g)
+    x = x0.clone().requires_grad_(True)
+    lower, upper = clip_values(lo0, hi0)
+    (fake_quant_activation(x, lower, upper, bits) * weights).sum().backward()
+    assert x.grad is not None
+    assert lower.grad is not None
+    assert upper.grad is not None
+    if direction == "scale":
+        dx, dlo, dhi = x0, lo0, hi0
+    else:
+        dx, dlo, dhi = torch.ones_like(x0), 1.0, 1.0
+    analytic = float((x.grad * dx).sum()) + lower.grad.item() * dlo + upper.grad.item() * dhi
+
+    def loss(t: float) -> float:
+        y = fake_quant_activation(
+            x0 + t * dx, torch.tensor(lo0 + t * dlo), torch.tensor(hi0 + t * dhi), bits
+        )
+        return float((y.double() * weights.double()).sum())
+
+    eps = 1e-3
+    fd = (loss(eps) - loss(-eps)) / (2 * eps)
+    assert analytic == pytest.approx(fd, rel=1e-3, abs=1e-2)
 
 
 def test_mse_clip_range_clips_a_lone_outlier() -> None:

@@ -6,9 +6,9 @@ import pytest
 import torch
 from quantize_builders import tiny_model, token_batch
 
-from carina.workloads.quantize.fake_quant import quantize_weight_rtn
+from carina.workloads.models.fake_quant import quantize_weight_rtn
+from carina.workloads.models.quant_layers import attach_quantizers, quant_layers
 from carina.workloads.quantize.gptq import HessianAccumulator, gptq_quantize, reconstruction_error
-from carina.workloads.quantize.layers import attach_quantizers, quant_layers
 from carina.workloads.quantize.ptq import quantize_model_weights
 
 torch.set_num_threads(1)
@@ -69,3 +69,33 @@ def test_model_weight_ptq_quantizes_every_block_linear(method: str) -> None:
     for name, layer in layers.items():
         assert layer.weight_q is not None
         assert torch.equal(layer.weight_q, qweights[name].dequantize())
+
+
+@pytest.mark.parametrize("n_in", [64, 192, 300])
+def test_per_channel_gptq_with_an_identity_hessian_equals_round_to_nearest(n_in: int) -> None:
+    # Small weights first, large ones past column 128: a grid from the first 128 columns alone
+    # would clip the large ones. With H = I no error is spread, so GPTQ is RTN on the row's grid.
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(16, n_in, generator=g) * 0.02
+    w[:, min(128, n_in // 2) :] *= 40.0
+    qw = gptq_quantize(w, torch.eye(n_in, dtype=torch.float64), 4, 0)
+    rtn = quantize_weight_rtn(w, 4, 0)
+    assert qw.scales.shape == (16, 1)
+    assert torch.equal(qw.scales, rtn.scales)
+    assert torch.equal(qw.codes, rtn.codes)
+    assert torch.equal(qw.dequantize(), rtn.dequantize())
+
+
+def test_gptq_calibrates_on_full_precision_weights_after_round_to_nearest() -> None:
+    # A model quantized by RTN first must give GPTQ the same codes as a fresh copy: the layers
+    # not yet quantized by GPTQ run their floating-point weights, not RTN's.
+    fresh, used = tiny_model(), tiny_model()
+    used.load_state_dict(fresh.state_dict())
+    attach_quantizers(fresh, 4)
+    attach_quantizers(used, 4)
+    batches = [token_batch()]
+    quantize_model_weights(used, "rtn", 4, 0, batches, True)
+    after_rtn = quantize_model_weights(used, "gptq", 4, 0, batches, True)
+    alone = quantize_model_weights(fresh, "gptq", 4, 0, batches, True)
+    for name, qw in alone.items():
+        assert torch.equal(after_rtn[name].codes, qw.codes), name

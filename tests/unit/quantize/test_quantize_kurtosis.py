@@ -6,14 +6,14 @@ import pytest
 import torch
 from quantize_builders import tiny_model, token_batch
 
-from carina.workloads.quantize.kurtosis import (
+from carina.workloads.models.kurtosis import (
     ActivationStats,
     OutputKurtosis,
     channel_absmax,
     kurtosis,
     max_median_ratio,
 )
-from carina.workloads.quantize.layers import attach_quantizers, quantizable_linears
+from carina.workloads.models.quant_layers import attach_quantizers, quantizable_linears
 
 torch.set_num_threads(1)
 

@@ -8,13 +8,13 @@ import pytest
 import torch
 from quantize_builders import tiny_model, token_batch
 
-from carina.workloads.quantize import packed
-from carina.workloads.quantize.layers import (
+from carina.workloads.models.quant_layers import (
     attach_quantizers,
     calibrate_clip_values,
     quant_layers,
     set_precision,
 )
+from carina.workloads.quantize import packed
 from carina.workloads.quantize.ptq import quantize_model_weights
 from carina.workloads.runtime.storage import open_store
 

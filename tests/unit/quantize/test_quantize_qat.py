@@ -7,9 +7,9 @@ import torch
 from quantize_builders import tiny_model, token_batch
 
 from carina.workloads.config import OptimizerSpec
-from carina.workloads.quantize.fake_quant import QuantLinear
-from carina.workloads.quantize.kurtosis import OutputKurtosis
-from carina.workloads.quantize.layers import (
+from carina.workloads.models.fake_quant import QuantLinear
+from carina.workloads.models.kurtosis import OutputKurtosis
+from carina.workloads.models.quant_layers import (
     attach_quantizers,
     calibrate_clip_values,
     quant_layers,

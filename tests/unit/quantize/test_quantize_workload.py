@@ -12,7 +12,9 @@ from quantize_builders import tiny_model
 
 from carina.workloads.config import ExitCode, QuantizeConfig
 from carina.workloads.contract import WorkerContext
+from carina.workloads.data import build_corpus
 from carina.workloads.quantize import packed
+from carina.workloads.quantize.report import perplexity
 from carina.workloads.quantize.workload import run_quantize
 from carina.workloads.runtime import checkpoint
 from carina.workloads.runtime.flops import flops_per_token
@@ -94,3 +96,25 @@ def test_a_preempted_qat_acknowledges_its_checkpoint_and_resumes_from_it(
     assert {"event": "resumed", "step": 0}.items() <= events[1].items()
     assert [e["step"] for e in step_events(out)] == [1, 2, 3]
     assert packed.read_manifest(open_store(ctx.checkpoint_uri)) is not None
+
+
+def test_the_report_compares_every_precision_with_the_base_models_w16a16(
+    base: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # After QAT the run's own W16A16 is the fine-tuned weights; the paper's reference is the
+    # base model itself, evaluated on the same held-out windows.
+    ctx = WorkerContext(checkpoint_uri=f"file://{tmp_path}/q")
+    cfg = quantize_config(base)
+    assert run_quantize(cfg, ctx) == ExitCode.SUCCEEDED
+    capsys.readouterr()
+    store = open_store(ctx.checkpoint_uri)
+    report = json.loads(store.get_bytes(f"{packed.DIRECTORY}/report.json") or b"{}")
+    model = checkpoint.load_pretrained(base)
+    windows = build_corpus(cfg.data, cfg.seq_len, cfg.seed).val
+    expected, _ = perplexity(model, windows, cfg.batch_size, cfg.batch_size, torch.device("cpu"))
+    assert report["basePerplexity"] == pytest.approx(expected, rel=1e-6)
+    assert report["basePerplexity"] != report["perplexity"]["w16a16"]
+    for key, ppl in report["perplexity"].items():
+        assert report["gapToBase"][key] == pytest.approx(ppl - expected)
+    markdown = (store.get_bytes(f"{packed.DIRECTORY}/report.md") or b"").decode()
+    assert f"| base W16A16 | {expected:.3f} |" in markdown

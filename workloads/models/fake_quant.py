@@ -7,10 +7,19 @@ value `lower` and upper clip value `upper`:
     n = 2^b - 1,  s = n / (upper - lower)
     y = round((clamp(x, lower, upper) - lower) · s) / s + lower
 
-Backward: straight-through inside the range (dy/dx = 1, no gradient to the clip values) and,
-outside it, PACT's gradients: dy/d(upper) = 1 where x > upper, dy/d(lower) = 1 where x < lower,
-dy/dx = 0. Both clip values map exactly onto the grid (levels 0 and n), so these are also the
-exact derivatives of the forward function outside the range.
+Backward, as the paper's kernel (`pactplusmod.cu`, "PACT plus") computes it. Outside the
+range, PACT's gradients: dy/d(upper) = 1 where x > upper, dy/d(lower) = 1 where x < lower,
+dy/dx = 0 (both clip values map exactly onto the grid, levels 0 and n, so these are the exact
+derivatives there). Inside, straight-through to x (dy/dx = 1) and, to the clip values, the
+derivative of the rounding error with round's derivative taken as 1 (as LSQ does for its
+step size): with u = (x - lower)·s and q = round(u), y = x + (q - u)·(upper - lower)/n, so
+
+    dy/d(upper) = (q - u)/n,   dy/d(lower) = (u - q)/n            (inside the range)
+
+Without this term only clipped elements move the clip values, and only outward-pulling
+gradients from them decide the range; with it, the rounding error of every element does too.
+Along a joint scaling or shift of (x, lower, upper), where round() does not change, these
+gradients are the exact derivatives of the forward function.
 
 Weights: asymmetric uniform, one (scale, zero point) per output channel or per group of
 `group_size` consecutive input columns of each output row (0 = the whole row). Codes are
@@ -43,7 +52,8 @@ MSE_SAMPLE = 1 << 20
 
 
 class _ClipFakeQuant(torch.autograd.Function):
-    """Asymmetric uniform fake quantization with STE inside [lower, upper], PACT outside."""
+    """Asymmetric uniform fake quantization: STE inside [lower, upper] plus the rounding-error
+    term to the clip values, PACT outside (see the module docstring)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, lower: Tensor, upper: Tensor, levels: int) -> Tensor:
@@ -51,15 +61,23 @@ class _ClipFakeQuant(torch.autograd.Function):
         scale = levels / (hi - lo)
         y = torch.round((torch.clamp(x, lo, hi) - lo) * scale) / scale + lo
         ctx.save_for_backward(x, lo, hi)
+        ctx.levels = levels
         return y
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:
         x, lo, hi = ctx.saved_tensors
+        levels = ctx.levels
         below, above = x < lo, x > hi
-        grad_x = grad * ~(below | above)
-        grad_lower = (grad * below).sum().reshape(()).to(torch.float32)
-        grad_upper = (grad * above).sum().reshape(()).to(torch.float32)
+        inside = ~(below | above)
+        grad_x = grad * inside
+        # Rounding error (q - u)/n of each element inside the range (0 outside it).
+        xf, lof, hif = x.float(), lo.float(), hi.float()
+        u = (torch.clamp(xf, lof, hif) - lof) * (levels / (hif - lof))
+        err = (torch.round(u) - u) * inside / levels
+        g = grad.float()
+        grad_lower = (g * (below.float() - err)).sum().reshape(())
+        grad_upper = (g * (above.float() + err)).sum().reshape(())
         return grad_x, grad_lower, grad_upper, None
 
 
@@ -245,6 +263,10 @@ class QuantLinear(nn.Linear):
         q.register_buffer("weight_q", None, persistent=False)
         q.use_quantized_weight = False
         return q
+
+    def clear_quantized_weight(self) -> None:
+        """Forget the weight PTQ set: the layer runs its floating-point weight again."""
+        self._buffers["weight_q"] = None
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.act_quant(x)

@@ -9,11 +9,12 @@ DS-MoE routers and expert tensors (experts are einsum parameters, not linear lay
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from carina.workloads.quantize.fake_quant import (
+from carina.workloads.models.fake_quant import (
     MSE_SAMPLE,
     QuantizedWeight,
     QuantLinear,
@@ -40,7 +41,9 @@ def attach_quantizers(model: nn.Module, activation_bits: int) -> dict[str, Quant
     """Replace the quantizable linears by QuantLinears sharing their weights (idempotent)."""
     layers: dict[str, QuantLinear] = {}
     for name, linear in quantizable_linears(model).items():
-        if isinstance(linear, QuantLinear):
+        if isinstance(linear, QuantLinear):  # a model pretrained with QAT: keep its clip values
+            linear.act_quant.bits = activation_bits
+            linear.act_quant.enabled = activation_bits < 16
             layers[name] = linear
             continue
         parent_name, _, attr = name.rpartition(".")
@@ -76,6 +79,28 @@ def clip_parameters(model: nn.Module) -> list[nn.Parameter]:
     out: list[nn.Parameter] = []
     for layer in quant_layers(model).values():
         out += [layer.act_quant.lower, layer.act_quant.upper]
+    return out
+
+
+def with_clip_group(
+    groups: list[dict[str, Any]], model: nn.Module, clip_lr_scale: float
+) -> list[dict[str, Any]]:
+    """Optimizer groups with the clip values moved into a group of their own.
+
+    The clip values learn at `clip_lr_scale` times the schedule's rate, without weight decay:
+    each is one scalar per tensor, and at the weights' rate they would hardly move.
+    """
+    clips = clip_parameters(model)
+    ids = {id(p) for p in clips}
+    out: list[dict[str, Any]] = []
+    for g in groups:
+        params = [p for p in g["params"] if id(p) not in ids]
+        if params:
+            out.append({**g, "params": params})
+    if clips:
+        out.append(
+            {"name": "clip", "params": clips, "lr_scale": clip_lr_scale, "weight_decay": 0.0}
+        )
     return out
 
 
