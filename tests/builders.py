@@ -190,6 +190,24 @@ BAD_MANIFESTS: dict[str, tuple[JobBuilder, str]] = {
         make_job().with_vision(teacher={"epochs": 0}),
         "spec.workload.vision",
     ),
+    # Pipelines: job://<name> names a job of the same namespace; no job waits for itself.
+    "job-reference-to-another-namespace": (
+        make_job().with_spec(workload={"finetune": {"base": "job://team-b/pretrain"}}),
+        "spec.workload.finetune.base",
+    ),
+    "job-reference-as-the-checkpoint-destination": (
+        make_job().with_spec(checkpoint={"uri": "job://pretrain"}),
+        "spec.checkpoint.uri",
+    ),
+    "depends-on-a-name-no-job-can-have": (
+        make_job().with_spec(dependsOn=["Pre_Train"]),
+        "spec.dependsOn[0]",
+    ),
+    "depends-on-itself": (make_job("demo").with_spec(dependsOn=["demo"]), "spec.dependsOn"),
+    "starts-from-its-own-checkpoint": (
+        make_job("demo").with_pretrain(init="job://demo"),
+        "spec.workload.pretrain.init",
+    ),
 }
 
 

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -114,10 +114,11 @@ def no_control_characters(value: object) -> object:
     return value
 
 
-CHECKPOINT_URI_PATTERN = (
-    rf"^(s3://[a-z0-9][a-z0-9.\-]{{1,61}}[a-z0-9](/{PRINTABLE}*)?|file:///{PRINTABLE}*"
-    rf"|pvc://[a-z0-9][a-z0-9\-]*(/{PRINTABLE}*)?|/{PRINTABLE}*)$"
+_URI_FORMS = (
+    rf"s3://[a-z0-9][a-z0-9.\-]{{1,61}}[a-z0-9](/{PRINTABLE}*)?|file:///{PRINTABLE}*"
+    rf"|pvc://[a-z0-9][a-z0-9\-]*(/{PRINTABLE}*)?|/{PRINTABLE}*"
 )
+CHECKPOINT_URI_PATTERN = rf"^({_URI_FORMS})$"
 CheckpointUri = Annotated[
     str,
     Field(
@@ -127,6 +128,71 @@ CheckpointUri = Annotated[
     ),
     BeforeValidator(no_control_characters),
 ]
+
+# A checkpoint a workload starts from may name a TrainingJob of the same namespace instead:
+# `job://<name>` stands for that job's final checkpoint (its status.lastCheckpoint once it has
+# Succeeded). The platform resolves it before any worker starts, so a worker only ever reads a
+# URI. A bare name (a TrainingJob's, at most 50 characters): no namespace, no path.
+JOB_REFERENCE_PREFIX = "job://"
+JOB_REFERENCE_PATTERN = r"job://[a-z0-9]([-a-z0-9]{0,48}[a-z0-9])?"
+CHECKPOINT_INPUT_PATTERN = rf"^({JOB_REFERENCE_PATTERN}|{_URI_FORMS})$"
+
+
+@dataclass(frozen=True)
+class TakesJobReference:
+    """Marks a field of type `CheckpointInput`: the platform finds job references by it."""
+
+
+def _job_reference_form(value: object) -> object:
+    """Refuse a malformed `job://` reference in words (before the pattern's own error)."""
+    if (
+        isinstance(value, str)
+        and value.startswith(JOB_REFERENCE_PREFIX)
+        and not re.fullmatch(JOB_REFERENCE_PATTERN, value)
+    ):
+        raise ValueError(
+            "job://<name> names a TrainingJob of the same namespace by its name alone"
+            " (lowercase letters, digits and '-', at most 50 characters; no namespace, no path),"
+            f" got {value[:80]!r}"
+        )
+    return value
+
+
+CheckpointInput = Annotated[
+    str,
+    Field(
+        pattern=CHECKPOINT_INPUT_PATTERN,
+        max_length=1024,
+        description="s3://bucket/prefix, file:///path, pvc://claim/path, an absolute path, or"
+        " job://<name>: the final checkpoint of that TrainingJob of the same namespace (the job"
+        " waits until it has Succeeded)",
+    ),
+    BeforeValidator(_job_reference_form),
+    BeforeValidator(no_control_characters),
+    TakesJobReference(),
+]
+
+
+def is_job_reference(value: str) -> bool:
+    """Whether a checkpoint input names a TrainingJob (`job://<name>`) rather than a URI."""
+    return value.startswith(JOB_REFERENCE_PREFIX)
+
+
+def job_reference_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    """The wire names of `model`'s fields that take a job reference (`CheckpointInput`)."""
+
+    def marked(annotation: Any) -> bool:
+        if get_origin(annotation) is Annotated:
+            return any(isinstance(m, TakesJobReference) for m in get_args(annotation)[1:])
+        return any(marked(a) for a in get_args(annotation))
+
+    return tuple(
+        field.alias or name
+        for name, field in model.model_fields.items()
+        if any(isinstance(m, TakesJobReference) for m in field.metadata) or marked(field.annotation)
+    )
+
+
 HttpUrlText = Annotated[
     str,
     Field(max_length=2048, pattern=rf"^https?://{PRINTABLE}*$"),
@@ -171,6 +237,12 @@ class Architecture:
     mup: bool
     mup_base_width: int
     tie_embeddings: bool
+    # Defaults here too, so manifests written before these fields existed still load.
+    mup_emb_mult: float = 12.0
+    mup_res_mult: float = 0.22
+    mup_init_std: float = 0.1
+    # Bits of every block linear's fake-quantized input (pretrained with `qat`); 16 = off.
+    activation_bits: int = 16
 
     @property
     def d_head(self) -> int:
@@ -237,13 +309,18 @@ class ModelSpec(ApiModel):
     )
     moe: MoeSpec | None = Field(None, description="dense-trained mixture of experts")
     mup: StrictBool = Field(True, description="maximal update parametrization")
-    # Defaults here too, so manifests written before these fields existed still load.
-    mup_emb_mult: float = 12.0
-    mup_res_mult: float = 0.22
-    mup_init_std: float = 0.1
-    # Bits of every block linear's fake-quantized input (pretrained with `qat`); 16 = off.
-    activation_bits: int = 16
     mup_base_width: StrictInt = Field(256, ge=8, description="µP base width d_base")
+    # µP multipliers of the Power-scheduler paper's setup (Shen et al. 2024, Table 1; the same
+    # as CerebrasGPT). Its 36M search used mupResMult 0.26 and its 1B MoE 0.28.
+    mup_emb_mult: StrictFloat = Field(
+        12.0, gt=0.0, le=1000.0, description="µP: embedding output multiplier m_emb"
+    )
+    mup_res_mult: StrictFloat = Field(
+        0.22, gt=0.0, le=100.0, description="µP: attention and MLP output multiplier m_res"
+    )
+    mup_init_std: StrictFloat = Field(
+        0.1, gt=0.0, le=10.0, description="µP: base init std σ (hidden matrices σ/√m_width)"
+    )
     tie_embeddings: StrictBool = False
 
     @model_validator(mode="after")
@@ -282,6 +359,9 @@ class ModelSpec(ApiModel):
             mup=self.mup,
             mup_base_width=self.mup_base_width,
             tie_embeddings=self.tie_embeddings,
+            mup_emb_mult=self.mup_emb_mult,
+            mup_res_mult=self.mup_res_mult,
+            mup_init_std=self.mup_init_std,
         )
 
 
@@ -310,17 +390,6 @@ class DataSpec(ApiModel):
     )
     tokenizer: PathText = Field(
         "bytes", description="'bytes' or the path of a tokenizers JSON file"
-    # µP multipliers of the Power-scheduler paper's setup (Shen et al. 2024, Table 1; the same
-    # as CerebrasGPT). Its 36M search used mupResMult 0.26 and its 1B MoE 0.28.
-    mup_emb_mult: StrictFloat = Field(
-        12.0, gt=0.0, le=1000.0, description="µP: embedding output multiplier m_emb"
-    )
-    mup_res_mult: StrictFloat = Field(
-        0.22, gt=0.0, le=100.0, description="µP: attention and MLP output multiplier m_res"
-    )
-    mup_init_std: StrictFloat = Field(
-        0.1, gt=0.0, le=10.0, description="µP: base init std σ (hidden matrices σ/√m_width)"
-    )
     )
     val_fraction: StrictFloat = Field(
         0.02, ge=0.0, lt=0.5, description="held-out share of documents"
@@ -353,21 +422,41 @@ class ScheduleKind(StrEnum):
     POWER = "power"
 
 
+class DecayShape(StrEnum):
+    """Shape of the final decay of `wsd` and `power`."""
+
+    EXPONENTIAL = "exponential"  # the Power-scheduler paper's (Shen et al. 2024, §5.1)
+    LINEAR = "linear"
+    COSINE = "cosine"
+
+
 class ScheduleSpec(ApiModel):
     """Learning-rate schedule. `power` follows the Power scheduler: lr = min(lrMax, β·a·n^b)."""
 
     kind: ScheduleKind = ScheduleKind.WSD
     warmup_steps: StrictInt = Field(10, ge=0)
     decay_fraction: StrictFloat = Field(
-            mup_emb_mult=self.mup_emb_mult,
-            mup_res_mult=self.mup_res_mult,
-            mup_init_std=self.mup_init_std,
         0.1, ge=0.0, le=1.0, description="share of steps in the final decay (wsd, power)"
+    )
+    decay_shape: DecayShape = Field(
+        DecayShape.EXPONENTIAL, description="final decay of wsd and power to the floor"
+    )
+    decay_tau: StrictFloat = Field(
+        1.0,
+        gt=0.0,
+        le=10.0,
+        description="exponential decay's time constant as a share of the decay phase",
     )
     min_lr_ratio: StrictFloat = Field(0.0, ge=0.0, le=1.0, description="floor as a share of peak")
     power_a: StrictFloat = Field(4.0, gt=0, description="power scheduler amplitude a")
     power_b: StrictFloat = Field(-0.51, lt=0, description="power scheduler exponent b")
     power_lr_max: StrictFloat = Field(0.02, gt=0, description="power scheduler cap η_max")
+    token_offset: StrictInt | None = Field(
+        None,
+        ge=0,
+        description="tokens trained before step 0 (power's clock); unset: the init "
+        "checkpoint's tokensSeen, else 0",
+    )
 
 
 class Precision(StrEnum):
@@ -382,6 +471,31 @@ class Parallelism(StrEnum):
 
 
 # ---------------------------------------------------------------- workloads
+
+# Weight of the kurtosis term, L = CE + λ·Kurt (Kurt: mean over layers and tokens, ≈ 3 for
+# Gaussian outputs). The paper's public demo uses 1e-5, which moves a tiny model's kurtosis
+# by nothing measurable; docs/quantization.md gives the measurement behind this default.
+KURTOSIS_LAMBDA = 1e-2
+
+
+class PretrainQatSpec(ApiModel):
+    """W4A4 quantization-aware pretraining (Nrusimha et al. 2024, arXiv 2404.03605).
+
+    From step 0, every block linear's input is fake-quantized with learned clip values
+    (calibrated on training batches first), and λ·kurtosis of those layers' outputs joins
+    the loss; weights stay in floating point until a `quantize` job (method ptq) quantizes them.
+    """
+
+    activation_bits: StrictInt = Field(4, ge=2, le=8)
+    kurtosis_lambda: StrictFloat = Field(
+        KURTOSIS_LAMBDA, ge=0.0, le=10.0, description="weight of the output-kurtosis term"
+    )
+    clip_lr: StrictFloat = Field(
+        1e-2, gt=0, le=10.0, description="learning rate of the clip values at the schedule's peak"
+    )
+    calibration_batches: StrictInt = Field(
+        4, ge=1, le=1024, description="training batches the initial clip values come from"
+    )
 
 
 class PretrainConfig(ApiModel):
@@ -415,21 +529,16 @@ class PretrainConfig(ApiModel):
     seed: StrictInt = Field(1234, ge=0)
     precision: Precision = Precision.AUTO
     parallelism: Parallelism = Parallelism.DDP
-    init: CheckpointUri | None = Field(None, description="start from this checkpoint's weights")
+    init: CheckpointInput | None = Field(None, description="start from this checkpoint's weights")
     compile: StrictBool = Field(False, description="torch.compile the model (worth it on GPUs)")
+    qat: PretrainQatSpec | None = Field(
+        None, description="W4A4 fake quantization and kurtosis regularization from step 0"
+    )
 
     @model_validator(mode="after")
     def _batch(self) -> PretrainConfig:
         if self.batch_size % self.micro_batch_size:
             raise ValueError("batchSize must be a multiple of microBatchSize")
-class DecayShape(StrEnum):
-    """Shape of the final decay of `wsd` and `power`."""
-
-    EXPONENTIAL = "exponential"  # the Power-scheduler paper's (Shen et al. 2024, §5.1)
-    LINEAR = "linear"
-    COSINE = "cosine"
-
-
         if self.schedule.warmup_steps >= self.steps:
             raise ValueError("schedule.warmupSteps must be smaller than steps")
         return self
@@ -438,25 +547,10 @@ class DecayShape(StrEnum):
 class FinetuneMode(StrEnum):
     SFT = "sft"
     SSR = "ssr"  # Selective Self-Rehearsal
-    decay_shape: DecayShape = Field(
-        DecayShape.EXPONENTIAL, description="final decay of wsd and power to the floor"
-    )
-    decay_tau: StrictFloat = Field(
-        1.0,
-        gt=0.0,
-        le=10.0,
-        description="exponential decay's time constant as a share of the decay phase",
-    )
 
 
 class JudgeKind(StrEnum):
     EXACT = "exact"
-    token_offset: StrictInt | None = Field(
-        None,
-        ge=0,
-        description="tokens trained before step 0 (power's clock); unset: the init "
-        "checkpoint's tokensSeen, else 0",
-    )
     RULE = "rule"
     EMBEDDING = "embedding"
     HTTP = "http"
@@ -472,31 +566,6 @@ class JudgeSpec(ApiModel):
     kind: JudgeKind = JudgeKind.RULE
     threshold: StrictFloat = Field(0.8, ge=0.0, le=1.0, description="similarity needed (embedding)")
     url: HttpUrlText | None = Field(None, description="OpenAI-compatible endpoint")
-# Weight of the kurtosis term, L = CE + λ·Kurt (Kurt: mean over layers and tokens, ≈ 3 for
-# Gaussian outputs). The paper's public demo uses 1e-5, which moves a tiny model's kurtosis
-# by nothing measurable; docs/quantization.md gives the measurement behind this default.
-KURTOSIS_LAMBDA = 1e-2
-
-
-class PretrainQatSpec(ApiModel):
-    """W4A4 quantization-aware pretraining (Nrusimha et al. 2024, arXiv 2404.03605).
-
-    From step 0, every block linear's input is fake-quantized with learned clip values
-    (calibrated on training batches first), and λ·kurtosis of those layers' outputs joins
-    the loss; weights stay in floating point until a `quantize` job (method ptq) quantizes them.
-    """
-
-    activation_bits: StrictInt = Field(4, ge=2, le=8)
-    kurtosis_lambda: StrictFloat = Field(
-        KURTOSIS_LAMBDA, ge=0.0, le=10.0, description="weight of the output-kurtosis term"
-    )
-    clip_lr: StrictFloat = Field(
-        1e-2, gt=0, le=10.0, description="learning rate of the clip values at the schedule's peak"
-    )
-    calibration_batches: StrictInt = Field(
-        4, ge=1, le=1024, description="training batches the initial clip values come from"
-    )
-
     model: str | None = Field(None, max_length=256, description="model name sent to the endpoint")
     timeout_seconds: StrictFloat = Field(30.0, gt=0, le=600)
     retries: StrictInt = Field(2, ge=0, le=10)
@@ -531,16 +600,13 @@ class TaskDataSpec(ApiModel):
     path: PathText | None = Field(None, description="JSONL file")
     format: Literal["squad2", "mmlu", "hellaswag", "text", "carina-qa"] | None = None
     examples: StrictInt = Field(512, ge=1, le=10_000_000)
-    qat: PretrainQatSpec | None = Field(
-        None, description="W4A4 fake quantization and kurtosis regularization from step 0"
-    )
     seed: StrictInt = Field(0, ge=0)
 
 
 class FinetuneConfig(ApiModel):
     """Supervised fine-tuning of a base checkpoint: plain SFT or Selective Self-Rehearsal."""
 
-    base: CheckpointUri = Field(description="checkpoint to start from")
+    base: CheckpointInput = Field(description="checkpoint to start from")
     mode: FinetuneMode = FinetuneMode.SSR
     judge: JudgeSpec = Field(default_factory=JudgeSpec)
     data: TaskDataSpec = Field(default_factory=lambda: TaskDataSpec(generator="grounded-qa"))
@@ -565,7 +631,7 @@ class QuantizeMethod(StrEnum):
 class QuantizeConfig(ApiModel):
     """W4A4: quantization-aware training with activation regularization, then weight PTQ."""
 
-    base: CheckpointUri = Field(description="checkpoint to quantize")
+    base: CheckpointInput = Field(description="checkpoint to quantize")
     method: QuantizeMethod = QuantizeMethod.QAT_KURTOSIS
     weight_bits: StrictInt = Field(4, ge=2, le=8)
     activation_bits: StrictInt = Field(4, ge=2, le=16)
@@ -607,8 +673,8 @@ class EvalTask(ApiModel):
 class EvaluateConfig(ApiModel):
     """Evaluate a checkpoint on a suite, optionally against a baseline checkpoint."""
 
-    base: CheckpointUri = Field(description="checkpoint to evaluate")
-    compare_to: CheckpointUri | None = Field(None, description="baseline checkpoint")
+    base: CheckpointInput = Field(description="checkpoint to evaluate")
+    compare_to: CheckpointInput | None = Field(None, description="baseline checkpoint")
     tasks: list[EvalTask] = Field(min_length=1, max_length=64)
     batch_size: StrictInt = Field(16, ge=1)
     max_new_tokens: StrictInt = Field(32, ge=1, le=4096, description="generation budget (refusal)")

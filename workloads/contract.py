@@ -302,6 +302,11 @@ def local_path(uri: str, pvc_mount_root: str | None = None) -> Path | None:
         return Path(root) / parsed.netloc / parsed.path.lstrip("/")
     if parsed.scheme == "" and uri.startswith("/"):
         return Path(uri)
+    if parsed.scheme == "job":
+        raise ContractError(
+            f"checkpoint URI {uri!r} names a TrainingJob: the platform resolves job:// references"
+            " before a worker starts"
+        )
     raise ContractError(f"checkpoint URI {uri!r}: unsupported scheme")
 
 

@@ -29,6 +29,7 @@ from carina.operators.runtime.cache import Cache, Key
 from carina.operators.runtime.kube import Conflict, Kube, merge_patch
 from carina.operators.runtime.settings import Settings
 from carina.operators.runtime.workqueue import WorkQueue
+from carina.operators.trainingjob.pipelines import Pipelines
 from carina.platform.api.queues import ClusterQueue, LocalQueue, TrainingPriorityClass
 from carina.platform.api.types import FINISHED_PHASES, TrainingJob
 from carina.platform.planning.nodes import healthy_capacity
@@ -131,6 +132,7 @@ class AdmissionWriter:
             kube, settings.lease_namespace, identity, settings.admission_lease_seconds
         )
         self._queue_status: dict[str, dict[str, Any]] = {}
+        self.pipelines = Pipelines(cache)
         self._quotas: dict[str, dict[str, float]] = {}
 
     async def run_forever(self) -> None:
@@ -185,6 +187,8 @@ class AdmissionWriter:
             gone = not any(not r.worker.finished or r.worker.deleting for r in pods)
             if (finished or job.spec.suspend) and not held:
                 continue
+            if not held and not self.pipelines.gate(job).clear:
+                continue  # waiting for (or failed by) an upstream job: no quota meanwhile
             cq_name, wrong, local_stopped = resolve(job, lqs, cqs, ns_labels)
             priority, no_class = priority_of(job, classes)
             info = job_info(

@@ -60,6 +60,7 @@ class Operator:
                 continue
             key = self.cache.put_job(job)
             self.reconciler.note_phase(key, job)
+            self.reconciler.pipelines.noted(key, job)
             self.queue.add(key)
         log.info(
             "cache filled: %d jobs, %d worker pods, %d nodes", len(jobs), len(pods), len(nodes)
@@ -88,12 +89,19 @@ class Operator:
     # -- events from kopf ----------------------------------------------------------------------
 
     def on_job_event(self, type_: str | None, body: dict[str, Any]) -> None:
+        pipelines = self.reconciler.pipelines
         if type_ == "DELETED":
             key = self.cache.drop_job(body)
+            dependents = pipelines.dropped(key)
         else:
             key = self.cache.put_job(body)
-            self.reconciler.note_phase(key, self.cache.jobs.get(key, body))
+            current = self.cache.jobs.get(key, body)
+            self.reconciler.note_phase(key, current)
+            dependents = pipelines.noted(key, current)
         self.queue.add(key)
+        # The jobs that wait for this one: it started, moved on, finished or went away.
+        for dependent in dependents:
+            self.queue.add(dependent)
 
     def on_pod_event(self, type_: str | None, body: dict[str, Any]) -> None:
         key = self.cache.drop_pod(body) if type_ == "DELETED" else self.cache.put_pod(body)

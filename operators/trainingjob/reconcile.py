@@ -23,6 +23,7 @@ from carina.operators.runtime.cache import Cache, Key, PodRecord
 from carina.operators.runtime.kube import Conflict, Kube, Refused, merge_patch
 from carina.operators.runtime.settings import Settings
 from carina.operators.runtime.workqueue import WorkQueue
+from carina.operators.trainingjob.pipelines import Pipelines
 from carina.operators.trainingjob.preflight import PreflightGate
 from carina.operators.trainingjob.stragglers import StragglerReport
 from carina.operators.trainingjob.topology import Topology
@@ -43,7 +44,7 @@ from carina.platform.planning.actions import (
     SuspendWorkers,
     Wait,
 )
-from carina.platform.planning.engine import Plan, plan, plan_invalid
+from carina.platform.planning.engine import Plan, plan, plan_invalid, upstream_admission
 from carina.platform.planning.failure_policy import kept, superseded
 from carina.platform.planning.observed import ObservedWorker
 from carina.platform.planning.placement import UNPINNED, admit
@@ -149,6 +150,7 @@ class Reconciler:
         self._accounted: dict[Key, str] = {}  # jobs with GPU-time series, and their queue
         self._last_write: dict[Key, float] = {}  # loop time of each job's last status write
         self.topology = Topology(cache, settings.topology_levels)
+        self.pipelines = Pipelines(cache)
         self.preflight = PreflightGate(settings, kube, cache)
         self.stragglers = StragglerReport(kube, settings.straggler_health_check, clock)
 
@@ -210,8 +212,12 @@ class Reconciler:
         progress = scraped.progress if scraped is not None and running else None
         damaged = scraped.damaged if scraped is not None else ()
         rank_seconds = scraped.rank_seconds if scraped is not None and running else None
-        # A job that names a queue has workers only while the admission writer says so.
-        admission = job_admission(job, managed=job.spec.queue is not None)
+        # A job waits for the jobs it depends on before anything else ...
+        upstream = self.pipelines.gate(job)
+        # ... then, naming a queue, has workers only while the admission writer says so.
+        admission = upstream_admission(
+            upstream, job_admission(job, managed=job.spec.queue is not None)
+        )
         # ... and, asking for a topology, only once one domain has room for the whole gang.
         placed = self.topology.place(key, job, workers) if admission.admitted else UNPINNED
         admission = admit(admission, placed)
@@ -231,6 +237,7 @@ class Reconciler:
             placement=placed.placement,
             rank_seconds=rank_seconds,
             watching=self.settings.progress_interval > 0,
+            upstream=upstream,
         )
         if isinstance(decided.action, CreateWorkers):
             # The pods are rendered from the planned status: it names their domain.
@@ -239,7 +246,15 @@ class Reconciler:
             refused = await self._create_gang(key, planned, decided.action, full_pass_after)
             if refused is not None:
                 decided = plan(
-                    job, workers, now, admission, None, checkpoint, damaged, refused=refused
+                    job,
+                    workers,
+                    now,
+                    admission,
+                    None,
+                    checkpoint,
+                    damaged,
+                    refused=refused,
+                    upstream=upstream,
                 )
         action, status = decided.action, decided.status
         log.debug("%s/%s: %s -> %s", *key, type(action).__name__, status.phase)

@@ -46,6 +46,7 @@ _KEEP = {
 }
 
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+_ADMITTED = '.status.conditions[?(@.type=="Admitted")]'
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
@@ -57,7 +58,10 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts"},
     {"name": "Queue", "type": "string", "jsonPath": ".spec.queue"},
     {"name": "Reason", "type": "string", "jsonPath": ".status.queueing.reason"},
+    # Why a job has no workers yet: WaitingForQuota, WaitingForUpstream, UpstreamMissing ...
+    {"name": "Admitted", "type": "string", "jsonPath": _ADMITTED + ".reason"},
     _AGE,
+    {"name": "Message", "type": "string", "jsonPath": _ADMITTED + ".message", "priority": 1},
 ]
 
 
@@ -290,7 +294,11 @@ def openapi_schema(kind: CrdKind = TRAINING_JOB) -> dict[str, Any]:
         "required": [p for p in schema.get("required", []) if p not in _OBJECT_PROPERTIES],
         "properties": properties,
     }
-    rules = [{"rule": r.rule, "message": r.message} for r in kind.model.CEL_RULES]
+    rules = [
+        {"rule": r.rule, "message": r.message}
+        | ({"fieldPath": "." + r.field_path} if r.field_path else {})
+        for r in kind.model.CEL_RULES
+    ]
     if rules:
         out["x-kubernetes-validations"] = rules
     return out

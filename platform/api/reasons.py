@@ -40,6 +40,10 @@ class Reason(StrEnum):
     WORKERS_STARTING = "WorkersStarting"
     # a preflight-gated gang waits for nodes with a recent passing full health check
     PREFLIGHT_PENDING = "PreflightPending"
+    # pipelines (planning/dependencies.py): a job waits, with no workers and no quota, until
+    # the jobs it depends on have Succeeded; one that does not exist (yet) is waited for too
+    WAITING_FOR_UPSTREAM = "WaitingForUpstream"
+    UPSTREAM_MISSING = "UpstreamMissing"
     WORKERS_RUNNING = "WorkersRunning"
     # restarts: whose fault, so lost GPU time can be accounted for
     WORKER_FAILED = "WorkerFailed"  # the training code exited with a retryable code
@@ -68,6 +72,11 @@ class Reason(StrEnum):
     MAX_RESTARTS_EXCEEDED = "MaxRestartsExceeded"
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     INVALID_SPEC = "InvalidSpec"
+    # an upstream job failed, or Succeeded without the checkpoint a reference needs, or the
+    # jobs' dependencies loop back to this one: it can never start
+    UPSTREAM_FAILED = "UpstreamFailed"
+    UPSTREAM_WITHOUT_CHECKPOINT = "UpstreamWithoutCheckpoint"
+    DEPENDENCY_CYCLE = "DependencyCycle"
     # the API server refused a worker pod (or the gang's Service or ConfigMap) as invalid:
     # a template value it checks and the CRD cannot, such as a label key or a volume source
     WORKERS_REFUSED = "WorkersRefused"

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
     BeforeValidator,
@@ -21,11 +21,13 @@ from pydantic import (
     StrictBool,
     StrictFloat,
     StrictInt,
+    ValidationError,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from carina.platform.api.labels import (
     DNS_SUBDOMAIN,
@@ -37,6 +39,7 @@ from carina.platform.api.labels import (
 )
 from carina.platform.api.quantity import POSITIVE_QUANTITY_PATTERN, QUANTITY_MAX_LENGTH
 from carina.workloads.config import (
+    JOB_REFERENCE_PREFIX,
     PERMANENT_EXIT_CODES,
     PRINTABLE,
     PRINTABLE_PATTERN,
@@ -50,6 +53,7 @@ from carina.workloads.config import (
     QuantizeConfig,
     VisionConfig,
     WorkloadConfig,
+    job_reference_fields,
     no_control_characters,
 )
 from carina.workloads.contract import (
@@ -72,6 +76,7 @@ SHORT_NAMES = ("tj",)
 # suffix for up to 9,999 workers leaves 50 characters for the job's own name.
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 NAME_MAX_LENGTH = 50
+JobName = Annotated[str, Field(max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)]
 
 
 def quantity_check(
@@ -692,12 +697,29 @@ class TrainingJobSpec(ApiModel):
         description="keep the gang inside one topology domain (unset: the cluster profile's"
         " default; blue-vela prefers one scalable unit)",
     )
+    depends_on: list[JobName] | None = Field(
+        None,
+        max_length=32,
+        description="TrainingJobs of the same namespace that must have Succeeded before this"
+        " one starts; the jobs its job:// checkpoint references name are implied",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
 
     @model_validator(mode="after")
     def _gpus_for_profiles(self) -> TrainingJobSpec:
         if self.cluster != ClusterProfile.NONE and self.resources.gpus < 1:
             raise ValueError(self.CEL_RULES[0].message)
         return self
+
+    @field_validator("depends_on")
+    @classmethod
+    def _unique_upstreams(cls, names: list[str] | None) -> list[str] | None:
+        seen: set[str] = set()
+        for name in names or ():
+            if name in seen:
+                raise ValueError(f"duplicate job name {name!r}")
+            seen.add(name)
+        return names
 
 
 # ---------------------------------------------------------------- status
@@ -847,6 +869,17 @@ class TopologyPlacement(ApiModel):
     domain: str = Field(description="its value on the nodes the workers may use")
 
 
+class JobInput(ApiModel):
+    """An upstream TrainingJob: the field that names it and, for a reference, its checkpoint."""
+
+    field: str = Field(description="spec.workload.finetune.base, spec.dependsOn[0] ...")
+    job: str = Field(description="the upstream TrainingJob, in the same namespace")
+    uri: str | None = Field(
+        None, description="the checkpoint a job:// reference resolved to (what the worker reads)"
+    )
+    step: int | None = Field(None, description="that checkpoint's step")
+
+
 class TrainingJobStatus(ApiModel):
     """What the platform observed; written only by the platform."""
 
@@ -882,6 +915,11 @@ class TrainingJobStatus(ApiModel):
         description="the topology domain of the current workers (spec.topology); a restart"
         " keeps it while it has room",
     )
+    inputs: list[JobInput] | None = Field(
+        None,
+        description="the jobs this one started after (job:// references and spec.dependsOn),"
+        " each with the checkpoint a reference resolved to; fixed once recorded",
+    )
 
 
 # ---------------------------------------------------------------- the object
@@ -912,14 +950,84 @@ class ObjectMeta(ApiModel):
         return check_annotations(annotations)
 
 
+def _checkpoint_inputs() -> tuple[tuple[str, str], ...]:
+    """(workload kind, field) of every field a `job://` reference may fill (wire names)."""
+    found = []
+    for kind in WORKLOAD_KINDS:
+        annotation = Workload.model_fields[kind].annotation
+        for member in get_args(annotation):
+            if isinstance(member, type) and issubclass(member, ApiModel):
+                found += [(kind, name) for name in job_reference_fields(member)]
+    return tuple(found)
+
+
+# Where a workload takes a checkpoint that may be another job's: (kind, field), wire names.
+CHECKPOINT_INPUTS = _checkpoint_inputs()
+
+
+def _no_self_reference_rules() -> tuple[CelRule, ...]:
+    """The API server's half of "a job cannot wait for itself" (it sees only this object)."""
+    rules = [
+        CelRule(
+            "!has(self.spec.dependsOn) || !(self.metadata.name in self.spec.dependsOn)",
+            "a job cannot depend on itself",
+            "spec.dependsOn",
+        )
+    ]
+    for kind, name in CHECKPOINT_INPUTS:
+        at = f"self.spec.workload.{kind}"
+        rules.append(
+            CelRule(
+                f"!has({at}) || !has({at}.{name})"
+                f" || {at}.{name} != '{JOB_REFERENCE_PREFIX}' + self.metadata.name",
+                "a job cannot start from its own checkpoint",
+                f"spec.workload.{kind}.{name}",
+            )
+        )
+    return tuple(rules)
+
+
 class TrainingJob(ApiModel):
     """A TrainingJob manifest as a user writes it (status optional)."""
+
+    # Rules across metadata and spec: a job that names itself, as an upstream or as the job
+    # whose checkpoint it starts from, would wait forever. Cycles through other jobs only the
+    # platform can see (`planning.dependencies`).
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = _no_self_reference_rules()
 
     api_version: Literal["carina.dev/v1alpha1"] = "carina.dev/v1alpha1"
     kind: Literal["TrainingJob"] = "TrainingJob"
     metadata: ObjectMeta
     spec: TrainingJobSpec
     status: TrainingJobStatus | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _not_its_own_upstream(cls, data: Any, handler: Callable[[Any], TrainingJob]) -> TrainingJob:
+        job = handler(data)
+        name = job.metadata.name
+        config = job.spec.workload.config.to_wire()
+        wrong: list[tuple[tuple[str, ...], str, str]] = [
+            (("spec", "dependsOn"), name, cls.CEL_RULES[0].message)
+            for upstream in job.spec.depends_on or ()
+            if upstream == name
+        ]
+        for rule, (kind, field) in zip(cls.CEL_RULES[1:], CHECKPOINT_INPUTS, strict=True):
+            if kind == job.spec.workload.kind and config.get(field) == JOB_REFERENCE_PREFIX + name:
+                wrong.append((("spec", "workload", kind, field), config[field], rule.message))
+        if wrong:
+            raise ValidationError.from_exception_data(
+                cls.__name__,
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError("self_reference", message),
+                        loc=loc,
+                        input=value,
+                    )
+                    for loc, value, message in wrong
+                ],
+            )
+        return job
 
     @classmethod
     def parse(cls, manifest: dict[str, Any]) -> TrainingJob:

@@ -28,6 +28,7 @@ from carina.platform.cli.common import (
     delete_and_wait,
     name_check,
 )
+from carina.platform.cli.pipelines import admitted_false, pipeline_lines
 
 NameArg = Annotated[
     str,
@@ -59,10 +60,18 @@ def get(
     namespace: NamespaceOpt = "default",
     output: Annotated[str, typer.Option("--output", "-o", help="table, yaml or json")] = "table",
 ) -> None:
-    """Show one job (a table row, or the whole object as YAML/JSON)."""
+    """Show one job (a table row, or the whole object as YAML/JSON).
+
+    The table is followed by why the job waits, if it does, and its upstream and downstream
+    jobs (job:// references and spec.dependsOn), each with its phase and step.
+    """
     with api_errors(), client_for(server, token) as client:
         job = client.get(namespace, name)
+        table = output not in ("json", "yaml")
+        lines = pipeline_lines(job, client.list_jobs(namespace)) if table else []
     _print_jobs([job], output)
+    for line in lines:
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("list")
@@ -189,6 +198,9 @@ def _print_jobs(jobs: list[dict[str, Any]], output: str) -> None:
         progress = status.get("progress") or {}
         workers = status.get("workers") or {}
         loss = progress.get("loss")
+        # Why it has no workers: its quota, else what else holds it (an upstream job ...).
+        waiting = admitted_false(job)
+        reason = queueing.get("reason") or (waiting[0] if waiting else None)
         table.add_row(
             job["metadata"]["name"],
             status.get("phase", "Pending"),
@@ -198,7 +210,7 @@ def _print_jobs(jobs: list[dict[str, Any]], output: str) -> None:
             f"{loss:.3f}" if isinstance(loss, int | float) else "-",
             str(status.get("restarts", 0)),
             job["spec"].get("queue") or "-",
-            queueing.get("reason") or "-",
+            reason or "-",
             _age(job["metadata"].get("creationTimestamp")),
         )
     out.print(table)

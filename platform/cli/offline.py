@@ -15,9 +15,11 @@ import typer
 
 from carina.platform.api import crd
 from carina.platform.api.manifest_files import CarinaObject, load_documents, parse_object
-from carina.platform.api.manifests import ManifestError
+from carina.platform.api.manifests import FieldError, ManifestError
 from carina.platform.api.queues import ClusterQueue, LocalQueue, TrainingPriorityClass
+from carina.platform.api.types import TrainingJob
 from carina.platform.cli.app import app, err, out, report_invalid
+from carina.platform.planning.dependencies import loop_message, loops_among
 
 
 def version_string() -> str:
@@ -65,8 +67,14 @@ def validate(
         ),
     ],
 ) -> None:
-    """Check manifests with the same models the API server's CRDs are generated from."""
+    """Check manifests with the same models the API server's CRDs are generated from.
+
+    The TrainingJobs of all the files together are checked for loops of dependencies (job://
+    references and spec.dependsOn), namespace by namespace: the API server sees one object at
+    a time and cannot.
+    """
     failed = 0
+    jobs: list[tuple[str, TrainingJob]] = []
     for path in files:
         try:
             documents = list(load_documents(path))
@@ -79,9 +87,28 @@ def validate(
             except ManifestError as exc:
                 failed += report_invalid(exc)
                 continue
+            if isinstance(obj, TrainingJob):
+                jobs.append((label, obj))
             out.print(f"{label}: ok ({_summary(obj)})", highlight=False)
+    failed += _report_loops(jobs)
     if failed:
         raise typer.Exit(code=1)
+
+
+def _report_loops(jobs: list[tuple[str, TrainingJob]]) -> int:
+    """Report every job caught in a loop of dependencies; how many there are."""
+    by_namespace: dict[str | None, list[tuple[str, TrainingJob]]] = {}
+    for label, job in jobs:
+        by_namespace.setdefault(job.metadata.namespace, []).append((label, job))
+    failed = 0
+    for members in by_namespace.values():
+        loops = loops_among(job for _, job in members)
+        for label, job in members:
+            if job.metadata.name in loops:
+                ref, loop = loops[job.metadata.name]
+                error = FieldError(ref.field, loop_message(loop))
+                failed += report_invalid(ManifestError(label, [error]))
+    return failed
 
 
 def _summary(obj: CarinaObject) -> str:

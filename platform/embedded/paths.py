@@ -11,7 +11,9 @@ local path in it must lie inside a folder its namespace may use:
   namespace has a folder there, `file:///tmp/carina/<namespace>/...`, for the URIs its jobs
   share (one job's checkpoints as the next one's `base`).
 
-Local means `file:///p` and `/p`; `pvc://claim/p`, which workers here read as
+A `job://<name>` input is not a path: it resolves to that job's checkpoint, under its own
+checkpoint URI, which was checked when it was created. Local means `file:///p` and `/p`;
+`pvc://claim/p`, which workers here read as
 `<CARINA_PVC_MOUNT_ROOT, default /mnt/pvc>/claim/p` and which is checked as that folder (refused
 unless a root covers it); and the plain paths of data files, globs and tokenizer files, a
 relative one being taken from the job's run folder, the worker's working directory. `s3://` is
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from carina.platform.embedded.launcher import run_paths
-from carina.workloads.config import DataSpec
+from carina.workloads.config import DataSpec, is_job_reference
 from carina.workloads.contract import (
     DEFAULT_PVC_MOUNT_ROOT,
     PVC_MOUNT_ROOT_ENV,
@@ -138,6 +140,8 @@ def refused_paths(
     run = run_paths(folders.state_dir, namespace, job.metadata.name, uid or _RUN_FOLDER_STAND_IN)
     refused = []
     for field, value, is_uri in local_path_fields(job):
+        if is_uri and is_job_reference(value):
+            continue  # another job's checkpoint: checked when that job was created
         try:
             # A worker expands `~` in data paths (data.resolve_paths): so does the check.
             path = (

@@ -62,6 +62,14 @@ from carina.platform.planning.actions import (
     Wait,
 )
 from carina.platform.planning.admission import Capacity
+from carina.platform.planning.dependencies import (
+    CLEAR,
+    Gate,
+    Reference,
+    Upstream,
+    gate,
+    references,
+)
 from carina.platform.planning.engine import ADMITTED, JobAdmission, Plan, plan, plan_invalid
 from carina.platform.planning.observed import ObservedWorker, parse_checkpoint
 from carina.platform.planning.progress import checkpoint_at, read_scrape
@@ -127,6 +135,7 @@ class Substrate:
         self._quiet: dict[str, tuple[tuple[object, ...], datetime | None]] = {}
         self._parsed: dict[str, tuple[tuple[str, str], TrainingJob]] = {}
         self._statuses: dict[str, tuple[str, TrainingJobStatus]] = {}
+        self._refs: dict[str, tuple[str, tuple[Reference, ...]]] = {}
         self._seen_version = -1
         self._busy = True
         self._wrote = False
@@ -191,10 +200,12 @@ class Substrate:
         jobs = self.store.jobs_in_admission_order()
         holding = self.store.uids_with_workers()
         invalid: dict[str, str] = {}  # uid -> what is wrong with its spec
-        queueing = self._admission(jobs, holding, invalid, now)
+        gates = self._gates(jobs)
+        queueing = self._admission(jobs, holding, invalid, now, gates)
         for row in jobs:
             admitted, q = queueing.get(row.uid, (ADMITTED, None))
-            key = (row.metadata, row.spec, row.deleting, admitted, q)
+            upstream = gates.get(row.uid, CLEAR)
+            key = (row.metadata, row.spec, row.deleting, admitted, q, upstream)
             live = row.uid in holding and any(
                 self.launcher.alive(w) for w in self.store.workers(row.uid)
             )
@@ -206,7 +217,7 @@ class Substrate:
                 if row.uid in invalid:
                     rest: Wait | None = self._fail_invalid(row, invalid[row.uid], now)
                 else:
-                    rest = self.reconcile(row, now, admitted, q)
+                    rest = self.reconcile(row, now, admitted, q, upstream)
             except Exception:
                 log.exception("reconcile of %s/%s failed", row.namespace, row.name)
                 continue
@@ -221,14 +232,65 @@ class Substrate:
         self._busy = self._wrote or any(row.uid not in self._quiet for row in jobs)
         self._wrote = False
 
+    def _gates(self, jobs: list[JobRow]) -> dict[str, Gate]:
+        """Each job's upstream gate this pass (`planning.dependencies.gate`), by uid.
+
+        Every pass looks again, so a job whose upstream finished starts in the next pass.
+        A job being deleted is gone for the jobs that wait on it.
+        """
+        rows = {(r.namespace, r.name): r for r in jobs if not r.deleting}
+        views: dict[tuple[str, str], Upstream | None] = {}
+
+        def lookup(namespace: str) -> Callable[[str], Upstream | None]:
+            def view(name: str) -> Upstream | None:
+                key = (namespace, name)
+                if key not in views:
+                    row = rows.get(key)
+                    try:
+                        views[key] = None if row is None else Upstream.of(self._stored_job(row))
+                    except ValueError:  # a spec the models refuse: it fails on its own
+                        views[key] = None
+                return views[key]
+
+            return view
+
+        gates: dict[str, Gate] = {}
+        for row in rows.values():
+            try:
+                job = self._stored_job(row)
+                if not self._references(row, job):
+                    continue
+                gates[row.uid] = gate(job, lookup(row.namespace))
+            except ValueError:
+                continue  # its own reconcile reports the bad spec or status
+        return gates
+
+    def _stored_job(self, row: JobRow) -> TrainingJob:
+        """The job with its last written status (both parsed once per change)."""
+        return self._parse(row).model_copy(update={"status": self._stored_status(row)})
+
+    def _references(self, row: JobRow, job: TrainingJob) -> tuple[Reference, ...]:
+        """The upstreams the job names, worked out once per change of its spec."""
+        cached = self._refs.get(row.uid)
+        if cached is None or cached[0] != row.spec:
+            cached = (row.spec, references(job))
+            self._refs[row.uid] = cached
+        return cached[1]
+
     def _admission(
-        self, jobs: list[JobRow], holding: set[str], invalid: dict[str, str], now: datetime
+        self,
+        jobs: list[JobRow],
+        holding: set[str],
+        invalid: dict[str, str],
+        now: datetime,
+        gates: Mapping[str, Gate] | None = None,
     ) -> dict[str, tuple[JobAdmission, QueueingStatus]]:
         """The machine's one queue: every job's admission and `status.queueing` this pass.
 
         The same function decides as on a cluster (`planning.queueing.schedule`), with one
         implicit ClusterQueue the size of the machine: first come first served, and a higher
-        priority preempts a lower one, whose workers save a checkpoint before they go.
+        priority preempts a lower one, whose workers save a checkpoint before they go. A job
+        waiting for an upstream job (`gates`) is no candidate: it takes no quota.
         """
         capacity = self.config.capacity
         queue = machine_queue(capacity.cpus, capacity.memory_bytes, capacity.gpus, MACHINE_QUEUE)
@@ -254,6 +316,8 @@ class Substrate:
             stopping = row.phase in FINISHED_PHASES or job.spec.suspend
             if stopping and not held:
                 continue
+            if not held and not (gates or {}).get(row.uid, CLEAR).clear:
+                continue  # its upstreams first
             gone = row.uid not in holding or not any(
                 self.launcher.alive(w) for w in self.store.workers(row.uid)
             )
@@ -319,6 +383,7 @@ class Substrate:
         now: datetime,
         admission: JobAdmission = ADMITTED,
         queueing: QueueingStatus | None = None,
+        upstream: Gate = CLEAR,
     ) -> Wait | None:
         """Observe, plan, apply, write status once; a Wait when there is nothing to do."""
         paths = run_paths(self.config.state_dir, row.namespace, row.name, row.uid)
@@ -328,6 +393,7 @@ class Substrate:
                 self.store.remove_job(row.uid)
                 self._parsed.pop(row.uid, None)
                 self._statuses.pop(row.uid, None)
+                self._refs.pop(row.uid, None)
             return None
         try:
             job = self._parse(row)
@@ -352,9 +418,12 @@ class Substrate:
             damaged,
             acked=acked,
             rank_seconds=rank_seconds,
+            upstream=upstream,
         )
         action = decided.action
-        self._apply(action, job, row, workers, paths, now)
+        # Workers are made from the planned status: its inputs are what their spec file reads.
+        planned = job.model_copy(update={"status": decided.status})
+        self._apply(action, planned, row, workers, paths, now)
         if isinstance(action, DeleteJob):
             return None
         self._write(row, decided, previous, now)

@@ -19,8 +19,13 @@ The rules, in order:
 3. The failure policy's next action (`failure_policy.next_action`): create, restart, fail,
    succeed, suspend, delete, wait. A gang with a live worker on a node the health agent
    found broken (EVICT) restarts instead, counted as infrastructure (`_moved_off`).
-4. Admission: a gang that is not admitted gets no workers. It waits Queued (behind other jobs)
-   or Pending (larger than everything there is), with the Admitted condition saying why.
+4. Upstream jobs (`dependencies.gate`), then admission. A job whose upstream failed, or whose
+   dependencies loop, fails (UpstreamFailed, UpstreamWithoutCheckpoint, DependencyCycle); one
+   whose upstreams have not all Succeeded waits Pending with no workers, the Admitted
+   condition naming the job it waits for (WaitingForUpstream, UpstreamMissing); a clear one
+   records its resolved inputs in `status.inputs`. A gang that is not admitted gets no
+   workers. It waits Queued (behind other jobs) or Pending (larger than everything there is),
+   with the Admitted condition saying why.
    Workers created now are pinned to the topology domain the substrate chose, and
    `status.placement` says which.
    A Running gang with nothing else to do is judged by the stall rule (`stall.check_stall`):
@@ -64,6 +69,7 @@ from carina.platform.planning.actions import (
     SuspendWorkers,
     Wait,
 )
+from carina.platform.planning.dependencies import CLEAR, Gate
 from carina.platform.planning.failure_policy import kept, next_action
 from carina.platform.planning.goodput import account
 from carina.platform.planning.observed import ObservedWorker, parse_checkpoint, said_final_word
@@ -99,6 +105,10 @@ WARNING_REASONS = frozenset(
         QueueReason.EXCEEDS_MAX_QUOTA,
         QueueReason.MISCONFIGURED,
         QueueReason.DEACTIVATED,
+        Reason.UPSTREAM_MISSING,
+        Reason.UPSTREAM_FAILED,
+        Reason.UPSTREAM_WITHOUT_CHECKPOINT,
+        Reason.DEPENDENCY_CYCLE,
     }
 )
 
@@ -130,6 +140,15 @@ class JobAdmission:
 
 
 ADMITTED = JobAdmission()
+
+
+def upstream_admission(upstream: Gate, admission: JobAdmission) -> JobAdmission:
+    """The admission with the upstream gate before it: a job waiting for the jobs it depends
+    on is not admitted, whatever its quota says (a substrate applies this before its own
+    gates, topology and preflight, so they leave a waiting job alone)."""
+    if not upstream.waits:
+        return admission
+    return JobAdmission(False, upstream.message, reason=upstream.reason)
 
 
 @dataclass(frozen=True)
@@ -164,6 +183,7 @@ def plan(
     placement: TopologyPlacement | None = None,
     rank_seconds: Mapping[int, float] | None = None,
     watching: bool = True,
+    upstream: Gate = CLEAR,
 ) -> Plan:
     """The job's next status, action and events (see the module docstring for the rules).
 
@@ -181,10 +201,14 @@ def plan(
     None: unpinned): status records it with them. `rank_seconds` are each rank's recent
     compute seconds per step, by global rank, from the same scrape (None: nothing new).
     `watching` says whether the substrate reads rank 0's progress at all (an operator with
-    scraping off does not): without it no job is judged stalled.
+    scraping off does not): without it no job is judged stalled. `upstream` is what the jobs
+    this one depends on allow (`dependencies.gate`): it goes before admission.
     """
     previous = job.status
     status = derive_status(job, workers, previous, now)
+    if upstream.clear and upstream.inputs:
+        status.inputs = list(upstream.inputs)
+    admission = upstream_admission(upstream, admission)
     if (
         progress is not None
         and status.phase not in FINISHED_PHASES
@@ -204,6 +228,12 @@ def plan(
     record_damaged(status, reported)
     action: Action = next_action(job, status, workers, now)
     action = _moved_off(status, workers, unhealthy or {}, action)
+    if (
+        upstream.fails
+        and not isinstance(action, (SucceedJob, FailJob, DeleteJob))
+        and not any(w.active for w in workers)
+    ):
+        action = FailJob(Reason(upstream.reason), upstream.message)
     gen = job.metadata.generation
     if admission.evicting and not isinstance(action, (SucceedJob, FailJob, DeleteJob)):
         action = _evict(job, status, workers, admission, now, acked)
@@ -216,7 +246,8 @@ def plan(
         action = FailJob(Reason.WORKERS_REFUSED, refused)
     if isinstance(action, CreateWorkers):
         if not admission.admitted:
-            status.phase = Phase.PENDING if admission.never_fits else Phase.QUEUED
+            # Pending: nothing a queue decides will start it (too large; an upstream first).
+            status.phase = Phase.PENDING if admission.never_fits or upstream.waits else Phase.QUEUED
             set_condition(
                 status,
                 ConditionType.ADMITTED,

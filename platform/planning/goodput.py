@@ -14,7 +14,8 @@ status: its workers, its phase), and books the loss an action makes now:
   (`progress.checkpointSeconds`, its save-time histogram's sum) × the gang's GPUs: the ranks
   save together, so no rank trains meanwhile;
 - **productive**: allocated minus the four losses;
-- **queue wait**: wall seconds the job waited for quota or capacity holding no GPUs.
+- **queue wait**: wall seconds the job waited for quota or capacity holding no GPUs (not the
+  time it waited for the jobs it depends on, which no quota would have shortened).
 
 Each reconcile advances it, so the figures are exact at reconcile times and never further off
 than the time between two reconciles of a running job (or one scrape, for save time).
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from carina.platform.api.reasons import ConditionType, Reason
 from carina.platform.api.types import (
     FINISHED_PHASES,
     GoodputStatus,
@@ -35,6 +37,7 @@ from carina.platform.planning.actions import Action, RestartGang
 
 _PAUSED = (Phase.STARTING, Phase.RESTARTING)
 _WAITING = (Phase.QUEUED, Phase.PENDING)
+_UPSTREAM = (Reason.WAITING_FOR_UPSTREAM, Reason.UPSTREAM_MISSING)
 
 
 def account(
@@ -57,7 +60,7 @@ def account(
         g.allocated += held
         if previous.phase in _PAUSED:
             g.restart_pauses += held
-        if previous.phase in _WAITING and previous.workers.total == 0:
+        if previous.phase in _WAITING and previous.workers.total == 0 and not _upstream(previous):
             g.queue_wait_seconds += dt
     gang = job.spec.replicas * per_worker
     restarted = isinstance(action, RestartGang) and (
@@ -83,6 +86,12 @@ def account(
     )
     g.updated_at = now
     return g
+
+
+def _upstream(status: TrainingJobStatus) -> bool:
+    """Whether the job waited for its upstream jobs (Admitted False for that reason)."""
+    admitted = next((c for c in status.conditions if c.type == ConditionType.ADMITTED), None)
+    return admitted is not None and admitted.status == "False" and admitted.reason in _UPSTREAM
 
 
 def _since_checkpoint(status: TrainingJobStatus, now: datetime) -> float:

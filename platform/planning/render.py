@@ -22,6 +22,7 @@ from typing import Any
 
 from carina.platform.api.health import AVOIDED, FULL_PASS_LABEL, HEALTH_LABEL
 from carina.platform.api.types import API_VERSION, KIND, TopologyMode, TrainingJob
+from carina.platform.planning.dependencies import resolved_config
 from carina.platform.planning.observed import INDEX_LABEL, JOB_LABEL, RESTART_LABEL
 from carina.platform.planning.profiles import (
     GPU_RESOURCE,
@@ -126,9 +127,10 @@ def _metadata(job: TrainingJob, name: str, labels: dict[str, str] | None = None)
 
 
 def spec_document(job: TrainingJob) -> dict[str, Any]:
-    """What CARINA_SPEC holds: the workload kind and its config, camelCase."""
-    workload = job.spec.workload
-    return contract.spec_document(workload.kind, workload.config.to_wire())
+    """What CARINA_SPEC holds: the workload kind and its config, camelCase, each job://
+    input resolved to the checkpoint URI `status.inputs` records (`UnresolvedReference` while
+    one is not: a worker only ever reads URIs)."""
+    return contract.spec_document(job.spec.workload.kind, resolved_config(job))
 
 
 def checkpoint_uri(job: TrainingJob, settings: RenderSettings) -> str:

@@ -435,6 +435,7 @@ def test_kubectl_get_shows_the_printer_columns(k8s_cluster, namespace, operator)
         "RESTARTS",
         "QUEUE",
         "REASON",
+        "ADMITTED",
         "AGE",
     ]
     assert out[1].split()[:5] == ["llm", "Running", "pretrain", "2", "2"]

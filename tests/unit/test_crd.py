@@ -68,11 +68,14 @@ def test_crd_names_status_and_printer_columns() -> None:
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
     assert columns == [
         "Phase", "Workload", "Ready", "Workers", "Step", "Loss", "Restarts", "Queue", "Reason",
-        "Age",
+        "Admitted", "Age", "Message",
     ]  # fmt: skip
     paths = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
     assert paths["Queue"] == ".spec.queue"
     assert paths["Reason"] == ".status.queueing.reason"
+    # Why a job has no workers (WaitingForQuota, WaitingForUpstream ...), and with -o wide how.
+    assert paths["Admitted"] == '.status.conditions[?(@.type=="Admitted")].reason'
+    assert paths["Message"] == '.status.conditions[?(@.type=="Admitted")].message'
 
 
 def _crd_file(name: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from fastapi.responses import PlainTextResponse
 
 from carina.platform.api.types import TrainingJob
 from carina.platform.controlplane.backend_errors import Invalid
+from carina.platform.controlplane.dependency_check import refuse_dependency_loop
 from carina.platform.controlplane.deps import (
     BackendDep,
     MayCreate,
@@ -45,13 +46,15 @@ async def create_job(
     job: Annotated[TrainingJob, Body(description="a TrainingJob manifest")],
     backend: BackendDep,
 ) -> Response:
-    """Submit a TrainingJob; 422 names each broken field and rule, 409 if the name is taken."""
+    """Submit a TrainingJob; 422 names each broken field and rule (a loop of dependencies
+    with the stored jobs among them), 409 if the name is taken."""
     with http_errors():
         if job.metadata.namespace not in (None, namespace):
             raise Invalid(
                 f"metadata.namespace must be {namespace} (the namespace in the URL) or unset",
                 [("metadata.namespace", f"must equal the URL's namespace {namespace}")],
             )
+        await refuse_dependency_loop(namespace, job, backend)
         return _json(await backend.create(namespace, job), status.HTTP_201_CREATED)
 
 
