@@ -123,10 +123,17 @@ def derive_status(
         failed=sum(1 for w in current if w.phase == "Failed"),
     )
     # The workers' final words (termination messages): the checkpoint each acknowledged (the
-    # newest wins) and where global rank 0 of the current generation ended.
+    # newest wins) and where global rank 0 of the current generation ended. At the step the
+    # checkpoint gauge already reported, a final word naming another URI wins too: a result
+    # made from that step's checkpoint (quantize's packed model) is the job's final one.
     for w in workers:
         ckpt = parse_checkpoint(w.termination_message, w.finished_at)
-        if ckpt and (status.last_checkpoint is None or ckpt.step > status.last_checkpoint.step):
+        last = status.last_checkpoint
+        if ckpt and (
+            last is None
+            or ckpt.step > last.step
+            or (ckpt.step == last.step and ckpt.uri != last.uri)
+        ):
             status.last_checkpoint = ckpt
 
     if status.phase in FINISHED_PHASES:

@@ -1,8 +1,8 @@
 """The whole chain of examples/pipeline-full.yaml, shrunk, on the embedded platform.
 
 pretrain -> continued pretraining (longer sequences, `init` from the first) -> SSR
-fine-tune -> W4A4 quantize, and an evaluation of the fine-tune against the continued
-pretraining that `dependsOn` the quantize job: five jobs submitted at once, run in order.
+fine-tune -> W4A4 quantize -> an evaluation of the packed W4A4 model against the fine-tune:
+five jobs submitted at once, run in order.
 """
 
 from __future__ import annotations
@@ -85,26 +85,34 @@ def test_the_whole_chain_submitted_at_once_runs_stage_by_stage(
     for upstream, downstream in itertools.pairwise(NAMES):
         assert final[downstream]["startTime"] >= final[upstream]["completionTime"]
 
-    pretrain, cont, tuned = (final[n] for n in NAMES[:3])
+    pretrain, cont, tuned, quantize = (final[n] for n in NAMES[:4])
     assert cont["inputs"][0]["uri"] == pretrain["lastCheckpoint"]["uri"]
-    assert final["full-quantize"]["inputs"][0]["uri"] == tuned["lastCheckpoint"]["uri"]
+    assert quantize["inputs"][0]["uri"] == tuned["lastCheckpoint"]["uri"]
+    # The quantize job's final checkpoint is its packed model, made from its last QAT step.
+    packed_uri = f"file://{tmp_path}/reports/quantize/quantized"
+    assert quantize["lastCheckpoint"]["uri"] == packed_uri
+    assert quantize["lastCheckpoint"]["step"] == 4
     assert final["full-evaluate"]["inputs"] == [
         {
             "field": "spec.workload.evaluate.base",
-            "job": "full-finetune",
-            "uri": tuned["lastCheckpoint"]["uri"],
+            "job": "full-quantize",
+            "uri": packed_uri,
             "step": 4,
         },
         {
             "field": "spec.workload.evaluate.compareTo",
-            "job": "full-continue",
-            "uri": cont["lastCheckpoint"]["uri"],
-            "step": 10,
+            "job": "full-finetune",
+            "uri": tuned["lastCheckpoint"]["uri"],
+            "step": 4,
         },
-        {"field": "spec.dependsOn[0]", "job": "full-quantize"},
     ]
 
     quantized = json.loads((tmp_path / "reports/quantize/quantized/report.json").read_text())
     assert set(quantized["perplexity"]) == {"w16a16", "w4a16", "w4a4"}
     report = json.loads((tmp_path / "reports/evaluate/report.json").read_text())
+    assert (report["model"], report["modelPrecision"]) == (packed_uri, "W4A4")
+    assert (report["baseline"], report["baselinePrecision"]) == (
+        tuned["lastCheckpoint"]["uri"],
+        "W16A16",
+    )
     assert report["averageDrop"] is not None

@@ -24,8 +24,8 @@ from builders import make_job
 
 from carina.workloads.config import DataSpec
 from carina.workloads.data import build_corpus
-from carina.workloads.quantize import packed
 from carina.workloads.quantize.report import perplexity
+from carina.workloads.runtime import packed
 from carina.workloads.runtime.storage import open_store
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -3,7 +3,9 @@
 Each task gets its change (model - base, in the metric's units) and its relative drop (the
 share of the base's score lost; for perplexity a rise counts as a drop). The average drop is
 the mean relative drop over the held-out tasks (those not marked `target`): the SSR paper's
-measure of what fine-tuning cost the model's general abilities.
+measure of what fine-tuning cost the model's general abilities, or, for a quantized model
+against its full-precision base, what quantization cost. Each model's precision (`W4A4`,
+`W16A16`) heads the report.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ def compare(
     base: list[TaskResult] | None,
     model_uri: str,
     base_uri: str | None,
+    model_precision: str,
+    base_precision: str | None,
 ) -> dict[str, Any]:
-    """The report document (JSON-able)."""
+    """The report document (JSON-able); precisions as `W4A4`, `W16A16`."""
     tasks = []
     drops = []
     base_by_name = {r.name: r for r in base or []}
@@ -41,7 +45,9 @@ def compare(
         tasks.append(entry)
     return {
         "model": model_uri,
+        "modelPrecision": model_precision,
         "baseline": base_uri,
+        "baselinePrecision": base_precision,
         "tasks": tasks,
         "averageDrop": metrics.mean(drops) if drops else None,
         "heldOutTasks": len(drops),
@@ -56,9 +62,9 @@ def _fmt(x: float | None, pct: bool = False) -> str:
 
 def render_markdown(report: dict[str, Any]) -> str:
     """The report as a Markdown table, one row per task."""
-    lines = [f"# Evaluation of `{report['model']}`", ""]
+    lines = [f"# Evaluation of `{report['model']}` ({report['modelPrecision']})", ""]
     if report["baseline"]:
-        lines += [f"Baseline: `{report['baseline']}`", ""]
+        lines += [f"Baseline: `{report['baseline']}` ({report['baselinePrecision']})", ""]
     lines += [
         "| task | kind | metric | baseline | model | change | drop |",
         "|---|---|---|---:|---:|---:|---:|",

@@ -8,6 +8,13 @@ with spec {"kind": "evaluate", "config": {"base": ..., "compareTo": ..., "tasks"
 Rank 0 evaluates `base` (and `compareTo`) on every task and writes `report.json` and
 `report.md` under CARINA_CHECKPOINT_URI; other ranks have nothing to do and exit at once.
 The run is short and idempotent, so a restart simply runs it again.
+
+Either model may be a training checkpoint (run as trained: W16A16, or W16A4 when pretrained
+with `qat`) or a quantize job's packed result, `<its checkpoint URI>/quantized` (what
+`job://<quantize job>` resolves to): that one runs as stored, int4 weights dequantized and
+activations fake-quantized with the stored clip values (W4A4). The report names each
+model's precision, so `base: job://<quantize job>` with `compareTo: job://<its base>` gives
+the drop quantization cost.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from carina.workloads.contract import WorkerContext
 from carina.workloads.evaluate.harness import TaskResult, run_task
 from carina.workloads.evaluate.report import compare, render_markdown
 from carina.workloads.models.transformer import Transformer
-from carina.workloads.runtime import checkpoint
+from carina.workloads.runtime import checkpoint, packed
 from carina.workloads.runtime.storage import open_store
 from carina.workloads.runtime.telemetry import log_event
 from carina.workloads.tasks.loaders import TaskData, load_task_data
@@ -43,6 +50,17 @@ def evaluate_suite(
     return results
 
 
+def load_model(uri: str, device: str) -> tuple[Transformer, str]:
+    """The model `uri` names and its precision (`W4A4`, `W16A16`)."""
+    store = packed.find_quantized(uri)
+    if store is not None:
+        model, _, manifest = packed.load_quantized(store)
+        assert isinstance(model, Transformer)
+        return model.to(device), packed.precision(manifest)
+    model = checkpoint.load_pretrained(uri, device)
+    return model, f"W16A{model.arch.activation_bits}"
+
+
 def run_evaluate(cfg: EvaluateConfig, ctx: WorkerContext) -> ExitCode:
     """Evaluate, compare, write the report; the worker contract's entry point for `evaluate`."""
     if ctx.rank != 0:
@@ -50,13 +68,15 @@ def run_evaluate(cfg: EvaluateConfig, ctx: WorkerContext) -> ExitCode:
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     data = {task.name: load_task_data(task.data) for task in cfg.tasks}
-    model: Transformer = checkpoint.load_pretrained(cfg.base, device)
+    model, precision = load_model(cfg.base, device)
+    log_event("model", uri=cfg.base, precision=precision)
     results = evaluate_suite(model, cfg, data)
-    base_results = None
+    base_results = base_precision = None
     if cfg.compare_to:
-        baseline: Transformer = checkpoint.load_pretrained(cfg.compare_to, device)
+        baseline, base_precision = load_model(cfg.compare_to, device)
+        log_event("baseline", uri=cfg.compare_to, precision=base_precision)
         base_results = evaluate_suite(baseline, cfg, data)
-    report = compare(results, base_results, cfg.base, cfg.compare_to)
+    report = compare(results, base_results, cfg.base, cfg.compare_to, precision, base_precision)
     markdown = render_markdown(report)
     if ctx.checkpoint_uri:
         store = open_store(ctx.checkpoint_uri)

@@ -17,12 +17,15 @@ with spec {"kind": "quantize", "config": {"base": "file:///tmp/base", "method": 
 4. Perplexity at W16A16, W{b}A16 and W{b}A{a} on `evalBatches` held-out batches, and the base
    checkpoint's own W16A16 on the same batches (the paper's reference; after QAT the run's
    W16A16 is no longer the base model), activation statistics per layer; the quantized
-   checkpoint and report go to `<checkpoint URI>/quantized/`.
+   checkpoint and report go to `<checkpoint URI>/quantized/` (`runtime/packed.py`), and the
+   termination message names `<checkpoint URI>/quantized` as the run's final checkpoint, so
+   `job://<this job>` resolves to the quantized model (the `evaluate` workload reads it).
 
 A base pretrained with `qat` at the same activation bits keeps its learned clip values; any
 other base gets them calibrated.
 
-The quantized checkpoint's manifest is written last; a restart that finds it exits 0 at once.
+The quantized checkpoint's manifest is written last; a restart that finds it exits 0 at once,
+with the same final word.
 One worker only: QAT of a small model does not need data parallelism, and GPTQ's block-wise
 calibration is sequential.
 """
@@ -36,7 +39,7 @@ from typing import Any
 import torch
 
 from carina.workloads.config import ExitCode, QuantizeConfig, QuantizeMethod
-from carina.workloads.contract import WorkerContext
+from carina.workloads.contract import TerminationMessage, WorkerContext
 from carina.workloads.data import ShardedSampler, Windows, build_corpus
 from carina.workloads.errors import WorkerError
 from carina.workloads.models.kurtosis import OutputKurtosis
@@ -46,7 +49,6 @@ from carina.workloads.models.quant_layers import (
     set_precision,
 )
 from carina.workloads.models.transformer import Transformer
-from carina.workloads.quantize import packed
 from carina.workloads.quantize.metrics import QuantizeMetrics
 from carina.workloads.quantize.ptq import quantize_model_weights
 from carina.workloads.quantize.qat import build_optimizer, qat_step
@@ -56,13 +58,14 @@ from carina.workloads.quantize.report import (
     perplexity,
     render_markdown,
 )
-from carina.workloads.runtime import checkpoint
+from carina.workloads.runtime import checkpoint, packed
+from carina.workloads.runtime.checkpoint_refs import CheckpointRef
 from carina.workloads.runtime.distributed import Dist, PreemptionFlag
 from carina.workloads.runtime.flops import flops_per_token
 from carina.workloads.runtime.loop import RunLoop, StepReport, Workload, run_workload
 from carina.workloads.runtime.schedules import learning_rate
 from carina.workloads.runtime.storage import Store, open_store
-from carina.workloads.runtime.telemetry import log_event
+from carina.workloads.runtime.telemetry import log_event, write_termination_message
 
 # Per-layer statistics cost a device sync per layer: record them every this many steps.
 STATS_EVERY = 10
@@ -190,8 +193,9 @@ class QuantizeJob(Workload):
         fields = {"ce": round(result.ce, 5), "kurtosis": round(result.kurtosis, 3)}
         return StepReport(result.loss, lr, tokens, tokens * self.flops_token, fields)
 
-    def finish(self) -> None:
-        """Weight PTQ, evaluation, the quantized checkpoint and its report."""
+    def finish(self) -> CheckpointRef:
+        """Weight PTQ, evaluation, the quantized checkpoint and its report; the quantized
+        checkpoint is the run's final checkpoint (at the QAT step it was made from)."""
         cfg = self.cfg
         t0 = time.perf_counter()
         qweights = quantize_model_weights(
@@ -248,6 +252,7 @@ class QuantizeJob(Workload):
             perplexity={k: round(v, 4) for k, v in ppl.items()},
             meanInputKurtosis=round(report["meanActivationKurtosis"]["input"], 3),
         )
+        return CheckpointRef(self.step, uri)
 
     def base_perplexity(self, windows: Windows) -> float | None:
         """The base checkpoint's W16A16 on the evaluation windows (None: no QAT step ran, so
@@ -272,11 +277,17 @@ def run_quantize(cfg: QuantizeConfig, ctx: WorkerContext) -> ExitCode:
             ExitCode.BAD_CONFIG,
             "quantize writes its result under the checkpoint URI: set spec.checkpoint.uri",
         )
-    if packed.read_manifest(open_store(ctx.checkpoint_uri)) is not None:
-        log_event(
-            "done",
-            uri=ctx.checkpoint_uri.rstrip("/") + "/" + packed.DIRECTORY,
-            alreadyComplete=True,
+    manifest = packed.read_manifest(open_store(ctx.checkpoint_uri))
+    if manifest is not None:
+        # A restart after the result was written: the same final word as the run that wrote it.
+        uri = ctx.checkpoint_uri.rstrip("/") + "/" + packed.DIRECTORY
+        steps = int(manifest.get("qatSteps", 0))
+        write_termination_message(
+            TerminationMessage(
+                checkpoint_step=steps, checkpoint_uri=uri, step=steps, total_steps=steps
+            ),
+            ctx.termination_log,
         )
+        log_event("done", uri=uri, alreadyComplete=True)
         return ExitCode.SUCCEEDED
     return run_workload(ctx, lambda d, preempt: QuantizeJob(cfg, ctx, d, preempt))

@@ -7,7 +7,8 @@ The loop (`RunLoop`) owns the rest, once for every workload:
 - the SIGTERM protocol: at each step boundary the ranks agree (an all-reduce of the flag), save
   together, rank 0 writes the termination message, and the run exits PREEMPTED (75);
 - rank 0's final word: on success too, the termination message holds the last step, total
-  steps, loss and newest checkpoint (the metrics endpoint is gone once the worker exits);
+  steps, loss and newest checkpoint, or the result a workload's `finish` wrote from it (the
+  metrics endpoint is gone once the worker exits);
 - checkpoints (`Checkpointer`): resume, interval saves, the final save;
 - telemetry: the step, loss, learning rate, tokens per second and MFU of every `log_every`-th
   step (and of the last), as metrics (the platform's live progress) and a `step` event;
@@ -39,6 +40,7 @@ from carina.workloads.config import Architecture, ExitCode
 from carina.workloads.contract import WorkerContext
 from carina.workloads.runtime import distributed
 from carina.workloads.runtime.checkpoint import Restored
+from carina.workloads.runtime.checkpoint_refs import CheckpointRef
 from carina.workloads.runtime.checkpointer import Checkpointer
 from carina.workloads.runtime.distributed import Dist, PreemptionFlag
 from carina.workloads.runtime.flops import mfu, peak_flops
@@ -105,8 +107,12 @@ class Workload(ABC):
         """Work after a step, before its interval save (held-out evaluation)."""
         return None
 
-    def finish(self) -> None:
-        """Work after the last step and the final save (quantization, reports)."""
+    def finish(self) -> CheckpointRef | None:
+        """Work after the last step and the final save (quantization, reports).
+
+        A result that supersedes the final checkpoint (quantize's packed model) is returned:
+        the termination message names it as the run's final checkpoint.
+        """
         return None
 
     @property
@@ -227,7 +233,7 @@ class RunLoop:
                     self.step_times.pause()
             self._share_step_times()
         ref = self.checkpointer.save(w, force=True) if self.total_steps else None
-        w.finish()
+        ref = w.finish() or ref
         if self.d.is_main:
             write_termination_message(
                 self.telemetry.final_word(w.step, ref), self.ctx.termination_log

@@ -31,10 +31,9 @@ from carina.workloads.finetune.run import Finetuner, run_finetune
 from carina.workloads.models.generation import generate_answers
 from carina.workloads.models.transformer import Transformer
 from carina.workloads.pretrain.run import StepRecord, Trainer, run_pretrain
-from carina.workloads.quantize import packed
 from carina.workloads.quantize.report import perplexity, precision_keys
 from carina.workloads.quantize.workload import QuantizeJob
-from carina.workloads.runtime import checkpoint
+from carina.workloads.runtime import checkpoint, packed
 from carina.workloads.runtime.distributed import Dist, PreemptionFlag
 from carina.workloads.runtime.storage import open_store
 from carina.workloads.tasks.loaders import load_task_data

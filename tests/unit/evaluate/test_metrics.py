@@ -74,7 +74,7 @@ def result(name: str, score: float, higher: bool = True, target: bool = False) -
 def test_report_gives_each_change_and_the_average_drop_over_held_out_tasks():
     model = [result("qa", 0.9, target=True), result("mc", 0.4), result("ppl", 12.0, False)]
     base = [result("qa", 0.2, target=True), result("mc", 0.5), result("ppl", 10.0, False)]
-    report = compare(model, base, "file:///ft", "file:///base")
+    report = compare(model, base, "file:///ft", "file:///base", "W16A16", "W16A16")
     by_name = {t["name"]: t for t in report["tasks"]}
     assert by_name["mc"]["change"] == pytest.approx(-0.1)
     assert by_name["mc"]["relativeDrop"] == pytest.approx(0.2)
@@ -88,6 +88,15 @@ def test_report_gives_each_change_and_the_average_drop_over_held_out_tasks():
 
 
 def test_report_without_a_baseline_lists_scores_only():
-    report = compare([result("mc", 0.4)], None, "file:///m", None)
+    report = compare([result("mc", 0.4)], None, "file:///m", None, "W16A16", None)
     assert report["averageDrop"] is None
     assert "| mc | multiple-choice | accuracy | - | 0.4 | - | - |" in render_markdown(report)
+
+
+def test_report_names_the_precision_of_the_model_and_of_its_baseline():
+    model, base = [result("ppl", 12.0, False)], [result("ppl", 10.0, False)]
+    report = compare(model, base, "file:///q/quantized", "file:///ft", "W4A4", "W16A16")
+    assert (report["modelPrecision"], report["baselinePrecision"]) == ("W4A4", "W16A16")
+    md = render_markdown(report)
+    assert "# Evaluation of `file:///q/quantized` (W4A4)" in md
+    assert "Baseline: `file:///ft` (W16A16)" in md

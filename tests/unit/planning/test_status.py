@@ -8,7 +8,7 @@ import pytest
 from planning_fakes import at, failed, pending, running, succeeded, tj
 
 from carina.platform.api.reasons import ConditionType, Reason
-from carina.platform.api.types import Phase, TrainingJobStatus
+from carina.platform.api.types import CheckpointStatus, Phase, TrainingJobStatus
 from carina.platform.planning.actions import CreateWorkers, FailJob, RestartGang, SucceedJob
 from carina.platform.planning.observed import ObservedWorker
 from carina.platform.planning.status import (
@@ -103,6 +103,17 @@ def test_last_checkpoint_comes_from_the_termination_message():
     st = derive_status(tj(), workers, status(Phase.RUNNING), at(4))
     assert (st.last_checkpoint.step, st.last_checkpoint.uri) == (40, "s3://b/llm/step-40")
     assert st.last_checkpoint.time == at(3)
+
+
+def test_a_final_word_naming_a_result_of_the_last_saved_step_becomes_the_last_checkpoint():
+    # quantize: the gauge reported its final QAT checkpoint, the final word its packed model.
+    scraped = CheckpointStatus(step=60, uri="s3://b/q/step-00000060", time=at(2))
+    said = json.dumps({"checkpoint": {"step": 60, "uri": "s3://b/q/quantized"}})
+    workers = [succeeded(0, termination_message=said, finished_at=at(3))]
+    st = derive_status(tj(), workers, status(Phase.RUNNING, last_checkpoint=scraped), at(4))
+    assert (st.last_checkpoint.step, st.last_checkpoint.uri) == (60, "s3://b/q/quantized")
+    again = derive_status(tj(), workers, st, at(5))
+    assert again.last_checkpoint == st.last_checkpoint
 
 
 def test_garbage_termination_message_is_ignored():

@@ -14,8 +14,8 @@ from carina.workloads.models.quant_layers import (
     quant_layers,
     set_precision,
 )
-from carina.workloads.quantize import packed
 from carina.workloads.quantize.ptq import quantize_model_weights
+from carina.workloads.runtime import packed
 from carina.workloads.runtime.storage import open_store
 
 torch.set_num_threads(1)

@@ -13,10 +13,9 @@ from quantize_builders import tiny_model
 from carina.workloads.config import ExitCode, QuantizeConfig
 from carina.workloads.contract import WorkerContext
 from carina.workloads.data import build_corpus
-from carina.workloads.quantize import packed
 from carina.workloads.quantize.report import perplexity
 from carina.workloads.quantize.workload import run_quantize
-from carina.workloads.runtime import checkpoint
+from carina.workloads.runtime import checkpoint, packed
 from carina.workloads.runtime.flops import flops_per_token
 from carina.workloads.runtime.storage import open_store
 
@@ -118,3 +117,21 @@ def test_the_report_compares_every_precision_with_the_base_models_w16a16(
         assert report["gapToBase"][key] == pytest.approx(ppl - expected)
     markdown = (store.get_bytes(f"{packed.DIRECTORY}/report.md") or b"").decode()
     assert f"| base W16A16 | {expected:.3f} |" in markdown
+
+
+def test_the_final_word_names_the_quantized_checkpoint_and_a_restart_repeats_it(
+    base: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The platform turns the final word into status.lastCheckpoint: `job://<this job>` then
+    # resolves to the packed model, at the QAT step it was made from.
+    log = tmp_path / "termination-log"
+    ctx = WorkerContext(checkpoint_uri=f"file://{tmp_path}/q", termination_log=str(log))
+    assert run_quantize(quantize_config(base), ctx) == ExitCode.SUCCEEDED
+    said = json.loads(log.read_text())
+    assert said["checkpoint"] == {"step": 3, "uri": f"file://{tmp_path}/q/quantized"}
+    assert said["progress"]["step"] == 3
+    log.unlink()
+
+    assert run_quantize(quantize_config(base), ctx) == ExitCode.SUCCEEDED
+    assert json.loads(log.read_text())["checkpoint"] == said["checkpoint"]
+    assert '"alreadyComplete": true' in capsys.readouterr().out

@@ -1,11 +1,16 @@
 """The quantized checkpoint: packed integer weights, scales, zero points, activation clip values.
 
-Layout (a directory under the job's checkpoint URI, any store of `runtime.storage`):
+The `quantize` workload writes it and `evaluate` reads it, so it lives here, below both.
+Layout (a directory under the quantize job's checkpoint URI, any store of `runtime.storage`):
 
     quantized/
         model.safetensors   tensors below
         manifest.json       written LAST (its presence marks the checkpoint complete)
-        report.json, report.md   the evaluation report (see `report.py`)
+        report.json, report.md   the quantize job's report (`quantize/report.py`)
+
+`<checkpoint URI>/quantized` is the URI of the result: the quantize job's final checkpoint in
+its termination message (so `job://<quantize job>` resolves to it), and the URI
+`find_quantized` recognizes.
 
 model.safetensors, for each quantized linear layer `<name>` (weight W of shape (O, I), groups of
 g input columns, G = ceil(I / g) groups per row, b weight bits):
@@ -50,7 +55,7 @@ from carina.workloads.models.quant_layers import (
     set_precision,
     set_quantized_weights,
 )
-from carina.workloads.runtime.storage import Store, scratch_dir
+from carina.workloads.runtime.storage import Store, open_store, scratch_dir
 
 FORMAT = "carina-quantized"
 VERSION = 1
@@ -154,6 +159,24 @@ def read_manifest(store: Store) -> dict[str, Any] | None:
     """The manifest of a complete quantized checkpoint under `store`, or None."""
     raw = store.get_bytes(f"{DIRECTORY}/{MANIFEST}")
     return None if raw is None else dict(json.loads(raw))
+
+
+def find_quantized(uri: str) -> Store | None:
+    """The checkpoint root whose complete quantized checkpoint `uri` names, or None.
+
+    A quantized checkpoint is named by its directory, `<root>/quantized` (a quantize job's
+    final checkpoint); any other URI (a `step-N` directory, a checkpoint root) gives None.
+    """
+    root, _, last = uri.rstrip("/").rpartition("/")
+    if last != DIRECTORY or not root:
+        return None
+    store = open_store(root)
+    return store if read_manifest(store) is not None else None
+
+
+def precision(manifest: dict[str, Any]) -> str:
+    """The precision a quantized checkpoint runs at, as reports name it: `W4A4`."""
+    return f"W{manifest['weightBits']}A{manifest['activationBits']}"
 
 
 def load_quantized(store: Store) -> tuple[nn.Module, dict[str, QuantizedWeight], dict[str, Any]]:
