@@ -292,3 +292,26 @@ BAD_QUEUE_MANIFESTS: dict[str, tuple[dict[str, Any], str, str]] = {
         "value",
     ),
 }
+
+
+# A created job, and a change of each spec field that cannot change while the job may run:
+# the change (whole top-level spec fields), the field path a refusal names, and whether the
+# change is allowed while the job is suspended (before and after it).
+FIXED_FIELDS_JOB = make_job("fixed").with_spec(
+    cluster="vela", resources={"gpus": 8}, checkpoint={"uri": "s3://bucket/a"}
+)
+SPEC_CHANGES: dict[str, tuple[dict[str, Any], str, bool]] = {
+    "workload": (
+        {"workload": {"pretrain": {"model": {"preset": "tiny"}, "steps": 40}}},
+        "spec.workload",
+        False,
+    ),
+    "checkpoint-uri": ({"checkpoint": {"uri": "s3://bucket/b"}}, "spec.checkpoint.uri", False),
+    "replicas": ({"replicas": 3}, "spec.replicas", True),
+    "resources": ({"resources": {"gpus": 4}}, "spec.resources", True),
+    "cluster": ({"cluster": "blue-vela"}, "spec.cluster", True),
+    "image": ({"image": "example.com/trainer:2"}, "spec.image", True),
+    "template": ({"template": {"metadata": {"labels": {"team": "b"}}}}, "spec.template", True),
+    "topology": ({"topology": {"level": "carina.dev/rack"}}, "spec.topology", True),
+    "queue": ({"queue": "other"}, "spec.queue", True),
+}

@@ -38,6 +38,7 @@ from carina.platform.api.labels import (
     qualified_name_problem,
 )
 from carina.platform.api.quantity import POSITIVE_QUANTITY_PATTERN, QUANTITY_MAX_LENGTH
+from carina.platform.api.spec_changes import SPEC_CHANGE_RULES
 from carina.workloads.config import (
     JOB_REFERENCE_PREFIX,
     PERMANENT_EXIT_CODES,
@@ -655,6 +656,8 @@ class TrainingJobSpec(ApiModel):
             "resources.gpus must be at least 1 on the vela and blue-vela profiles",
             "resources.gpus",
         ),
+        # Transition rules: what cannot change on a created job (spec_changes.py).
+        *(rule.cel() for rule in SPEC_CHANGE_RULES),
     )
 
     workload: Workload

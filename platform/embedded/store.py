@@ -24,7 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from carina.platform.api.types import API_VERSION, KIND
+from pydantic import ValidationError
+
+from carina.platform.api.spec_changes import SpecChangeRefused, refused_changes
+from carina.platform.api.types import API_VERSION, KIND, TrainingJobSpec
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -279,7 +282,11 @@ class Store:
         return [_job(r) for r in rows]
 
     def update_spec(self, namespace: str, name: str, changes: dict[str, Any]) -> JobRow | None:
-        """Merge `changes` into the spec and bump metadata.generation; None if absent."""
+        """Merge `changes` into the spec and bump metadata.generation; None if absent.
+
+        Raises SpecChangeRefused (naming each field and rule) for a change of what cannot
+        change on a created job (`spec_changes.SPEC_CHANGE_RULES`), as the API server would.
+        """
         with self._tx() as db:
             row = db.execute(
                 "SELECT metadata, spec FROM jobs WHERE namespace = ? AND name = ?",
@@ -290,6 +297,19 @@ class Store:
             meta, spec = json.loads(row[0]), json.loads(row[1])
             if all(spec.get(k) == v for k, v in changes.items()):
                 return self.get_job(namespace, name)
+            # What cannot change on a created job, as the API server's transition rules say.
+            # A stored spec the models refuse (an older version's) is judged by the engine
+            # (plan_invalid), not here: suspending it must still work.
+            refused: list[tuple[str, str]] = []
+            try:
+                before = TrainingJobSpec.model_validate(spec)
+                after = TrainingJobSpec.model_validate({**spec, **changes})
+            except ValidationError:
+                pass
+            else:
+                refused = refused_changes(before, after)
+            if refused:
+                raise SpecChangeRefused(refused)
             spec.update(changes)
             meta["generation"] = int(meta.get("generation", 1)) + 1
             meta["resourceVersion"] = str(int(meta.get("resourceVersion", "1")) + 1)

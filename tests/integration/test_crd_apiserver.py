@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from builders import BAD_MANIFESTS, make_job
+from builders import BAD_MANIFESTS, FIXED_FIELDS_JOB, SPEC_CHANGES, make_job
 
 from carina.platform.api.manifests import ManifestError, parse_manifest
+from carina.platform.api.spec_changes import SPEC_CHANGE_RULES
 from carina.platform.api.types import TrainingJob
 from carina.testcluster import TestCluster
 
@@ -199,3 +200,86 @@ def test_api_server_and_models_agree_on_every_quantity(
         if not server:
             assert "spec.resources.cpu" in result.stderr, result.stderr
     assert not disagree
+
+
+# -- changing a created job's spec (platform/api/spec_changes.py) ---------------------------
+
+
+def patch_spec(cluster: TestCluster, namespace: str, name: str, spec: dict):
+    return cluster.kubectl(
+        "patch", "tj", name, "-n", namespace, "--type=merge", "-p", json.dumps({"spec": spec}),
+        check=False,
+    )  # fmt: skip
+
+
+def test_every_spec_change_rule_has_a_change_to_try() -> None:
+    assert {r.field for r in SPEC_CHANGE_RULES} == {path for _, path, _ in SPEC_CHANGES.values()}
+
+
+@pytest.mark.parametrize("case", sorted(SPEC_CHANGES))
+def test_api_server_refuses_changing_a_fixed_field_of_a_job_that_may_run(
+    k8s_cluster: TestCluster, namespace: str, case: str
+) -> None:
+    change, path, _ = SPEC_CHANGES[case]
+    created = json.loads(create(k8s_cluster, namespace, FIXED_FIELDS_JOB).stdout)
+    result = patch_spec(k8s_cluster, namespace, "fixed", change)
+    assert result.returncode != 0, f"{case} was accepted"
+    assert path in result.stderr, result.stderr
+    rule = next(r for r in SPEC_CHANGE_RULES if r.field == path)
+    assert rule.message in result.stderr, result.stderr
+    stored = k8s_cluster.get_json("tj", "-n", namespace, "fixed")
+    assert stored["spec"] == created["spec"]
+
+
+@pytest.mark.parametrize("case", sorted(SPEC_CHANGES))
+def test_a_suspended_job_takes_placement_changes_but_keeps_its_training(
+    k8s_cluster: TestCluster, namespace: str, case: str
+) -> None:
+    change, path, while_suspended = SPEC_CHANGES[case]
+    create(k8s_cluster, namespace, FIXED_FIELDS_JOB.with_spec(suspend=True))
+    result = patch_spec(k8s_cluster, namespace, "fixed", change)
+    assert (result.returncode == 0) == while_suspended, result.stderr
+    if not while_suspended:
+        assert path in result.stderr, result.stderr
+        return
+    stored = k8s_cluster.get_json("tj", "-n", namespace, "fixed")
+    assert holds(stored["spec"], change), stored["spec"]
+
+
+def holds(stored: object, change: object) -> bool:
+    """Whether every value `change` sets is in `stored` (which may add defaults)."""
+    if isinstance(change, dict):
+        return isinstance(stored, dict) and all(holds(stored.get(k), v) for k, v in change.items())
+    return stored == change
+
+
+def test_replicas_cannot_change_in_the_update_that_suspends_or_resumes(
+    k8s_cluster: TestCluster, namespace: str
+) -> None:
+    create(k8s_cluster, namespace, make_job("run"))
+    result = patch_spec(k8s_cluster, namespace, "run", {"suspend": True, "replicas": 3})
+    assert result.returncode != 0, "suspended and resized at once"
+    assert "spec.replicas" in result.stderr, result.stderr
+    assert patch_spec(k8s_cluster, namespace, "run", {"suspend": True}).returncode == 0
+    assert patch_spec(k8s_cluster, namespace, "run", {"replicas": 3}).returncode == 0
+    result = patch_spec(k8s_cluster, namespace, "run", {"suspend": False, "replicas": 4})
+    assert result.returncode != 0, "resumed and resized at once"
+    assert patch_spec(k8s_cluster, namespace, "run", {"suspend": False}).returncode == 0
+    assert k8s_cluster.get_json("tj", "-n", namespace, "run")["spec"]["replicas"] == 3
+
+
+def test_policies_change_on_a_job_that_may_run(k8s_cluster: TestCluster, namespace: str) -> None:
+    create(k8s_cluster, namespace, make_job("run"))
+    policies = {
+        "ttlSecondsAfterFinished": 5,
+        "activeDeadlineSeconds": 60,
+        "priority": 10,
+        "failurePolicy": {"maxRestarts": 7},
+    }
+    result = patch_spec(k8s_cluster, namespace, "run", policies)
+    assert result.returncode == 0, result.stderr
+    stored = k8s_cluster.get_json("tj", "-n", namespace, "run")["spec"]
+    assert stored["ttlSecondsAfterFinished"] == 5
+    assert stored["activeDeadlineSeconds"] == 60
+    assert stored["priority"] == 10
+    assert stored["failurePolicy"]["maxRestarts"] == 7

@@ -583,6 +583,60 @@ def test_active_deadline_fails_a_running_job(k8s_cluster, namespace, operator):
     )
 
 
+def patch_spec(cluster: TestCluster, ns: str, name: str, **spec: Any) -> None:
+    cluster.kubectl(
+        "patch", "trainingjob", name, "-n", ns, "--type=merge", "-p", json.dumps({"spec": spec})
+    )
+
+
+def test_a_ttl_set_on_a_finished_job_deletes_it(k8s_cluster, namespace, operator):
+    apply(k8s_cluster, cpu_job("llm", namespace))
+    wait_phase(k8s_cluster, namespace, "llm", "Running", operator)
+    exit_worker(k8s_cluster, namespace, "llm-worker-0-r0", 0)
+    wait_phase(k8s_cluster, namespace, "llm", "Succeeded", operator)
+    patch_spec(k8s_cluster, namespace, "llm", ttlSecondsAfterFinished=1)
+
+    def gone() -> bool:
+        out = k8s_cluster.kubectl("get", "trainingjobs", "-n", namespace, "-o", "name").stdout
+        return out.strip() == ""
+
+    wait_until(gone, TIMEOUT, "the job deleted after its new TTL", alive=operator._alive)
+
+
+def test_a_deadline_shortened_on_a_running_job_fails_it(k8s_cluster, namespace, operator):
+    apply(k8s_cluster, cpu_job("llm", namespace, activeDeadlineSeconds=3600))
+    wait_phase(k8s_cluster, namespace, "llm", "Running", operator)
+    patch_spec(k8s_cluster, namespace, "llm", activeDeadlineSeconds=1)
+    status = wait_phase(k8s_cluster, namespace, "llm", "Failed", operator)
+    assert condition(status, "Failed")["reason"] == "DeadlineExceeded"
+    wait_until(
+        lambda: not running_pods(k8s_cluster, namespace, "llm", 0), TIMEOUT, "the worker stopped"
+    )
+
+
+def test_replicas_changed_while_suspended_start_at_resume_with_the_new_world_size(
+    k8s_cluster, namespace, operator
+):
+    apply(k8s_cluster, gpu_job("llm", namespace, replicas=1))
+    wait_phase(k8s_cluster, namespace, "llm", "Running", operator)
+    refused = k8s_cluster.kubectl(
+        "patch", "trainingjob", "llm", "-n", namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"replicas": 2}}), check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0, "resized while running"
+    assert "spec.replicas" in refused.stderr, refused.stderr
+    patch_spec(k8s_cluster, namespace, "llm", suspend=True)
+    wait_phase(k8s_cluster, namespace, "llm", "Suspended", operator)
+    wait_until(lambda: not pods(k8s_cluster, namespace, "llm"), TIMEOUT, "no worker pods")
+    patch_spec(k8s_cluster, namespace, "llm", replicas=2)
+    patch_spec(k8s_cluster, namespace, "llm", suspend=False)
+    wait_phase(k8s_cluster, namespace, "llm", "Running", operator)
+    workers = running_pods(k8s_cluster, namespace, "llm", 0)
+    assert len(workers) == 2
+    world = {WorkerContext.from_env(env_of(p)).world_size for p in workers}
+    assert world == {16}  # two workers of eight GPUs
+
+
 def test_two_workers_of_four_gpus_are_ranks_0_to_3_and_4_to_7_of_world_8(
     k8s_cluster, namespace, operator
 ):

@@ -346,5 +346,6 @@ def test_kubectl_shows_the_queue_columns(
     # No status yet: the counts print empty.
     assert lq == ["NAME", "CLUSTERQUEUE", "PENDING", "ADMITTED", "training", queued]
     jobs = k8s_cluster.kubectl("get", "tj", "-n", namespace, "first").stdout.splitlines()
-    assert jobs[0].split()[-3:] == ["QUEUE", "REASON", "AGE"]
+    assert jobs[0].split()[-4:] == ["QUEUE", "REASON", "ADMITTED", "AGE"]
+    # No reconcile has run here, so the Admitted condition (and its column) is still empty.
     assert jobs[1].split()[-3:-1] == ["training", "WaitingForQuota"]
