@@ -12,9 +12,11 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from operator_process import OperatorProcess
 
 from carina.testcluster import (
     PrometheusServer,
@@ -144,3 +146,14 @@ def s3(s3_server: S3Server, request: pytest.FixtureRequest) -> S3Bucket:
     """A fresh, empty bucket for this test on the session's S3 server."""
     # Bucket names: 3-63 characters of lowercase letters, digits and '-'.
     return s3_server.create_bucket(_namespace_name(request.node.name)[-40:].lstrip("-"))
+
+
+@pytest.fixture
+def operator(k8s_cluster: TestCluster, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    """A running operator for the test's namespace; its log's tail is printed afterwards."""
+    op = OperatorProcess(k8s_cluster, namespace, tmp_path / "operator.log").start()
+    try:
+        yield op
+    finally:
+        op.stop()
+        print(f"--- operator log (tail)\n{op.log_tail()}")

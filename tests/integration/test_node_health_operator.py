@@ -18,7 +18,6 @@ import pytest
 from test_health_agent import remove_condition, run_once
 from test_operator import (
     TIMEOUT,
-    OperatorProcess,
     apply,
     condition,
     gpu_job,
@@ -56,16 +55,6 @@ def set_verdict(cluster: TestCluster, node: str, health: str | None, check: str 
 
 def taint_keys(cluster: TestCluster, node: str) -> set[str]:
     return {t["key"] for t in cluster.get_json("node", node)["spec"].get("taints") or []}
-
-
-@pytest.fixture
-def operator(k8s_cluster, namespace, tmp_path) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(k8s_cluster, namespace, tmp_path / "operator.log").start()
-    try:
-        yield op
-    finally:
-        op.stop()
-        print(f"--- operator log (tail)\n{op.log_tail()}")
 
 
 @pytest.fixture

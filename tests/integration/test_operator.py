@@ -9,102 +9,26 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from builders import make_job
+from operator_process import OperatorProcess
 
 from carina.testcluster import (
     SIMULATE_EXIT_CODE_ANNOTATION,
     SIMULATE_EXIT_MESSAGE_ANNOTATION,
     TestCluster,
 )
-from carina.testcluster.processes import free_port, wait_until
+from carina.testcluster.processes import wait_until
 from carina.workloads.contract import WorkerContext
 
 pytestmark = pytest.mark.k8s
 
 TIMEOUT = 60
-
-
-class OperatorProcess:
-    """`python -m carina.operators` against the test cluster, for one namespace."""
-
-    def __init__(self, cluster: TestCluster, namespace: str, log_path: Path, **env: str):
-        self.cluster, self.namespace, self.log_path = cluster, namespace, log_path
-        self.port = free_port()
-        self.env = {
-            **os.environ,
-            "KUBECONFIG": str(cluster.kubeconfig),
-            "CARINA_OPERATOR_NAMESPACES": namespace,
-            "CARINA_OPERATOR_PORT": str(self.port),
-            "CARINA_OPERATOR_PROGRESS_INTERVAL": "0",
-            "CARINA_OPERATOR_LOG_LEVEL": "DEBUG",
-            **env,
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> OperatorProcess:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "carina.operators"],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_until(self.healthy, 30, "operator /healthz", alive=self._alive)
-        return self
-
-    def _alive(self) -> None:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"operator exited {self.proc.returncode}:\n{self.log_tail()}")
-
-    def healthy(self) -> bool:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
-            return r.status == 200
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
-            return r.read().decode()
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, as when a node dies under it."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def log_tail(self, lines: int = 60) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-@pytest.fixture
-def operator(k8s_cluster: TestCluster, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(k8s_cluster, namespace, tmp_path / "operator.log").start()
-    try:
-        yield op
-    finally:
-        op.stop()
-        print(f"--- operator log (tail)\n{op.log_tail()}")
 
 
 # -- helpers --------------------------------------------------------------------------------

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from test_operator import (
     TIMEOUT,
     OperatorProcess,
@@ -83,16 +81,6 @@ def finetune(name: str, namespace: str, base: str, **kw: Any) -> dict[str, Any]:
 def evaluate(name: str, namespace: str, base: str, compare_to: str) -> dict[str, Any]:
     config = {"base": base, "compareTo": compare_to, "tasks": TASKS}
     return job(name, namespace, {"evaluate": config})
-
-
-@pytest.fixture
-def operator(k8s_cluster: TestCluster, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(k8s_cluster, namespace, tmp_path / "operator.log").start()
-    try:
-        yield op
-    finally:
-        op.stop()
-        print(f"--- operator log (tail)\n{op.log_tail()}")
 
 
 def admitted(cluster: TestCluster, ns: str, name: str) -> dict[str, Any]:

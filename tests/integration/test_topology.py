@@ -11,13 +11,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
 from test_operator import (
     TIMEOUT,
-    OperatorProcess,
     apply,
     condition,
     exit_worker,
@@ -77,22 +75,6 @@ def units(k8s_cluster: TestCluster) -> Iterator[Units]:
     finally:
         if made.nodes:
             made.delete(*made.nodes)
-
-
-@pytest.fixture
-def operator(k8s_cluster: TestCluster, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(
-        k8s_cluster,
-        namespace,
-        tmp_path / "operator.log",
-        CARINA_OPERATOR_TOPOLOGY_RETRY_SECONDS="1",
-    )
-    op.start()
-    try:
-        yield op
-    finally:
-        op.stop()
-        print(f"--- operator log (tail)\n{op.log_tail()}")
 
 
 def placement(cluster: TestCluster, ns: str, name: str) -> dict[str, Any] | None:
