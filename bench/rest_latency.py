@@ -10,7 +10,13 @@ per request are printed beside it. Operations: GET one
 job (a random one of the 1,000), LIST one page (limit=100, the default) and LIST all
 1,000 (limit=1000).
 
+With `--baseline DIR` (another checkout of the repository, e.g. `git worktree add DIR REF`
+or `git archive REF | tar -x -C DIR`) a second server runs that code over its own copy of
+the jobs, and each operation is measured on both, one after the other, in the same run:
+the two figures then share the machine's load.
+
     .venv/bin/python bench/rest_latency.py [--jobs 1000] [--clients 50] [--requests 2000]
+        [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -35,13 +41,17 @@ sys.path.insert(0, str(ROOT / "tests"))
 from builders import make_job  # noqa: E402
 
 TOKEN = "bench-token"
+BASE = "/api/v1/namespaces/bench/trainingjobs"
 
 
-def serve(state: Path, port: int) -> subprocess.Popen[bytes]:
+def serve(state: Path, port: int, code: Path | None = None) -> subprocess.Popen[bytes]:
+    """uvicorn over a store-only local backend in `state`; the code of checkout `code` if given."""
     (state / "tokens.yaml").write_text(
         yaml.safe_dump({"tokens": [{"name": "bench", "token": TOKEN, "namespaces": ["*"]}]})
     )
     env = {**os.environ, "CARINA_STATE_DIR": str(state), "CARINA_RUN_WORKERS": "false"}
+    if code is not None:
+        env["PYTHONPATH"] = str(package_of(code, state / "code"))
     return subprocess.Popen(
         [
             sys.executable,
@@ -59,6 +69,37 @@ def serve(state: Path, port: int) -> subprocess.Popen[bytes]:
         ],
         env=env,
     )
+
+
+def package_of(checkout: Path, into: Path) -> Path:
+    """A folder whose `carina` package is `checkout`'s (found before the installed one)."""
+    package = into / "carina"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    for root in ("platform", "operators", "workloads", "testcluster"):
+        if (checkout / root).is_dir():
+            (package / root).symlink_to((checkout / root).resolve())
+    return into
+
+
+async def wait_ready(url: str) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=5) as http:
+        for _ in range(400):
+            try:
+                if (await http.get("/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                await asyncio.sleep(0.05)
+    raise RuntimeError(f"no server at {url}")
+
+
+async def fill(url: str, jobs: int) -> None:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=30, headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as http:
+        for i in range(jobs):
+            resp = await http.post(BASE, json=make_job(f"job-{i:05d}"))
+            assert resp.status_code == 201, resp.text
 
 
 async def measure(port: int, paths: list[str], clients: int, total: int) -> list[float]:
@@ -131,28 +172,21 @@ def pct(values: list[float], q: float) -> float:
 
 async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="carina-bench-") as tmp:
-        state = Path(tmp)
-        port = 18000 + os.getpid() % 1000
-        server = serve(state, port)
-        url = f"http://127.0.0.1:{port}"
+        codes = {"baseline": args.baseline, "this": None} if args.baseline else {"this": None}
+        servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
         try:
-            async with httpx.AsyncClient(
-                base_url=url, timeout=5, headers={"Authorization": f"Bearer {TOKEN}"}
-            ) as http:
-                for _ in range(200):
-                    try:
-                        if (await http.get("/healthz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        await asyncio.sleep(0.05)
-                base = "/api/v1/namespaces/bench/trainingjobs"
-                for i in range(args.jobs):
-                    resp = await http.post(base, json=make_job(f"job-{i:05d}"))
-                    assert resp.status_code == 201, resp.text
+            for i, (label, code) in enumerate(codes.items()):
+                state = Path(tmp) / label
+                state.mkdir()
+                port = 18000 + (os.getpid() + i) % 1000
+                servers[label] = serve(state, port, code), port
+            for _, port in servers.values():
+                await wait_ready(f"http://127.0.0.1:{port}")
+                await fill(f"http://127.0.0.1:{port}", args.jobs)
             ops = {
-                "get": [f"{base}/job-{i:05d}" for i in range(args.jobs)],
-                "list (limit=100)": [f"{base}?limit=100"],
-                f"list (limit={args.jobs})": [f"{base}?limit={args.jobs}"],
+                "get": [f"{BASE}/job-{i:05d}" for i in range(args.jobs)],
+                "list (limit=100)": [f"{BASE}?limit=100"],
+                f"list (limit={args.jobs})": [f"{BASE}?limit={args.jobs}"],
             }
             print(
                 f"machine: {platform.processor() or platform.machine()}, "
@@ -164,33 +198,37 @@ async def main_async(args: argparse.Namespace) -> None:
                 f"{args.requests} requests per operation (after {args.clients * 4} warm-up)"
             )
             print(
-                f"{'operation':<20} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}"
+                f"{'operation':<20} {'server':<9} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}"
                 f"   server-side p50/p99 (bucket bound, ms)   CPU ms/request server / client"
             )
             route = "/api/v1/namespaces/{namespace}/trainingjobs"
-            async with httpx.AsyncClient(
-                base_url=url, timeout=30, headers={"Authorization": f"Bearer {TOKEN}"}
-            ) as http:
-                for name, paths in ops.items():
-                    templ = route + ("/{name}" if name == "get" else "")
+            for name, paths in ops.items():
+                templ = route + ("/{name}" if name == "get" else "")
+                for label, (server, port) in servers.items():
                     await measure(port, paths, args.clients, args.clients * 4)
-                    before = await server_histogram(http, templ)
-                    cpu = cpu_seconds(server.pid), time.process_time()
-                    start = time.perf_counter()
-                    lat = await measure(port, paths, args.clients, args.requests)
-                    rate = len(lat) / (time.perf_counter() - start)
-                    server_ms = (cpu_seconds(server.pid) - cpu[0]) / len(lat) * 1000
-                    client_ms = (time.process_time() - cpu[1]) / len(lat) * 1000
-                    after = await server_histogram(http, templ)
+                    async with httpx.AsyncClient(
+                        base_url=f"http://127.0.0.1:{port}",
+                        timeout=30,
+                        headers={"Authorization": f"Bearer {TOKEN}"},
+                    ) as http:
+                        before = await server_histogram(http, templ)
+                        cpu = cpu_seconds(server.pid), time.process_time()
+                        start = time.perf_counter()
+                        lat = await measure(port, paths, args.clients, args.requests)
+                        rate = len(lat) / (time.perf_counter() - start)
+                        server_ms = (cpu_seconds(server.pid) - cpu[0]) / len(lat) * 1000
+                        client_ms = (time.process_time() - cpu[1]) / len(lat) * 1000
+                        after = await server_histogram(http, templ)
                     print(
-                        f"{name:<20} {pct(lat, 50):>8.1f} {pct(lat, 99):>8.1f} {rate:>8.0f}"
-                        f"   <= {bucket_quantile(before, after, 0.5):g}"
+                        f"{name:<20} {label:<9} {pct(lat, 50):>8.1f} {pct(lat, 99):>8.1f}"
+                        f" {rate:>8.0f}   <= {bucket_quantile(before, after, 0.5):g}"
                         f" / <= {bucket_quantile(before, after, 0.99):g}"
                         f"   {server_ms:.2f} / {client_ms:.2f}"
                     )
         finally:
-            server.terminate()
-            server.wait()
+            for server, _ in servers.values():
+                server.terminate()
+                server.wait()
 
 
 def main() -> None:
@@ -198,6 +236,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument(
+        "--baseline", type=Path, help="a checkout of the code to compare with, served beside"
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -12,6 +14,7 @@ if TYPE_CHECKING:
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 API = "/api/v1/namespaces/{namespace}/trainingjobs"
+WATCH = "/api/v1/watch/namespaces/{namespace}/trainingjobs"
 
 
 def jobs_path(namespace: str, name: str | None = None, *rest: str) -> str:
@@ -45,6 +48,24 @@ class ApiError(Exception):
         self.reason = reason
         self.message = message
         self.errors = errors
+
+
+def _raise_for_status(resp: httpx.Response) -> None:
+    """ApiError for a 4xx/5xx answer, with the reason, message and errors it gives."""
+    if resp.status_code < 400:
+        return
+    try:
+        detail = resp.json().get("detail")
+    except ValueError:
+        detail = None
+    if not isinstance(detail, dict):
+        detail = {"reason": resp.reason_phrase, "message": str(detail or resp.text)}
+    raise ApiError(
+        resp.status_code,
+        str(detail.get("reason", "")),
+        str(detail.get("message", "")),
+        list(detail.get("errors") or []),
+    )
 
 
 class ServerUnreachable(Exception):
@@ -92,19 +113,7 @@ class CarinaClient:
             resp = self.http.request(method, path, **kwargs)
         except self._httpx.TransportError as exc:
             raise ServerUnreachable(f"no Carina control plane at {self.server}: {exc}") from None
-        if resp.status_code >= 400:
-            try:
-                detail = resp.json().get("detail")
-            except ValueError:
-                detail = None
-            if not isinstance(detail, dict):
-                detail = {"reason": resp.reason_phrase, "message": str(detail or resp.text)}
-            raise ApiError(
-                resp.status_code,
-                str(detail.get("reason", "")),
-                str(detail.get("message", "")),
-                list(detail.get("errors") or []),
-            )
+        _raise_for_status(resp)
         return resp
 
     def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -123,6 +132,32 @@ class CarinaClient:
 
     def get(self, namespace: str, name: str) -> dict[str, Any]:
         return self._object("GET", jobs_path(namespace, name))
+
+    def watch(
+        self, namespace: str, name: str | None = None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(ADDED|MODIFIED|DELETED, job) as the server streams them: each job there first,
+        then every change; until the server ends the stream or the caller stops reading."""
+        path = WATCH.format(namespace=_segment(namespace))
+        if name is not None:
+            path += "/" + _segment(name)
+        # No read timeout: the server sends a heartbeat while nothing changes.
+        timeout = self._httpx.Timeout(self.http.timeout.connect, read=None)
+        try:
+            with self.http.stream("GET", path, timeout=timeout) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    _raise_for_status(resp)
+                kind = ""
+                for line in resp.iter_lines():
+                    if line.startswith("event:"):
+                        kind = line[len("event:") :].strip()
+                    elif line.startswith("data:") and kind:
+                        yield kind, json.loads(line[len("data:") :])
+                    elif not line:
+                        kind = ""
+        except self._httpx.TransportError as exc:
+            raise ServerUnreachable(f"no Carina control plane at {self.server}: {exc}") from None
 
     def list_jobs(self, namespace: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []

@@ -59,12 +59,24 @@ def get(
     token: TokenOpt = None,
     namespace: NamespaceOpt = "default",
     output: Annotated[str, typer.Option("--output", "-o", help="table, yaml or json")] = "table",
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="then print the job again each time it changes")
+    ] = False,
 ) -> None:
     """Show one job (a table row, or the whole object as YAML/JSON).
 
     The table is followed by why the job waits, if it does, and its upstream and downstream
-    jobs (job:// references and spec.dependsOn), each with its phase and step.
+    jobs (job:// references and spec.dependsOn), each with its phase and step. With --watch,
+    the job as it changes, streamed by the server, until it is deleted (or Ctrl-C).
     """
+    if watch:
+        with api_errors(), client_for(server, token) as client:
+            for kind, job in client.watch(namespace, name):
+                _print_jobs([job], output)
+                if kind == "DELETED":
+                    out.print(f"trainingjob {namespace}/{name} deleted", highlight=False)
+                    return
+        return
     with api_errors(), client_for(server, token) as client:
         job = client.get(namespace, name)
         table = output not in ("json", "yaml")

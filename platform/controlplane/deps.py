@@ -19,13 +19,15 @@ from carina.platform.controlplane.backends.base import Backend, Principal
 from carina.platform.controlplane.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The app's one Settings object (tests override this dependency)."""
+    # `async def` (this and get_backend) although neither waits: FastAPI would run a plain
+    # `def` dependency in its thread pool, a thread hop per request to read an attribute.
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_backend(request: Request) -> Backend:
+async def get_backend(request: Request) -> Backend:
     """The app's backend, built at startup from the settings."""
     backend: Backend = request.app.state.backend
     return backend
@@ -128,6 +130,7 @@ def cluster_authorized(
 MayCreate = Annotated[str, Depends(authorized("create"))]
 MayList = Annotated[str, Depends(authorized("list"))]
 MayGet = Annotated[str, Depends(authorized("get"))]
+MayWatch = Annotated[str, Depends(authorized("watch"))]
 MayDelete = Annotated[str, Depends(authorized("delete"))]
 MayPatch = Annotated[str, Depends(authorized("patch"))]
 MayReadLogs = Annotated[str, Depends(authorized("get", "pods/log"))]

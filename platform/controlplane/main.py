@@ -21,7 +21,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carina.platform.controlplane.backends.base import Backend
-from carina.platform.controlplane.routers import health, queues, trainingjobs
+from carina.platform.controlplane.routers import health, queues, trainingjobs, watch
 from carina.platform.controlplane.routers.errors import field_errors
 from carina.platform.controlplane.settings import Settings
 from carina.platform.controlplane.telemetry import BodySizeLimit, RequestMetrics
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.include_router(health.router)
     app.include_router(trainingjobs.router)
     app.include_router(queues.router)
+    app.include_router(watch.router)
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(405, _method_not_allowed)

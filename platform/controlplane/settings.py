@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     prometheus_url: str | None = Field(None, description="series from PromQL when set")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="request bodies above: 413")
     max_log_lines: int = Field(5000, ge=1)
+    watch_heartbeat_seconds: float = Field(
+        15.0, gt=0, description="a watch stream's comment line when nothing changed for this long"
+    )
 
     @field_validator("local_roots", mode="before")
     @classmethod

@@ -3,8 +3,16 @@ SubjectAccessReview for what, with two service accounts whose RBAC differs."""
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 from builders import make_job
 from fastapi.testclient import TestClient
@@ -149,3 +157,85 @@ def test_logs_of_a_generation_without_a_kept_pod_are_404_with_the_reason(
 
 def test_readyz_reports_the_api_server(client: TestClient) -> None:
     assert client.get("/readyz").status_code == 200
+
+
+@pytest.fixture
+def server(k8s_cluster: TestCluster, tmp_path: Path) -> Iterator[str]:
+    """The control plane in a process of its own over the cluster (a stream needs a socket)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "CARINA_BACKEND": "kubernetes",
+        "CARINA_KUBECONFIG": str(k8s_cluster.kubeconfig),
+        "CARINA_WATCH_HEARTBEAT_SECONDS": "1",
+    }
+    log = (tmp_path / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            *("-m", "uvicorn", "--factory", "carina.platform.controlplane.main:create_app"),
+            *("--port", str(port), "--log-level", "warning"),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+def test_a_watcher_sees_the_phase_the_api_server_stores_and_a_wrong_token_no_stream(
+    server: str, k8s_cluster: TestCluster, tokens: dict[str, str], namespace: str
+) -> None:
+    watch = f"{server}/api/v1/watch/namespaces/{namespace}/trainingjobs"
+    for bad, code in (("not-a-kubernetes-token", 401), (tokens["viewer"], 403)):
+        refused = httpx.get(f"{watch}/watched", headers=auth(bad), timeout=30)
+        assert refused.status_code == code
+        assert refused.headers["content-type"] == "application/json"
+    created = httpx.post(
+        f"{server}{JOBS.format(ns=namespace)}",
+        json=make_job("watched"),
+        headers=auth(tokens["trainer"]),
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    seen: list[tuple[str, str | None]] = []
+    with (
+        httpx.Client(headers=auth(tokens["trainer"]), timeout=60) as http,
+        http.stream("GET", f"{watch}/watched") as stream,
+    ):
+        assert stream.status_code == 200
+        kind = ""
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                job = json.loads(line.removeprefix("data: "))
+                phase = (job.get("status") or {}).get("phase")
+                seen.append((kind, phase))
+                if kind == "ADDED":  # what the operator would write, written here instead
+                    k8s_cluster.kubectl(
+                        *("patch", "trainingjob", "watched", "-n", namespace),
+                        *("--subresource=status", "--type=merge"),
+                        "-p",
+                        '{"status": {"phase": "Running"}}',
+                    )
+                if phase == "Running":
+                    break
+    assert seen[0][0] == "ADDED"
+    assert seen[-1] == ("MODIFIED", "Running")

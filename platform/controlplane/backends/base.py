@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from carina.platform.api.types import TrainingJob
+from carina.platform.controlplane.job_watch import JobWatch
 from carina.platform.controlplane.schemas import (
     ClusterQueueDetail,
     ClusterQueueList,
@@ -62,6 +63,10 @@ class Backend(Protocol):
     async def delete(self, namespace: str, name: str) -> str: ...
 
     async def set_suspend(self, namespace: str, name: str, suspend: bool) -> str: ...
+
+    async def watch(self, namespace: str, name: str | None) -> JobWatch:
+        """A watcher of a namespace's jobs, or of one (NotFound when that one is not there)."""
+        ...
 
     async def series(
         self, namespace: str, name: str, start: float | None, end: float | None

@@ -45,6 +45,7 @@ from carina.platform.controlplane.backend_errors import (
     Unavailable,
 )
 from carina.platform.controlplane.backends.base import Principal
+from carina.platform.controlplane.job_watch import JobWatch, StoreFeed
 from carina.platform.controlplane.metrics_source import PrometheusSource
 from carina.platform.controlplane.queue_summaries import (
     DEFAULT_LOCAL_QUEUE,
@@ -298,6 +299,7 @@ class LocalBackend:
             self.state_dir, tuple(settings.local_roots), self.substrate.launcher.base_env
         )
         self._thread: threading.Thread | None = None
+        self.feed = StoreFeed(self.store)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -313,6 +315,7 @@ class LocalBackend:
         A server that stops before it started (it could not listen) has adopted no worker:
         the workers it would stop belong to the `carina up` that runs them.
         """
+        await asyncio.to_thread(self.feed.stop)
         if self._thread is None:
             return
         await asyncio.to_thread(self.substrate.shutdown, self.settings.run_workers)
@@ -324,7 +327,7 @@ class LocalBackend:
         A full disk raises StorageFull (503 with that reason) until the folder has room again.
         """
         try:
-            self.store.list_jobs("kube-system", limit=1)
+            await asyncio.to_thread(self.store.list_jobs, "kube-system", 1)
         except Exception:
             return False
         with self._storage():
@@ -348,7 +351,7 @@ class LocalBackend:
     # ------------------------------------------------------------ who is calling
 
     async def authenticate(self, token: str) -> Principal | None:
-        return self.tokens.lookup(token)
+        return await asyncio.to_thread(self.tokens.lookup, token)
 
     async def authorize(
         self, principal: Principal, namespace: str, verb: str, resource: str = "trainingjobs"
@@ -360,6 +363,9 @@ class LocalBackend:
     # ------------------------------------------------------------ jobs
 
     async def create(self, namespace: str, job: TrainingJob) -> str:
+        return await asyncio.to_thread(self._create, namespace, job)
+
+    def _create(self, namespace: str, job: TrainingJob) -> str:
         refused = refused_paths(job, namespace, self.local_folders)
         if refused:
             raise Invalid("; ".join(f"{path}: {why}" for path, why in refused), refused)
@@ -375,20 +381,24 @@ class LocalBackend:
         return row.object_json()
 
     async def get(self, namespace: str, name: str) -> str:
-        return self._row(namespace, name).object_json()
+        row = await asyncio.to_thread(self._row, namespace, name)
+        return row.object_json()
 
     async def list(self, namespace: str, limit: int, after: str) -> str:
-        rows = self.store.list_jobs(namespace, limit + 1, after)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        cont = f'"{rows[-1].name}"' if more else "null"
-        items = ",".join(r.object_json() for r in rows)
+        return await asyncio.to_thread(self._page, namespace, limit, after)
+
+    def _page(self, namespace: str, limit: int, after: str) -> str:
+        items, last = self.store.page_json(namespace, limit, after)
+        cont = "null" if last is None else json.dumps(last)
         return (
             '{"apiVersion":"carina.dev/v1alpha1","kind":"TrainingJobList",'
             f'"metadata":{{"continue":{cont}}},"items":[{items}]}}'
         )
 
     async def delete(self, namespace: str, name: str) -> str:
+        return await asyncio.to_thread(self._delete, namespace, name)
+
+    def _delete(self, namespace: str, name: str) -> str:
         with self._storage():
             row = self.store.mark_deleting(namespace, name, time.time())
             if row is None:
@@ -399,6 +409,9 @@ class LocalBackend:
         return row.object_json()
 
     async def set_suspend(self, namespace: str, name: str, suspend: bool) -> str:
+        return await asyncio.to_thread(self._set_suspend, namespace, name, suspend)
+
+    def _set_suspend(self, namespace: str, name: str, suspend: bool) -> str:
         with self._storage():
             row = self.store.update_spec(namespace, name, {"suspend": suspend})
         if row is None:
@@ -406,15 +419,25 @@ class LocalBackend:
         self.substrate.wake()
         return row.object_json()
 
+    async def watch(self, namespace: str, name: str | None) -> JobWatch:
+        """A watcher fed by the backend's one store feed; NotFound for a job not there."""
+        if name is not None:
+            await asyncio.to_thread(self._row, namespace, name)
+        watch = JobWatch(namespace, name)
+        await asyncio.to_thread(self.feed.add, watch)
+        return watch
+
     # ------------------------------------------------------------ what happened
 
     async def series(
         self, namespace: str, name: str, start: float | None, end: float | None
     ) -> MetricSeries:
-        row = self._row(namespace, name)
+        row = await asyncio.to_thread(self._row, namespace, name)
         if self.prometheus is not None:
             return await self.prometheus.series(namespace, name, start or row.created, end)
-        samples = self.store.samples(row.uid, start or 0.0, end or float("inf"))
+        samples = await asyncio.to_thread(
+            self.store.samples, row.uid, start or 0.0, end or float("inf")
+        )
         return MetricSeries(
             source="local",
             step=[Point(time=s.time, value=s.step) for s in samples],
@@ -427,7 +450,8 @@ class LocalBackend:
         )
 
     async def events(self, namespace: str, name: str) -> EventList:
-        row = self._row(namespace, name)
+        row = await asyncio.to_thread(self._row, namespace, name)
+        events = await asyncio.to_thread(self.store.events, row.uid)
         return EventList(
             items=[
                 EventOut(
@@ -436,7 +460,7 @@ class LocalBackend:
                     reason=e.reason,
                     message=e.message,
                 )
-                for e in self.store.events(row.uid)
+                for e in events
             ]
         )
 
@@ -444,9 +468,9 @@ class LocalBackend:
         self, namespace: str, name: str, index: int, lines: int, restart: int | None = None
     ) -> str:
         """The whole log's tail (every generation, each after its marker line), or one's."""
-        row = self._row(namespace, name)
+        row = await asyncio.to_thread(self._row, namespace, name)
         path = run_paths(self.state_dir, namespace, name, row.uid).log(index)
-        if not path.exists():
+        if not await asyncio.to_thread(path.exists):
             raise NotFound(f"worker {index} of {namespace}/{name} has no log (yet)")
         if restart is None:
             return await asyncio.to_thread(tail, path, lines)

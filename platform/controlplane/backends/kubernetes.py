@@ -17,6 +17,8 @@ import asyncio
 import builtins
 import hashlib
 import json
+import logging
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -32,6 +34,13 @@ from carina.platform.controlplane.backend_errors import (
     Unavailable,
 )
 from carina.platform.controlplane.backends.base import Principal
+from carina.platform.controlplane.job_watch import (
+    ADDED,
+    DELETED,
+    MODIFIED,
+    JobWatch,
+    WatchEvent,
+)
 from carina.platform.controlplane.metrics_source import PrometheusSource
 from carina.platform.controlplane.queue_summaries import (
     cluster_queue_summary,
@@ -64,6 +73,11 @@ _RESOURCES = {
     LOCAL_QUEUES: (GROUP, LOCAL_QUEUES, None),
 }
 PAGE = 500  # objects per list call when every one is needed
+# How long one watch request to the API server lasts: a watcher that has gone is let go
+# within this, and the next request resumes from the last resourceVersion seen.
+WATCH_SECONDS = 30
+
+log = logging.getLogger("carina.server")
 
 
 class KubernetesBackend:
@@ -222,6 +236,56 @@ class KubernetesBackend:
             {"spec": {"suspend": suspend}},
         )
         return json.dumps(obj)
+
+    async def watch(self, namespace: str, name: str | None) -> JobWatch:
+        """A watcher fed by a thread that follows the API server's watch of the jobs."""
+        if name is not None:
+            await self.get(namespace, name)  # NotFound before any stream starts
+        watch = JobWatch(namespace, name)
+        threading.Thread(
+            target=self._follow, args=(watch,), name="carina-watch", daemon=True
+        ).start()
+        return watch
+
+    def _follow(self, watch: JobWatch) -> None:
+        """Pass the API server's watch events on until the watcher closes (in a thread)."""
+        from kubernetes import watch as k8s_watch
+
+        selector = {"field_selector": f"metadata.name={watch.name}"} if watch.name else {}
+        version: str | None = None  # none: the API server first sends ADDED for each job
+        while not watch.closed:
+            stream = k8s_watch.Watch()
+            try:
+                for event in stream.stream(
+                    self.custom.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    watch.namespace,
+                    PLURAL,
+                    resource_version=version,
+                    timeout_seconds=WATCH_SECONDS,
+                    **selector,
+                ):
+                    if watch.closed:
+                        stream.stop()
+                        break
+                    obj = event["object"]
+                    if event["type"] == "ERROR":  # 410 Gone: list again from now
+                        version = None
+                        break
+                    meta = obj.get("metadata") or {}
+                    version = meta.get("resourceVersion") or version
+                    if event["type"] not in (ADDED, MODIFIED, DELETED):
+                        continue  # BOOKMARK: only a newer resourceVersion
+                    watch.put_threadsafe(
+                        WatchEvent(
+                            event["type"], watch.namespace, meta.get("name", ""), json.dumps(obj)
+                        )
+                    )
+            except Exception as exc:
+                log.warning("watching trainingjobs in %s: %s", watch.namespace, exc)
+                version = None
+                time.sleep(1)
 
     # ------------------------------------------------------------ what happened
 

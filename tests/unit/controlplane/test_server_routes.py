@@ -36,6 +36,8 @@ def test_health_needs_no_token(client: TestClient) -> None:
         ("GET", JOBS.format(ns="team-a") + "/demo/events"),
         ("GET", JOBS.format(ns="team-a") + "/demo/workers/0/log"),
         ("GET", "/metrics"),
+        ("GET", "/api/v1/watch/namespaces/team-a/trainingjobs"),
+        ("GET", "/api/v1/watch/namespaces/team-a/trainingjobs/demo"),
     ],
 )
 def test_every_other_route_needs_a_valid_token(client: TestClient, method: str, path: str) -> None:
@@ -44,6 +46,17 @@ def test_every_other_route_needs_a_valid_token(client: TestClient, method: str, 
     assert missing.status_code == 401
     assert wrong.status_code == 401
     assert missing.headers["www-authenticate"] == "Bearer"
+
+
+def test_watching_another_tenants_jobs_is_forbidden_and_a_missing_job_is_not_found(
+    client: TestClient,
+) -> None:
+    watch = "/api/v1/watch/namespaces/{ns}/trainingjobs"
+    assert client.get(watch.format(ns="team-b"), headers=auth(ALICE)).status_code == 403
+    assert client.get(watch.format(ns="team-b") + "/x", headers=auth(ALICE)).status_code == 403
+    missing = client.get(watch.format(ns="team-a") + "/absent", headers=auth(ALICE))
+    assert missing.status_code == 404
+    assert missing.json()["detail"]["reason"] == "NotFound"
 
 
 def test_create_then_get_returns_the_job_with_platform_metadata(client: TestClient) -> None:

@@ -74,3 +74,20 @@ def test_the_store_outlives_its_process(tmp_path: Path) -> None:
     first.add_worker(WorkerRow(row.uid, 1, 2, 4242, "99", 1.0, True, "/runs/x"))
     again = Store(tmp_path / "carina.db")
     assert again.workers(row.uid) == [WorkerRow(row.uid, 1, 2, 4242, "99", 1.0, True, "/runs/x")]
+
+
+def test_a_page_is_the_jobs_objects_by_name_with_the_last_name_when_more_follow(
+    store: Store,
+) -> None:
+    for name in ("c", "a", "e", "b", "d"):
+        row = store.create_job("ns", make_job(name), now=1.0)
+        store.write_status(row.uid, {"phase": "Running"})
+    store.create_job("other", make_job("z"), now=1.0)
+    items, last = store.page_json("ns", 2)
+    assert [json.loads(f"[{items}]")[i]["metadata"]["name"] for i in (0, 1)] == ["a", "b"]
+    assert last == "b"
+    assert items == ",".join(r.object_json() for r in store.list_jobs("ns", 2))
+    items, last = store.page_json("ns", 3, after="b")
+    assert [j["metadata"]["name"] for j in json.loads(f"[{items}]")] == ["c", "d", "e"]
+    assert last is None
+    assert store.page_json("ns", 3, after="e") == ("", None)
