@@ -10,10 +10,11 @@ time and exports it (`carina_worker_rank_step_seconds{rank}`, read into
 A rank is a straggler (`outliers`) when its time exceeds the median rank's by more than
 `spec.failurePolicy.straggler.factor` (default 1.5) and by a robust margin: `MAD_MARGIN`
 scaled median absolute deviations, so the spread of a noisy but healthy gang names no one.
-The median is the lower one of an even count, so of two ranks the faster is the yardstick.
-A rank once named stays named while its time is more than half that excess above the median
-(hysteresis: a rank hovering at the threshold is not named again and again). With fewer than
-two ranks there is no one to compare with.
+The median is the lower one of an even count. A rank once named stays named while its time
+is more than half that excess above the median (hysteresis: a rank hovering at the threshold
+is not named again and again). With fewer than `MIN_RANKS` ranks nobody is named: of two, the
+slower may as well be the faster one's luck, and on a shared machine (two CPU workers on a
+laptop) they trade places from one gather to the next.
 
 `update_stragglers` maps each rank to its worker (`ranks_per_worker` ranks each) and the
 worker to its node, and keeps the slowest `STRAGGLERS_KEPT` in `status.stragglers` while the
@@ -36,6 +37,8 @@ STRAGGLERS_KEPT = 16
 MAD_MARGIN = 3.0
 # Scales a MAD to a standard deviation's size for normally distributed times.
 MAD_SCALE = 1.4826
+# The fewest ranks among which an outlier means something.
+MIN_RANKS = 3
 
 
 def outliers(
@@ -45,7 +48,7 @@ def outliers(
 
     `named` are the ranks already named: they stay while above half the threshold's excess.
     """
-    if len(seconds) < 2:
+    if len(seconds) < MIN_RANKS:
         return []
     times = list(seconds.values())
     middle = median_low(times)

@@ -120,7 +120,7 @@ def test_a_slow_rank_is_named_a_straggler_by_rank_and_worker(tmp_path: Path):
     }
     with running(tmp_path / "state", STANDIN_WORKER, env=env) as up:
         client = up.client()
-        client.create(NS, standin_job("uneven", steps=400, replicas=2))
+        client.create(NS, standin_job("uneven", steps=400, replicas=3))
 
         def named() -> list[dict[str, Any]] | None:
             return (client.get(NS, "uneven").get("status") or {}).get("stragglers")

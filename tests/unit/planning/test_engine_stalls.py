@@ -216,9 +216,9 @@ def test_a_restarting_gang_has_no_stragglers():
 
 
 def test_a_worker_without_a_node_names_its_straggler_by_rank_and_worker():
-    j = running_job(job())
-    local = [running(0), running(1)]  # the embedded substrate's workers have no node
-    decided = plan(j, local, at(1050), rank_seconds={0: 0.1, 1: 0.4})
+    j = running_job(tj(replicas=3, failurePolicy={"backoffSeconds": 10}))
+    local = [running(0), running(1), running(2)]  # the embedded substrate's have no node
+    decided = plan(j, local, at(1050), rank_seconds={0: 0.1, 1: 0.4, 2: 0.1})
     assert decided.status.stragglers == [
         Straggler(rank=1, worker=1, node=None, step_seconds=0.4, median_seconds=0.1)
     ]

@@ -36,7 +36,8 @@ EIGHT_EVEN = dict.fromkeys(range(8), 0.2)
             (),
             [7],
         ),
-        ("of two ranks the slower is named against the faster", {0: 0.1, 1: 0.2}, (), [1]),
+        ("of two ranks neither is named: no telling luck from a fault", {0: 0.1, 1: 0.2}, (), []),
+        ("of three ranks the slow one is", {0: 0.1, 1: 0.2, 2: 0.1}, (), [1]),
         ("two slow ranks, slowest first", {**EIGHT_EVEN, 2: 0.4, 6: 0.6}, (), [6, 2]),
         (
             "a named rank stays named a little under the factor (no flapping)",
