@@ -26,6 +26,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from carina.operators.runtime import metrics
+from carina.platform.api.health import CHECK_REQUESTED_ANNOTATION
 from carina.platform.api.types import GROUP, PLURAL, VERSION
 from carina.platform.controlplane.cluster import api_client
 
@@ -134,6 +135,13 @@ class Kube:
             if exc.status == 409:
                 raise Conflict(f"node {name}: {exc.reason}") from None
             raise
+
+    async def request_health_check(self, node: str, when: datetime) -> None:
+        """Ask the node's health agent for a full check (its annotation, stamped `when`)."""
+        stamp = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        await self.patch_node(
+            node, {"metadata": {"annotations": {CHECK_REQUESTED_ANNOTATION: stamp}}}
+        )
 
     async def list_custom(self, plural: str) -> list[dict[str, Any]]:
         """Every object of a carina.dev kind (cluster-scoped, or in every namespace); none when

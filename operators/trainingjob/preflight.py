@@ -18,7 +18,6 @@ from typing import Any
 from carina.operators.runtime.cache import Cache
 from carina.operators.runtime.kube import Kube
 from carina.operators.runtime.settings import Settings
-from carina.platform.api.health import CHECK_REQUESTED_ANNOTATION
 from carina.platform.api.reasons import Reason
 from carina.platform.api.types import TrainingJob
 from carina.platform.planning.engine import JobAdmission
@@ -72,20 +71,18 @@ class PreflightGate:
 
     def _ask(self, nodes: tuple[str, ...], now: datetime, max_age: int) -> None:
         """Annotate the nodes for a full check, each at most once per `max_age`."""
-        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
         for name in nodes:
             last = self._asked.get(name)
             if last is not None and now - last < timedelta(seconds=max_age):
                 continue
             self._asked[name] = now
-            patch = {"metadata": {"annotations": {CHECK_REQUESTED_ANNOTATION: stamp}}}
-            task = asyncio.create_task(self._patch(name, patch))
+            task = asyncio.create_task(self._request(name, now))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    async def _patch(self, name: str, patch: dict[str, Any]) -> None:
+    async def _request(self, name: str, now: datetime) -> None:
         try:
-            await self.kube.patch_node(name, patch)
+            await self.kube.request_health_check(name, now)
             log.info("asked the health agent for a full check of node %s (preflight)", name)
         except Exception:
             self._asked.pop(name, None)

@@ -20,7 +20,6 @@ from typing import Any
 from carina.operators.runtime import metrics
 from carina.operators.runtime.cache import Key
 from carina.operators.runtime.kube import Kube
-from carina.platform.api.health import CHECK_REQUESTED_ANNOTATION
 from carina.platform.api.types import TrainingJobStatus
 from carina.platform.planning.stragglers import newly_named
 
@@ -59,10 +58,8 @@ class StragglerReport:
             task.add_done_callback(self._background.discard)
 
     async def _ask(self, node: str, key: Key) -> None:
-        stamp = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
-        patch = {"metadata": {"annotations": {CHECK_REQUESTED_ANNOTATION: stamp}}}
         try:
-            await self.kube.patch_node(node, patch)
+            await self.kube.request_health_check(node, self.clock())
             log.info(
                 "asked the health agent for a full check of node %s (a straggler of %s/%s)",
                 node,
