@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-EXTRAS := operator,server,train,judge,dev
+EXTRAS := operator,server,train,judge,ray,dev
 STAMP := $(VENV)/.carina-installed
 PYTEST_ARGS ?=
 

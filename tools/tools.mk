@@ -13,7 +13,7 @@ export CARINA_TOOLS_DIR
 # Debian packages the integration tests and the launcher need (make deps installs them):
 # prometheus (the real server the telemetry tests scrape with), openssl (the cluster's PKI),
 # golang is not listed: the Go toolchain (1.26+) comes with the image or from go.dev.
-DEBIAN_PACKAGES ?= prometheus openssl ca-certificates
+DEBIAN_PACKAGES ?= prometheus openssl ca-certificates postgresql chromium chromium-driver
 
 .PHONY: tools cluster tools-check tools-clean
 
