@@ -225,7 +225,7 @@ class Kube:
     # -- creates (409: already there, fine) --------------------------------------------------
 
     async def create(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
-        """Create a Pod, Service or ConfigMap; None when one of that name already exists.
+        """Create a Pod or Service; None when one of that name already exists.
 
         Refused when the API server finds it invalid; other errors (403 quota, 5xx) raise
         ApiException, and a later reconcile tries again.
@@ -234,7 +234,6 @@ class Kube:
         fn = {
             "Pod": self.core.create_namespaced_pod,
             "Service": self.core.create_namespaced_service,
-            "ConfigMap": self.core.create_namespaced_config_map,
         }[kind]
         try:
             return await self._call("create", kind.lower() + "s", fn, ns, manifest)
@@ -245,18 +244,6 @@ class Kube:
                 name = manifest["metadata"].get("name")
                 raise Refused(f"{kind} {name}: {_status_message(exc)}") from None
             raise
-
-    async def replace_configmap_data(self, manifest: dict[str, Any]) -> None:
-        meta = manifest["metadata"]
-        await self._call(
-            "patch",
-            "configmaps",
-            self.core.patch_namespaced_config_map,
-            meta["name"],
-            meta["namespace"],
-            {"data": manifest["data"]},
-            _content_type=MERGE_PATCH,
-        )
 
     # -- deletes (404: already gone; 409: not the object we meant) ----------------------------
 

@@ -15,6 +15,7 @@ JOB_START_SECONDS = (
 RECONCILE_DURATION_SECONDS = "carina_reconcile_duration_seconds"  # histogram {result}
 KUBE_REQUESTS_TOTAL = "carina_operator_kube_requests_total"  # counter {verb, resource, code}
 QUEUE_DEPTH = "carina_operator_queue_depth"  # gauge: jobs waiting for a reconcile
+EVENTS_SHED_TOTAL = "carina_operator_events_shed_total"  # counter {reason}: Normal events unsent
 # Shared quota (the admission writer)
 QUEUE_PENDING_JOBS = "carina_queue_pending_jobs"  # gauge {cluster_queue, reason}
 QUEUE_ADMITTED_JOBS = "carina_queue_admitted_jobs"  # gauge {cluster_queue}
@@ -52,6 +53,7 @@ ALL = (
     RECONCILE_DURATION_SECONDS,
     KUBE_REQUESTS_TOTAL,
     QUEUE_DEPTH,
+    EVENTS_SHED_TOTAL,
     QUEUE_PENDING_JOBS,
     QUEUE_ADMITTED_JOBS,
     QUEUE_ADMISSION_WAIT_SECONDS,
@@ -96,6 +98,12 @@ kube_requests = Counter(
     registry=REGISTRY,
 )
 queue_depth = Gauge(QUEUE_DEPTH, "TrainingJobs waiting for a reconcile", registry=REGISTRY)
+events_shed = Counter(
+    EVENTS_SHED_TOTAL.removesuffix("_total"),
+    "Normal events the operator did not post because its queue was deep, by reason",
+    ["reason"],
+    registry=REGISTRY,
+)
 queue_pending = Gauge(
     QUEUE_PENDING_JOBS,
     "Jobs waiting for quota, by ClusterQueue and pending reason",

@@ -55,8 +55,12 @@ class Settings(BaseSettings):
     api_threads: int = Field(32, ge=1)
     # Seconds a pod event waits before its job's reconcile, so a gang's events coalesce.
     pod_event_delay: float = Field(0.1, ge=0)
-    # Least seconds between two status writes that only update worker counts or progress.
+    # Least seconds between two status writes that only update worker counts or progress;
+    # also how long a new gang's first status write (Starting) waits for its Running one.
     status_min_interval: float = Field(5.0, ge=0)
+    # Informational (Normal) events are not posted while this many jobs wait for a
+    # reconcile, so a burst of jobs costs no event writes (0: always post). Warnings always go.
+    event_shed_depth: int = Field(64, ge=0)
     # Seconds between scrapes of each running job's rank-0 /metrics; 0 turns progress off.
     progress_interval: float = Field(15.0, ge=0)
     progress_timeout: float = Field(2.0, gt=0)

@@ -44,14 +44,19 @@ from carina.platform.planning.actions import (
     SuspendWorkers,
     Wait,
 )
-from carina.platform.planning.engine import Plan, plan, plan_invalid, upstream_admission
+from carina.platform.planning.engine import (
+    JobEvent,
+    Plan,
+    plan,
+    plan_invalid,
+    upstream_admission,
+)
 from carina.platform.planning.failure_policy import kept, superseded
 from carina.platform.planning.observed import ObservedWorker
 from carina.platform.planning.placement import UNPINNED, admit
 from carina.platform.planning.progress import checkpoint_at
 from carina.platform.planning.queue_view import job_admission
 from carina.platform.planning.render import (
-    build_configmap,
     build_service,
     build_worker_pod,
     checkpoint_uri,
@@ -144,11 +149,12 @@ class Reconciler:
         self.clock = clock
         self.scraped: dict[Key, Scraped] = {}
         self._phases: dict[Key, tuple[str, str]] = {}  # key -> (namespace, phase), for carina_jobs
-        self._shared: dict[Key, tuple[str, int | None]] = {}  # (uid, generation) ensured
+        self._shared: dict[Key, str] = {}  # the job uid whose Service exists
         self._background: set[asyncio.Task[Any]] = set()
         self._event_chains: dict[Key, asyncio.Task[None]] = {}
         self._accounted: dict[Key, str] = {}  # jobs with GPU-time series, and their queue
         self._last_write: dict[Key, float] = {}  # loop time of each job's last status write
+        self._first_write: dict[Key, float] = {}  # new gangs' deferred first write: deadline
         self.topology = Topology(cache, settings.topology_levels)
         self.pipelines = Pipelines(cache)
         self.preflight = PreflightGate(settings, kube, cache)
@@ -302,17 +308,11 @@ class Reconciler:
     # -- effects -----------------------------------------------------------------------------
 
     async def _ensure_shared(self, key: Key, job: TrainingJob) -> None:
-        """The headless Service and the spec ConfigMap, once per job generation per process."""
-        stamp = (job.metadata.uid or "", job.metadata.generation)
+        """The headless Service, once per job per process (the spec travels in the pods)."""
+        stamp = job.metadata.uid or ""
         if self._shared.get(key) == stamp:
             return
-        configmap = build_configmap(job)
-        created = await asyncio.gather(
-            self.kube.create(build_service(job, self.settings.render)),
-            self.kube.create(configmap),
-        )
-        if created[1] is None:  # it existed: make sure it holds this generation's spec
-            await self.kube.replace_configmap_data(configmap)
+        await self.kube.create(build_service(job, self.settings.render))
         self._shared[key] = stamp
 
     async def _create_gang(
@@ -322,15 +322,15 @@ class Reconciler:
         action: CreateWorkers,
         full_pass_after: int | None = None,
     ) -> str | None:
-        """Create the workers, their Service and ConfigMap; what the API server said if it
+        """Create the workers and their Service; what the API server said if it
         refused one as invalid (None when all went well).
 
         A refused object would be refused again however often it is sent: the engine fails
         the job with the API server's words instead of retrying forever. Other errors
         propagate (retried).
         """
-        # One round trip: pods need not wait for their Service or ConfigMap (the kubelet
-        # waits for the volume; DNS is only asked for once the worker runs).
+        # One round trip: pods need not wait for their Service (DNS is only asked for once
+        # the worker runs).
         results = await asyncio.gather(
             self._ensure_shared(key, job),
             self._create_workers(job, action, full_pass_after),
@@ -384,6 +384,8 @@ class Reconciler:
         """Write the plan's status when it changed, then post its events."""
         old_raw = body.get("status") or {}
         previous = job.status
+        if self._first_write_waits(key, body, decided):
+            return
         new = decided.status.to_wire()
         # The GPU-time account alone is no news: it goes out with the next change, which
         # books the whole interval (the state it accounts for is what was last written).
@@ -444,14 +446,15 @@ class Reconciler:
         only to the second: one chain per job keeps what a person reads in the order it
         happened.
         """
-        if not decided.events:
+        wanted = self._unshed(decided.events)
+        if not wanted:
             return
         before = self._event_chains.get(key)
 
         async def post() -> None:
             if before is not None:
                 await asyncio.gather(before, return_exceptions=True)
-            for e in decided.events:
+            for e in wanted:
                 await self.kube.post_event(body, e.type, str(e.reason), e.message)
 
         task = asyncio.create_task(post())
@@ -464,6 +467,49 @@ class Reconciler:
                 del self._event_chains[key]
 
         task.add_done_callback(done)
+
+    def _unshed(self, events: tuple[JobEvent, ...]) -> list[JobEvent]:
+        """The events to post: all of them, or only the Warnings while the queue is deep.
+
+        A Normal event says what status and conditions already say; in a burst of jobs
+        it is an API write per job that slows every other job's start.
+        """
+        depth = self.settings.event_shed_depth
+        if not depth or len(self.queue) < depth:
+            return list(events)
+        for e in events:
+            if e.type != "Warning":
+                metrics.events_shed.labels(str(e.reason)).inc()
+        return [e for e in events if e.type == "Warning"]
+
+    def _first_write_waits(self, key: Key, body: dict[str, Any], decided: Plan) -> bool:
+        """Whether a new gang's first status write waits (its events go out now).
+
+        A job whose status was never written and that just got its workers would write
+        Starting, then Running moments later: the Starting write waits up to
+        status_min_interval so that a gang that starts in time costs one status write.
+        Anything that warns, and every later job state, is written at once.
+        """
+        if (
+            body.get("status")
+            or decided.status.phase != Phase.STARTING
+            or decided.status.placement is not None  # the domain lives in the status
+            or not self.settings.status_min_interval
+            or any(e.type == "Warning" for e in decided.events)
+        ):
+            self._first_write.pop(key, None)
+            return False
+        now = asyncio.get_running_loop().time()
+        deadline = self._first_write.get(key)
+        if deadline is None:
+            deadline = now + self.settings.status_min_interval
+            self._first_write[key] = deadline
+            self._post_events(key, body, decided)
+        elif now >= deadline:
+            del self._first_write[key]
+            return False
+        self.queue.add_after(key, deadline - now)
+        return True
 
     def _count(
         self, key: Key, job: TrainingJob, previous: TrainingJobStatus | None, decided: Plan
@@ -523,6 +569,7 @@ class Reconciler:
                 metrics.job_gpu_seconds.remove(*key, queue, account)
             metrics.job_queue_wait.remove(*key, queue)
         self._last_write.pop(key, None)
+        self._first_write.pop(key, None)
         self._shared.pop(key, None)
         self.topology.forget(key)
         self.stragglers.forget(key)

@@ -77,7 +77,7 @@ class Reason(StrEnum):
     UPSTREAM_FAILED = "UpstreamFailed"
     UPSTREAM_WITHOUT_CHECKPOINT = "UpstreamWithoutCheckpoint"
     DEPENDENCY_CYCLE = "DependencyCycle"
-    # the API server refused a worker pod (or the gang's Service or ConfigMap) as invalid:
+    # the API server refused a worker pod (or the gang's Service) as invalid:
     # a template value it checks and the CRD cannot, such as a label key or a volume source
     WORKERS_REFUSED = "WorkersRefused"
 

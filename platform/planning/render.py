@@ -1,7 +1,9 @@
 """Rendering: the child objects of a TrainingJob as plain manifests (dicts).
 
-A job has a headless Service (stable DNS for worker 0, the rendezvous endpoint), a ConfigMap
-holding the workload spec the workers read (`CARINA_SPEC`) and one Pod per worker. The worker
+A job has a headless Service (stable DNS for worker 0, the rendezvous endpoint) and one Pod
+per worker. Each pod carries the workload spec its ranks read (`CARINA_SPEC`) in an annotation
+that a downward-API volume turns into the file: no ConfigMap to create, refresh or delete, one
+API write fewer per job, and a pod always holds the spec it was created for. The worker
 environment is the worker contract (`carina.workloads.contract`), built by its
 `WorkerContext.pod_env`: the pod's entry process, `carina.workloads.supervisor`, starts one
 rank per GPU from it (`LOCAL_WORLD_SIZE`), gives each its `RANK` and `LOCAL_RANK`, forwards
@@ -38,6 +40,8 @@ TERMINATION_MESSAGE_PATH = contract.DEFAULT_TERMINATION_LOG
 WORKER_CONTAINER = "worker"
 WORKER_COMMAND = ("python", "-m", "carina.workloads.supervisor")
 MANAGED_BY = "carina-operator"
+# The pod annotation holding the workload spec; the "spec" volume projects it to SPEC_FILE.
+SPEC_ANNOTATION = "carina.dev/spec"
 
 
 @dataclass(frozen=True)
@@ -79,10 +83,6 @@ def pod_name(job_name: str, index: int, restart: int) -> str:
 
 def service_name(job_name: str) -> str:
     return job_name
-
-
-def configmap_name(job_name: str) -> str:
-    return f"{job_name}-spec"
 
 
 def _namespace(job: TrainingJob) -> str:
@@ -158,14 +158,9 @@ def build_service(job: TrainingJob, settings: RenderSettings) -> dict[str, Any]:
     }
 
 
-def build_configmap(job: TrainingJob) -> dict[str, Any]:
-    """The ConfigMap mounted at /etc/carina: the workload spec as JSON."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": _metadata(job, configmap_name(job.metadata.name)),
-        "data": {SPEC_FILE: json.dumps(spec_document(job), sort_keys=True)},
-    }
+def spec_text(job: TrainingJob) -> str:
+    """The spec document as the worker's file holds it (the pod's SPEC_ANNOTATION)."""
+    return json.dumps(spec_document(job), sort_keys=True)
 
 
 def ranks_per_worker(job: TrainingJob) -> int:
@@ -339,7 +334,17 @@ def build_worker_pod(
         "containers": [container],
         "tolerations": _tolerations(job, settings),
         "volumes": [
-            {"name": "spec", "configMap": {"name": configmap_name(name)}},
+            {
+                "name": "spec",
+                "downwardAPI": {
+                    "items": [
+                        {
+                            "path": SPEC_FILE,
+                            "fieldRef": {"fieldPath": f"metadata.annotations['{SPEC_ANNOTATION}']"},
+                        }
+                    ]
+                },
+            },
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size}},
         ],
     }
@@ -364,4 +369,7 @@ def build_worker_pod(
             preferred
         )
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
-    return apply_template(pod, job, checkpoint_uri(job, settings))
+    pod = apply_template(pod, job, checkpoint_uri(job, settings))
+    # Set last: a template annotation of the same key never replaces the spec.
+    pod["metadata"].setdefault("annotations", {})[SPEC_ANNOTATION] = spec_text(job)
+    return pod

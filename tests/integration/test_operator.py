@@ -145,10 +145,9 @@ def test_apply_runs_every_worker_on_its_pool(k8s_cluster, namespace, operator, p
         assert env_of(pod)["MASTER_ADDR"] == f"llm-worker-0.llm.{namespace}.svc"
         assert pod["spec"]["hostname"] == pod["metadata"]["name"].removesuffix("-r0")
     uid = k8s_cluster.get_json("trainingjob", "llm", "-n", namespace)["metadata"]["uid"]
-    for kind, name in (("service", "llm"), ("configmap", "llm-spec")):
-        owners = k8s_cluster.get_json(kind, name, "-n", namespace)["metadata"]["ownerReferences"]
-        assert owners[0]["uid"] == uid
-        assert owners[0]["controller"] is True
+    owners = k8s_cluster.get_json("service", "llm", "-n", namespace)["metadata"]["ownerReferences"]
+    assert owners[0]["uid"] == uid
+    assert owners[0]["controller"] is True
 
 
 def test_retryable_exit_restarts_the_gang_from_generation_one(k8s_cluster, namespace, operator):
@@ -280,7 +279,7 @@ def test_deleting_the_job_removes_its_children(k8s_cluster, namespace, operator)
     def children() -> list[str]:
         out = k8s_cluster.kubectl(
             "get",
-            "pods,services,configmaps",
+            "pods,services",
             "-n",
             namespace,
             "-l",
@@ -290,7 +289,7 @@ def test_deleting_the_job_removes_its_children(k8s_cluster, namespace, operator)
         ).stdout
         return out.split()
 
-    wait_until(lambda: children() == [], TIMEOUT, "pods, service and configmap deleted")
+    wait_until(lambda: children() == [], TIMEOUT, "pods and service deleted")
 
 
 def test_operator_killed_mid_creation_leaves_exactly_n_workers(k8s_cluster, namespace, operator):

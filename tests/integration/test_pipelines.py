@@ -26,6 +26,7 @@ from test_operator import (
     wait_phase,
 )
 
+from carina.platform.planning.render import SPEC_ANNOTATION
 from carina.testcluster import (
     SIMULATE_EXIT_CODE_ANNOTATION,
     SIMULATE_EXIT_DELAY_ANNOTATION,
@@ -147,8 +148,8 @@ def test_a_pipeline_applied_at_once_runs_in_order_with_no_early_pods(
         ("pretrain", saved_at("pretrain")),
     ]
     # The spec the worker reads holds URIs only.
-    data = k8s_cluster.get_json("configmap", "evaluate-spec", "-n", ns)["data"]
-    config = json.loads(next(iter(data.values())))["config"]
+    [evaluate_pod] = pods(k8s_cluster, ns, "evaluate")
+    config = json.loads(evaluate_pod["metadata"]["annotations"][SPEC_ANNOTATION])["config"]
     assert (config["base"], config["compareTo"]) == (saved_at("finetune"), saved_at("pretrain"))
     # Each downstream pod was created no earlier than its upstream finished.
     [tuned_pod] = pods(k8s_cluster, ns, "finetune")

@@ -16,7 +16,7 @@ import yaml
 from builders import make_job
 
 from carina.platform.api.types import TrainingJob
-from carina.platform.planning.render import RenderSettings, build_configmap, build_worker_pod
+from carina.platform.planning.render import RenderSettings, build_worker_pod
 from carina.platform.planning.template import pvc_volume_name
 from carina.testcluster import TestCluster
 from carina.testcluster.processes import wait_until
@@ -41,8 +41,7 @@ def stored_job(cluster: TestCluster, namespace: str, manifest: dict[str, Any]) -
 
 
 def run_worker(cluster: TestCluster, job: TrainingJob) -> dict[str, Any]:
-    """Create worker 0 of `job` (and its spec ConfigMap) and wait until kwok runs it."""
-    create(cluster, build_configmap(job))
+    """Create worker 0 of `job` and wait until kwok runs it."""
     pod = create(cluster, build_worker_pod(job, 0, 0, SETTINGS))
     ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
     seen: dict[str, Any] = {}

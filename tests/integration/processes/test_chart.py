@@ -227,7 +227,6 @@ def test_the_operator_may_run_jobs_and_nothing_more(default: list[dict[str, Any]
         ("", "pods", "create"),
         ("", "pods", "delete"),
         ("", "services", "create"),
-        ("", "configmaps", "patch"),
         ("", "events", "create"),
         ("kopf.dev", "clusterkopfpeerings", "patch"),
         # Admission to the queues' quota, by one writer the replicas elect with a Lease.
@@ -247,7 +246,6 @@ def test_the_operator_may_run_jobs_and_nothing_more(default: list[dict[str, Any]
         "trainingjobs/finalizers",
         "pods",
         "services",
-        "configmaps",
         "events",
         "namespaces",
         "customresourcedefinitions",

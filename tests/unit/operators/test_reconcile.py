@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,9 +45,6 @@ class FakeKube:
         obj["status"] = {"phase": "Pending"}
         self.objects[key] = obj
         return self._bump(obj)
-
-    async def replace_configmap_data(self, manifest):
-        self.calls.append(("patch", f"ConfigMap/{manifest['metadata']['name']}"))
 
     async def delete_pod(self, namespace, name, uid, grace_seconds=None):
         self.calls.append(("delete", f"Pod/{name}"))
@@ -121,21 +119,55 @@ def status(kube: FakeKube) -> dict[str, Any]:
     return kube.objects[("TrainingJob", "llm")]["status"]
 
 
-def test_new_job_creates_children_then_writes_status_once():
+def test_a_new_gang_that_starts_in_time_costs_one_status_write():
     kube, rec = setup()
     reconcile(rec)
     creates = [c for c in kube.calls if c[0] == "create"]
     assert sorted(w for _, w in creates) == [
-        "ConfigMap/llm-spec",
         "Pod/llm-worker-0-r0",
         "Pod/llm-worker-1-r0",
         "Service/llm",
     ]
+    # Starting waits for Running (status_min_interval); what happened is told at once.
+    assert [c for c in kube.calls if c[0] == "patch"] == []
+    assert ("event", "Created") in kube.calls
+    kwok(kube, rec)
+    reconcile(rec)
     assert [c for c in kube.calls if c[0] == "patch"] == [("patch", "TrainingJob/status")]
-    assert kube.calls.index(("patch", "TrainingJob/status")) > max(
-        kube.calls.index(c) for c in creates
-    )
+    assert status(kube)["phase"] == "Running"
+
+
+def test_a_gang_that_does_not_start_in_time_is_written_starting():
+    kube, rec = setup()
+    rec.settings = Settings(status_min_interval=0.05)
+    reconcile(rec)
+    assert "status" not in kube.objects[("TrainingJob", "llm")]
+    time.sleep(0.06)
+    reconcile(rec)  # the queue's delayed key: the interval has passed
     assert status(kube)["phase"] == "Starting"
+    assert [c for c in kube.calls if c[0] == "patch"] == [("patch", "TrainingJob/status")]
+    assert [c for c in kube.calls if c == ("event", "Created")] == [("event", "Created")]
+
+
+def test_a_new_gang_is_written_starting_at_once_when_a_write_costs_nothing_to_wait_for():
+    kube, rec = setup()
+    rec.settings = Settings(status_min_interval=0)
+    reconcile(rec)
+    assert status(kube)["phase"] == "Starting"
+
+
+def test_normal_events_are_shed_while_the_queue_is_deep():
+    kube, rec = setup()
+    rec.settings = Settings(status_min_interval=0, event_shed_depth=2)
+    for other in ("a", "b"):
+        rec.queue.add(("ns", other))
+    reconcile(rec)
+    assert status(kube)["phase"] == "Starting"
+    assert [c for c in kube.calls if c[0] == "event"] == []
+    # A Warning is never shed.
+    kwok(kube, rec, phase="Failed", ready=False, only="llm-worker-1-r0", **exited(1))
+    reconcile(rec)
+    assert ("event", "WorkerFailed") in kube.calls
 
 
 def test_nothing_changed_writes_nothing():
@@ -175,6 +207,7 @@ def test_a_restart_is_written_before_any_worker_is_deleted():
 
 def test_stale_status_write_is_refused_and_retried_later():
     kube, rec = setup()
+    rec.settings = Settings(status_min_interval=0)  # the first write goes out at once
     job = kube.objects[("TrainingJob", "llm")]
     kube._bump(job)  # someone changed the job after the cache saw it
     try:

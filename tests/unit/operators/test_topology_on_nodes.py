@@ -114,7 +114,7 @@ def test_a_gang_without_room_gets_no_workers_and_waits_with_the_reason():
 def test_a_gang_without_a_topology_is_created_unpinned():
     kube, rec = setup(replicas=2, cluster="vela", resources={"gpus": 8})
     reconcile(rec)
-    assert "placement" not in status(kube)
+    assert "placement" not in kube.objects[("TrainingJob", "llm")].get("status", {})
     assert all(pinned_to(p) == [] for p in created_pods(kube))
 
 

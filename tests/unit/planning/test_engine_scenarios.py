@@ -142,9 +142,6 @@ class _Api:
     async def create(self, manifest):
         return None
 
-    async def replace_configmap_data(self, manifest):
-        return None
-
     async def delete_pod(self, namespace, name, uid, grace_seconds=None):
         return None
 

@@ -11,8 +11,7 @@ from carina.platform.api.types import Condition, JobInput, TrainingJob, Training
 from carina.platform.planning.actions import CreateWorkers, FailJob, Wait
 from carina.platform.planning.dependencies import Gate
 from carina.platform.planning.engine import plan
-from carina.platform.planning.render import build_configmap
-from carina.workloads.contract import SPEC_FILE
+from carina.platform.planning.render import spec_text
 
 RESOLVED = JobInput(
     field="spec.workload.finetune.base",
@@ -86,7 +85,7 @@ def test_a_clear_gate_records_the_inputs_and_the_workers_read_the_resolved_uri()
     assert isinstance(decided.action, CreateWorkers)
     assert decided.status.inputs == [RESOLVED]
     planned = downstream().model_copy(update={"status": decided.status})
-    spec = json.loads(build_configmap(planned)["data"][SPEC_FILE])
+    spec = json.loads(spec_text(planned))
     assert spec["config"]["base"] == "s3://ckpt/pretrain/step-00000600"
 
 

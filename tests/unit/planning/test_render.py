@@ -10,8 +10,8 @@ from builders import make_job
 from carina.platform.api.types import TrainingJob
 from carina.platform.planning import profiles
 from carina.platform.planning.render import (
+    SPEC_ANNOTATION,
     RenderSettings,
-    build_configmap,
     build_service,
     build_worker_pod,
 )
@@ -157,7 +157,8 @@ def test_profiles_render_placement_network_and_nccl(profile):
     spec, meta = pod["spec"], pod["metadata"]
     assert spec.get("nodeSelector") == case["selector"]
     assert (profiles.GPU_TOLERATION in spec["tolerations"]) == case["gpu_toleration"]
-    assert meta.get("annotations") == case["annotations"]
+    profile_annotations = {k: v for k, v in meta["annotations"].items() if k != SPEC_ANNOTATION}
+    assert profile_annotations == (case["annotations"] or {})
     env = env_of(pod)
     assert {k: env.get(k) for k in case["env"]} == case["env"]
     if profile == "none":
@@ -210,15 +211,26 @@ def test_headless_service_resolves_workers_before_they_are_ready():
     assert svc["spec"]["ports"][0]["port"] == 29500
 
 
-def test_configmap_holds_the_workload_kind_and_camelcase_config():
-    cm = build_configmap(job())
-    assert cm["metadata"]["name"] == "llm-spec"
-    doc = json.loads(cm["data"]["spec.json"])
+def test_each_pod_carries_the_workload_spec_that_its_spec_volume_projects():
+    pod = build_worker_pod(job(), 1, 0, SETTINGS)
+    doc = json.loads(pod["metadata"]["annotations"][SPEC_ANNOTATION])
     assert doc["kind"] == "pretrain"
     assert doc["config"]["steps"] == 20
     assert "batchSize" in doc["config"]
     assert "batch_size" not in doc["config"]
-    assert cm["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "spec")
+    (item,) = volume["downwardAPI"]["items"]
+    assert item["path"] == "spec.json"
+    assert item["fieldRef"]["fieldPath"] == f"metadata.annotations['{SPEC_ANNOTATION}']"
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["CARINA_SPEC"] == "/etc/carina/spec.json"
+
+
+def test_a_template_annotation_never_replaces_the_spec():
+    templated = job(template={"metadata": {"annotations": {SPEC_ANNOTATION: "{}", "team": "a"}}})
+    meta = build_worker_pod(templated, 0, 0, SETTINGS)["metadata"]
+    assert meta["annotations"]["team"] == "a"
+    assert json.loads(meta["annotations"][SPEC_ANNOTATION])["kind"] == "pretrain"
 
 
 def test_service_account_and_pull_secrets_come_from_settings():

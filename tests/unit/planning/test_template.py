@@ -17,7 +17,7 @@ from carina.platform.api.types import (
     TrainingJob,
 )
 from carina.platform.planning import profiles
-from carina.platform.planning.render import RenderSettings, build_worker_pod
+from carina.platform.planning.render import SPEC_ANNOTATION, RenderSettings, build_worker_pod
 from carina.platform.planning.template import apply_template, pvc_volume_name
 from carina.workloads.contract import PVC_MOUNT_ROOT_ENV
 from carina.workloads.runtime.storage import LocalStore, open_store
@@ -164,7 +164,8 @@ def test_labels_and_annotations_reach_the_pod_beside_the_platform_ones():
     assert meta["labels"]["team"] == "research"
     assert meta["labels"]["carina.dev/job"] == "llm"
     # The cluster knows its network attachment's name better than the profile does.
-    assert meta["annotations"] == {"k8s.v1.cni.cncf.io/networks": "roce-vf", "owner": "me"}
+    user = {k: v for k, v in meta["annotations"].items() if k != SPEC_ANNOTATION}
+    assert user == {"k8s.v1.cni.cncf.io/networks": "roce-vf", "owner": "me"}
 
 
 def test_service_account_pull_policy_pull_secrets_and_priority_class():
