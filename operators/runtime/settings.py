@@ -46,6 +46,9 @@ class Settings(BaseSettings):
 
     namespaces: Csv = ()  # empty: all namespaces
     peering: str = ""  # kopf peering object; empty runs standalone (one replica)
+    # Seconds a replica's peering record counts as live without a renewal: how long a
+    # standby waits before it takes over from a replica that died without saying so.
+    peering_lifetime: int = Field(60, ge=5)
     priority: int = Field(default_factory=_default_priority)
     log_level: str = "INFO"
     port: int = Field(8080, ge=1, le=65535, description="/metrics and /healthz")

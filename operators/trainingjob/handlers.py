@@ -46,6 +46,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     config = Settings.from_env()
     settings.posting.level = logging.WARNING  # kopf's own events: only its errors
     settings.peering.priority = config.priority
+    settings.peering.lifetime = config.peering_lifetime
     settings.watching.server_timeout = 300
     settings.persistence.diffbase_storage = _NoDiffBase()
     memo.operator = Operator(config)
