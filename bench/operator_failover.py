@@ -8,6 +8,8 @@ per way of stopping:
 
 1. replica A (priority 200) and replica B (priority 100) run `python -m carina.operators`
    with CARINA_OPERATOR_PEERING set; `--jobs` TrainingJobs of 2 workers are created and run;
+   Both watch the whole cluster (as the chart's replicas do), so they meet in the
+   ClusterKopfPeering; a namespaced operator would look for a KopfPeering in its namespace.
 2. B's own counter of reconciles must still be zero: while A lives, B does nothing, so no
    job is ever reconciled by two replicas at once;
 3. A is stopped, by SIGTERM (a rolling update: A removes its peering record on the way out)
@@ -71,7 +73,6 @@ class Replica:
             "KUBECONFIG": kubeconfig,
             "CARINA_OPERATOR_PORT": str(self.port),
             "CARINA_OPERATOR_PROGRESS_INTERVAL": "0",
-            "CARINA_OPERATOR_NAMESPACES": NAMESPACE,
             "CARINA_OPERATOR_PEERING": PEERING,
             "CARINA_OPERATOR_PRIORITY": str(priority),
             "CARINA_OPERATOR_PEERING_LIFETIME": str(lifetime),
