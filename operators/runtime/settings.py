@@ -61,9 +61,15 @@ class Settings(BaseSettings):
     # Least seconds between two status writes that only update worker counts or progress;
     # also how long a new gang's first status write (Starting) waits for its Running one.
     status_min_interval: float = Field(5.0, ge=0)
+    # ... and while every worker of a starting gang is not yet running (phase Starting).
+    starting_status_interval: float = Field(30.0, ge=0)
     # Informational (Normal) events are not posted while this many jobs wait for a
-    # reconcile, so a burst of jobs costs no event writes (0: always post). Warnings always go.
+    # reconcile (0: never for that reason), nor beyond normal_event_rate per second (with
+    # bursts of normal_event_burst; 0: no limit), so a burst of jobs costs few event writes.
+    # Warnings always go.
     event_shed_depth: int = Field(64, ge=0)
+    normal_event_rate: float = Field(2.0, ge=0)
+    normal_event_burst: int = Field(20, ge=1)
     # Seconds between scrapes of each running job's rank-0 /metrics; 0 turns progress off.
     progress_interval: float = Field(15.0, ge=0)
     progress_timeout: float = Field(2.0, gt=0)

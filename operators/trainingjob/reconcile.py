@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -119,6 +120,25 @@ def _grace(job: TrainingJob, now: datetime, margin: int) -> int | None:
     return max(1, int(left) + margin)
 
 
+class TokenBucket:
+    """`rate` tokens a second, at most `burst` saved up; rate 0 never runs out."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic):
+        self.rate, self.burst, self.clock = rate, float(burst), clock
+        self.tokens, self.at = float(burst), clock()
+
+    def take(self) -> bool:
+        if not self.rate:
+            return True
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 @dataclass(frozen=True)
 class Scraped:
     """What a job's rank 0 of one generation last said on its /metrics (`scraper`)."""
@@ -155,6 +175,7 @@ class Reconciler:
         self._accounted: dict[Key, str] = {}  # jobs with GPU-time series, and their queue
         self._last_write: dict[Key, float] = {}  # loop time of each job's last status write
         self._first_write: dict[Key, float] = {}  # new gangs' deferred first write: deadline
+        self._normal_events = TokenBucket(settings.normal_event_rate, settings.normal_event_burst)
         self.topology = Topology(cache, settings.topology_levels)
         self.pipelines = Pipelines(cache)
         self.preflight = PreflightGate(settings, kube, cache)
@@ -399,8 +420,14 @@ class Reconciler:
             and _only_counts_changed(previous.to_wire(), new)
         ):
             # Workers of a gang start one by one: write their counts at most every
-            # status_min_interval seconds; phases, reasons and restarts go out at once.
-            wait = self._last_write.get(key, -1e9) + self.settings.status_min_interval
+            # status_min_interval seconds (starting_status_interval while the gang starts);
+            # phases, reasons and restarts go out at once.
+            interval = (
+                self.settings.starting_status_interval
+                if previous.phase == Phase.STARTING
+                else self.settings.status_min_interval
+            )
+            wait = self._last_write.get(key, -1e9) + interval
             wait -= asyncio.get_running_loop().time()
             if wait > 0:
                 self.queue.add_after(key, wait)
@@ -475,12 +502,14 @@ class Reconciler:
         it is an API write per job that slows every other job's start.
         """
         depth = self.settings.event_shed_depth
-        if not depth or len(self.queue) < depth:
-            return list(events)
+        deep = bool(depth) and len(self.queue) >= depth
+        out: list[JobEvent] = []
         for e in events:
-            if e.type != "Warning":
+            if e.type == "Warning" or (not deep and self._normal_events.take()):
+                out.append(e)
+            else:
                 metrics.events_shed.labels(str(e.reason)).inc()
-        return [e for e in events if e.type == "Warning"]
+        return out
 
     def _first_write_waits(self, key: Key, body: dict[str, Any], decided: Plan) -> bool:
         """Whether a new gang's first status write waits (its events go out now).

@@ -13,7 +13,7 @@ from carina.operators.runtime.cache import Cache
 from carina.operators.runtime.kube import Conflict
 from carina.operators.runtime.settings import Settings
 from carina.operators.runtime.workqueue import WorkQueue
-from carina.operators.trainingjob.reconcile import Reconciler
+from carina.operators.trainingjob.reconcile import Reconciler, TokenBucket
 from carina.operators.trainingjob.scraper import take
 from carina.workloads.contract import TerminationMessage
 
@@ -376,3 +376,37 @@ def test_a_restarted_gang_keeps_the_last_progress_until_its_rank_zero_reports():
     take(rec, KEY, 1, metrics(21, saved=20))
     reconcile(rec)
     assert status(kube)["progress"]["step"] == 21
+
+
+def test_normal_events_beyond_the_rate_are_shed_and_warnings_never_are():
+    now = [0.0]
+    bucket = TokenBucket(rate=2.0, burst=3, clock=lambda: now[0])
+    assert [bucket.take() for _ in range(4)] == [True, True, True, False]
+    now[0] = 0.5  # one token back
+    assert [bucket.take() for _ in range(2)] == [True, False]
+    assert all(TokenBucket(rate=0, burst=1).take() for _ in range(100))
+
+    kube, rec = setup()
+    rec.settings = Settings(status_min_interval=0)
+    rec._normal_events = TokenBucket(rate=1e-9, burst=1)
+    reconcile(rec)  # Created: the one token
+    kwok(kube, rec)
+    reconcile(rec)  # Running: shed
+    assert [c for c in kube.calls if c[0] == "event"] == [("event", "Created")]
+    kwok(kube, rec, phase="Failed", ready=False, only="llm-worker-1-r0", **exited(1))
+    reconcile(rec)
+    assert ("event", "WorkerFailed") in kube.calls
+
+
+def test_worker_counts_of_a_starting_gang_wait_the_longer_interval():
+    kube, rec = setup(replicas=3)
+    rec.settings = Settings(status_min_interval=0, starting_status_interval=3600)
+    reconcile(rec)
+    assert status(kube)["phase"] == "Starting"
+    kube.calls.clear()
+    kwok(kube, rec, only="llm-worker-0-r0")
+    reconcile(rec)  # one of three running: only a count changed
+    assert [c for c in kube.calls if c[0] == "patch"] == []
+    kwok(kube, rec)
+    reconcile(rec)  # all running: the phase changes, written at once
+    assert status(kube)["phase"] == "Running"
