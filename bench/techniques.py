@@ -8,7 +8,7 @@
 2. DS-MoE (Pan, Shen et al. 2024): a tiny 8-expert model trained densely with the MI loss on
    the standard library's source, then evaluated on held-out windows densely and sparsely
    (keep experts with E·S_i > ε, or top-k): active expert fraction, active-parameter fraction
-   and the loss gap to dense.
+   and the loss gap to dense; `--figures docs/figures` draws that trade-off as a PNG.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ import contextlib
 import io
 import platform
 import tempfile
+from pathlib import Path
 
 import torch
+from figures import save_curves
 
 from carina.workloads.config import ModelSpec, PretrainConfig
 from carina.workloads.data import build_corpus
@@ -60,7 +62,8 @@ def held_out_loss(model: Transformer, windows: list[tuple[torch.Tensor, torch.Te
     return sum(float(model(x, y)[1]) for x, y in windows) / len(windows)
 
 
-def moe_figures(steps: int, seed: int) -> None:
+def moe_figures(steps: int, seed: int) -> dict[str, list[tuple[float, float]]]:
+    """Print the sparse-inference table; return held-out loss against active parameters."""
     print(
         f"\n## DS-MoE sparse inference (tiny, 8 experts in every layer, {steps} dense steps, "
         f"seed {seed})"
@@ -94,14 +97,28 @@ def moe_figures(steps: int, seed: int) -> None:
         f"{'held-out loss':>13s} {'gap':>8s}"
     )
     print(f"{'dense':18s} {1.0:12.1%} {1.0:13.1%} {dense:13.4f} {0.0:+8.4f}")
-    modes = [(f"threshold ε={t}", Sparsity(threshold=t)) for t in THRESHOLDS]
-    modes += [(f"top-{k}", Sparsity(top_k=k)) for k in TOP_K]
-    for name, sparsity in modes:
+    modes = [("threshold", f"threshold ε={t}", Sparsity(threshold=t)) for t in THRESHOLDS]
+    modes += [("top-k", f"top-{k}", Sparsity(top_k=k)) for k in TOP_K]
+    tradeoff: dict[str, list[tuple[float, float]]] = {"dense": [(100.0, dense)]}
+    for family, name, sparsity in modes:
         model.set_moe_sparsity(sparsity)
         loss = held_out_loss(model, windows)
         kept = model.expert_active_fraction()
         active = (other + kept * experts) / (other + experts)
         print(f"{name:18s} {kept:12.1%} {active:13.1%} {loss:13.4f} {loss - dense:+8.4f}")
+        tradeoff.setdefault(family, []).append((100 * active, loss))
+    return {k: sorted(v) for k, v in tradeoff.items()}
+
+
+def draw_tradeoff(tradeoff: dict[str, list[tuple[float, float]]], folder: Path) -> Path:
+    """DS-MoE's held-out loss against the share of parameters active, one line per rule."""
+    return save_curves(
+        folder / "ds-moe-sparsity.png",
+        tradeoff,
+        title="DS-MoE sparse inference: held-out loss vs active parameters",
+        x_label="active parameters (% of the dense model)",
+        y_label="held-out cross-entropy",
+    )
 
 
 def main() -> None:
@@ -109,11 +126,16 @@ def main() -> None:
     parser.add_argument("--moe-steps", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1234, help="initialization and data order")
+    parser.add_argument(
+        "--figures", type=Path, help="draw the DS-MoE trade-off into this folder (docs/figures)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"machine: {platform.machine()}, {args.threads} threads, torch {torch.__version__}\n")
     kv_cache_figures()
-    moe_figures(args.moe_steps, args.seed)
+    tradeoff = moe_figures(args.moe_steps, args.seed)
+    if args.figures:
+        print(f"figure: {draw_tradeoff(tradeoff, args.figures)}")
 
 
 if __name__ == "__main__":

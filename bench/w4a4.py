@@ -24,8 +24,10 @@ the run's own W16A16, the mean kurtosis of the quantized layers' inputs and outp
 kurtosis (per output row, over inputs). A QAT model's W16A16 is the same weights with
 activations left unquantized: a model trained under clipping need not be good without it, so
 the table gives each W4A4 against the baseline's W16A16 too.
-Prints a Markdown table; `--out` also writes the figures as JSON (`--table-from` re-prints it,
-or the runs of several seeds as one table: `--table-from s1234.json s7.json`).
+Prints a Markdown table; `--out` also writes the figures and the loss curves as JSON
+(`--table-from` re-prints it, or the runs of several seeds as one table:
+`--table-from s1234.json s7.json`); `--figures docs/figures` draws the three training-loss
+curves into `w4a4-training-loss.png`.
 About 3 minutes on 2 idle CPU cores at the defaults (2 with --finetune-steps 200); 10-30
 when the cores are shared with other jobs.
 """
@@ -37,9 +39,11 @@ import copy
 import json
 import platform
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
+from figures import save_curves
 
 from carina.workloads.config import (
     KURTOSIS_LAMBDA,
@@ -91,6 +95,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--out", default=None, help="write the figures as JSON here")
     p.add_argument(
+        "--figures",
+        type=Path,
+        default=None,
+        help="draw the training-loss curves into this folder (docs/figures by convention)",
+    )
+    p.add_argument(
         "--table-from", nargs="+", default=None, help="only print the table of JSON results"
     )
     return p.parse_args()
@@ -105,10 +115,10 @@ def train(
     lr: float,
     init: dict[str, torch.Tensor] | None = None,
     consumed: int = 0,
-) -> tuple[Transformer, float]:
+) -> tuple[Transformer, float, list[tuple[int, float]]]:
     """Train one way from scratch (or from `init`, continuing the data stream at `consumed`).
 
-    Returns the model (quantizers attached) and the seconds it took.
+    Returns the model (quantizers attached), the seconds it took and its cross-entropy per step.
     """
     torch.manual_seed(args.seed)
     spec = ModelSpec(
@@ -129,16 +139,18 @@ def train(
     hooks = OutputKurtosis(layers)
     lam = args.kurtosis_lambda if run == "qat-kurtosis" else 0.0
     t0 = time.perf_counter()
+    curve: list[tuple[int, float]] = []
     for step in range(steps):
         x, y = corpus.train.batch(sampler.next_indices(args.batch_size))
         rate = learning_rate(step, schedule, lr, steps, args.batch_size, args.seq_len)
         result = qat_step(model, optimizer, x, y, lam, 1.0, rate, hooks)
+        curve.append((step + 1, result.ce))
         if (step + 1) % max(1, steps // 8) == 0:
             print(
                 f"  {run} step {step + 1}: ce {result.ce:.4f} kurtosis {result.kurtosis:.2f}",
                 flush=True,
             )
-    return model, time.perf_counter() - t0
+    return model, time.perf_counter() - t0, curve
 
 
 def measure(
@@ -237,18 +249,19 @@ def main() -> None:
         flush=True,
     )
     results: list[dict[str, Any]] = []
+    curves: dict[str, list[tuple[int, float]]] = {}
     t_start = time.perf_counter()
     init, consumed = None, 0
     if args.finetune_steps:  # one pretrained model, then three ways of fine-tuning it
-        base, seconds = train("baseline", args, corpus, calibration, args.steps, args.lr)
+        base, seconds, _ = train("baseline", args, corpus, calibration, args.steps, args.lr)
         print(f"pretrained in {seconds:.0f} s", flush=True)
         init = {k: v.detach().clone() for k, v in base.state_dict().items()}
         consumed = args.steps * args.batch_size
     for run in RUNS:
         if init is None:
-            model, seconds = train(run, args, corpus, calibration, args.steps, args.lr)
+            model, seconds, curve = train(run, args, corpus, calibration, args.steps, args.lr)
         else:
-            model, seconds = train(
+            model, seconds, curve = train(
                 run,
                 args,
                 corpus,
@@ -258,6 +271,7 @@ def main() -> None:
                 init,
                 consumed,
             )
+        curves[run] = curve
         r = measure(run, model, args, corpus, calibration)
         r["seed"] = args.seed
         r["trainSeconds"] = round(seconds, 1)
@@ -273,7 +287,23 @@ def main() -> None:
     print(f"\n{machine}; total {time.perf_counter() - t_start:.0f} s")
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"args": vars(args), "machine": machine, "results": results}, f, indent=1)
+            saved_args = {**vars(args), "figures": args.figures and str(args.figures)}
+            out = {"args": saved_args, "machine": machine, "results": results, "curves": curves}
+            json.dump(out, f, indent=1)
+    if args.figures:
+        print(f"figure: {draw_curves(curves, args)}")
+
+
+def draw_curves(curves: dict[str, list[tuple[int, float]]], args: argparse.Namespace) -> Path:
+    """The three ways' training cross-entropy, step by step, as one PNG in `args.figures`."""
+    phase = f"{args.finetune_steps} fine-tuning steps" if args.finetune_steps else "pretraining"
+    return save_curves(
+        args.figures / "w4a4-training-loss.png",
+        curves,
+        title=f"W{args.bits}A{args.bits}: training loss by method ({phase}, seed {args.seed})",
+        x_label="step",
+        y_label="cross-entropy (quantized forward for QAT)",
+    )
 
 
 if __name__ == "__main__":

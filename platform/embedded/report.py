@@ -120,18 +120,18 @@ def report(state_dir: Path, namespace: str, name: str) -> int:
         raw = sorted(curves.train.items())
         chart = line_chart(
             [
-                Series("train", [(float(s), v) for s, v in raw], (170, 190, 235)),
-                Series("smoothed", smooth([(float(s), v) for s, v in raw]), (30, 70, 200)),
+                Series("train", [(float(s), v) for s, v in raw], "tab:blue", "faint"),
+                Series("train (smoothed)", smooth([(float(s), v) for s, v in raw]), "tab:blue"),
                 Series(
                     "eval",
                     [(float(s), v) for s, v in sorted(curves.eval.items())],
-                    (220, 80, 30),
-                    dots=True,
+                    "tab:orange",
+                    "dots",
                 ),
             ],
-            title=f"{name}: loss",
+            title=f"{namespace}/{name}: loss",
             x_label="step",
-            y_label="loss",
+            y_label="cross-entropy loss",
         )
         target = paths.root / "loss.png"
         target.write_bytes(png_bytes(chart))
