@@ -56,6 +56,25 @@ class Settings(BaseSettings):
     watch_heartbeat_seconds: float = Field(
         15.0, gt=0, description="a watch stream's comment line when nothing changed for this long"
     )
+    # -- job history (docs/architecture.md, "Job history")
+    history_enabled: bool = Field(
+        True, description="record finished and deleted jobs; false: no records, no finalizer"
+    )
+    history_url: str | None = Field(
+        None,
+        description="sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB; default: SQLite in"
+        " the state folder on the local backend, none (history off) on the kubernetes backend",
+    )
+    history_retention_days: float | None = Field(
+        30.0, gt=0, description="records that ended longer ago are pruned; null: kept"
+    )
+    history_retention_count: int | None = Field(
+        1000, ge=1, description="records kept per namespace, the newest; null: no limit"
+    )
+    history_prune_seconds: float = Field(300.0, gt=0, description="how often pruning runs")
+    history_log_lines: int = Field(
+        200, ge=1, le=10_000, description="lines of each worker's log kept in a record"
+    )
 
     @field_validator("local_roots", mode="before")
     @classmethod
@@ -67,6 +86,24 @@ class Settings(BaseSettings):
 
     def resolved_state_dir(self) -> Path:
         return self.state_dir.expanduser().resolve()
+
+    @field_validator("history_retention_days", "history_retention_count", mode="before")
+    @classmethod
+    def _no_limit(cls, value: Any) -> Any:
+        """`null` (or empty) in the environment: no limit, as in a JSON document."""
+        if isinstance(value, str) and value.strip().lower() in ("", "null", "none"):
+            return None
+        return value
+
+    def resolved_history_url(self) -> str | None:
+        """Where job history goes, or None when it is off."""
+        if not self.history_enabled:
+            return None
+        if self.history_url:
+            return self.history_url
+        if self.backend == "local":
+            return f"sqlite:///{self.resolved_state_dir() / 'history.db'}"
+        return None
 
     def resolved_tokens_file(self) -> Path:
         return (self.tokens_file or self.resolved_state_dir() / "tokens.yaml").expanduser()

@@ -41,6 +41,7 @@ from carina.platform.api.types import (
     TrainingJobStatus,
 )
 from carina.platform.embedded.capacity import assign_gpus
+from carina.platform.embedded.history_capture import record
 from carina.platform.embedded.launcher import (
     Launcher,
     RunPaths,
@@ -51,6 +52,7 @@ from carina.platform.embedded.launcher import (
 )
 from carina.platform.embedded.observe import observe
 from carina.platform.embedded.store import JobRow, Sample, Store, WorkerRow
+from carina.platform.history.store import HistoryStore
 from carina.platform.planning.actions import (
     Action,
     CreateWorkers,
@@ -120,13 +122,21 @@ class SubstrateConfig:
     capacity: Capacity
     stop_grace_seconds: float = 60.0
     interval_seconds: float = 0.5
+    history_log_lines: int = 200  # of each worker's log, kept in the job's history record
 
 
 class Substrate:
     """Runs TrainingJobs as local worker processes; `run_forever` in a thread."""
 
-    def __init__(self, store: Store, launcher: Launcher, config: SubstrateConfig) -> None:
+    def __init__(
+        self,
+        store: Store,
+        launcher: Launcher,
+        config: SubstrateConfig,
+        history: HistoryStore | None = None,
+    ) -> None:
         self.store = store
+        self.history = history  # where finished and deleted jobs are recorded (None: nowhere)
         self.launcher = launcher
         self.config = config
         self._stop = threading.Event()
@@ -390,6 +400,7 @@ class Substrate:
         if row.deleting:
             self._stop_workers(row.uid)
             if not self.store.workers(row.uid):
+                self.record_history(row, deleted_at=now)
                 self.store.remove_job(row.uid)
                 self._parsed.pop(row.uid, None)
                 self._statuses.pop(row.uid, None)
@@ -428,9 +439,24 @@ class Substrate:
             return None
         self._write(row, decided, previous, now)
         self._sample(row.uid, decided.status.progress, now)
+        finished = decided.status.phase in FINISHED_PHASES
+        if finished and (previous is None or previous.phase not in FINISHED_PHASES):
+            self.record_history(self.store.get_job(row.namespace, row.name) or row)
         if isinstance(action, Nothing):
             return Wait(None)
         return action if isinstance(action, Wait) else None
+
+    def record_history(self, row: JobRow, deleted_at: datetime | None = None) -> None:
+        """Write the job's history record (when it finishes, and just before it goes)."""
+        if self.history is not None:
+            record(
+                self.history,
+                self.store,
+                self.config.state_dir,
+                row,
+                self.config.history_log_lines,
+                deleted_at,
+            )
 
     def _fail_invalid(self, row: JobRow, problems: str, now: datetime) -> Wait:
         """Fail a job whose stored spec the models refuse, and stop its workers.
@@ -446,6 +472,8 @@ class Substrate:
         except ValueError:
             previous = None
         self._write(row, plan_invalid(previous, problems, now), previous, now)
+        if previous is None or previous.phase not in FINISHED_PHASES:
+            self.record_history(self.store.get_job(row.namespace, row.name) or row)
         return Wait(None)
 
     def _observe(

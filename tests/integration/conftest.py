@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 import pytest
 from operator_process import OperatorProcess
+from postgres_server import PostgresMissing, PostgresServer
 
 from carina.testcluster import (
     PrometheusServer,
@@ -41,6 +42,7 @@ _MARKER_OF_FIXTURE = {
     "prometheus": "prometheus",
     "s3_server": "s3",
     "s3": "s3",
+    "postgres": "postgres",
 }
 
 
@@ -146,6 +148,29 @@ def s3(s3_server: S3Server, request: pytest.FixtureRequest) -> S3Bucket:
     """A fresh, empty bucket for this test on the session's S3 server."""
     # Bucket names: 3-63 characters of lowercase letters, digits and '-'.
     return s3_server.create_bucket(_namespace_name(request.node.name)[-40:].lstrip("-"))
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The session's PostgreSQL server (run as a non-root user when the tests run as root)."""
+    try:
+        server = PostgresServer()
+    except PostgresMissing as e:
+        _unavailable(str(e))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres(postgres_server: PostgresServer) -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL server."""
+    return postgres_server.database()
 
 
 @pytest.fixture

@@ -129,3 +129,14 @@ chart fails with a message saying what to do, rather than leaving a monitor out 
 {{- end }}
 {{- join "," $names }}
 {{- end }}
+
+{{/* The Secret that holds the job history's PostgreSQL URL: the user's, or the chart's. */}}
+{{- define "carina.history.secretName" -}}
+{{- if .Values.history.postgres.existingSecret }}
+{{- .Values.history.postgres.existingSecret }}
+{{- else if .Values.history.postgres.url }}
+{{- include "carina.controlPlane.fullname" . }}-history
+{{- else }}
+{{- fail "history.enabled needs history.postgres.url or history.postgres.existingSecret" }}
+{{- end }}
+{{- end }}

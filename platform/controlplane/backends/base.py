@@ -21,6 +21,7 @@ from carina.platform.controlplane.schemas import (
     LocalQueueList,
     MetricSeries,
 )
+from carina.platform.history.store import HistoryStore
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Backend(Protocol):
     """One substrate's view of TrainingJobs, plus how it knows callers."""
 
     name: str
+    history: HistoryStore | None  # where finished and deleted jobs are recorded; None: off
 
     async def start(self) -> None: ...
 

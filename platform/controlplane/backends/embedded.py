@@ -45,6 +45,7 @@ from carina.platform.controlplane.backend_errors import (
     Unavailable,
 )
 from carina.platform.controlplane.backends.base import Principal
+from carina.platform.controlplane.history_keeping import Pruner, open_history
 from carina.platform.controlplane.job_watch import JobWatch, StoreFeed
 from carina.platform.controlplane.metrics_source import PrometheusSource
 from carina.platform.controlplane.queue_summaries import (
@@ -69,6 +70,7 @@ from carina.platform.controlplane.schemas import (
 from carina.platform.controlplane.settings import Settings
 from carina.platform.embedded.capacity import visible_gpus
 from carina.platform.embedded.launcher import Launcher, run_paths
+from carina.platform.embedded.logs import tail
 from carina.platform.embedded.paths import LocalFolders, refused_paths
 from carina.platform.embedded.store import Conflict, JobRow, Store
 from carina.platform.embedded.store import StorageFull as StoreFull
@@ -282,6 +284,8 @@ class LocalBackend:
         self.store = Store(self.state_dir / "carina.db")
         self.tokens = TokenFile(settings.resolved_tokens_file())
         self.capacity = machine_capacity(settings)
+        self.history = open_history(settings)
+        self.pruner = Pruner(self.history, settings) if self.history is not None else None
         self.substrate = Substrate(
             self.store,
             Launcher(settings.worker_command),
@@ -290,7 +294,9 @@ class LocalBackend:
                 capacity=self.capacity,
                 stop_grace_seconds=settings.stop_grace_seconds,
                 interval_seconds=settings.reconcile_seconds,
+                history_log_lines=settings.history_log_lines,
             ),
+            history=self.history,
         )
         self.prometheus = (
             PrometheusSource(settings.prometheus_url) if settings.prometheus_url else None
@@ -304,6 +310,8 @@ class LocalBackend:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        if self.pruner is not None:
+            self.pruner.start()
         self._thread = threading.Thread(
             target=self.substrate.run_forever, name="carina-substrate", daemon=True
         )
@@ -316,6 +324,8 @@ class LocalBackend:
         the workers it would stop belong to the `carina up` that runs them.
         """
         await asyncio.to_thread(self.feed.stop)
+        if self.pruner is not None:
+            await asyncio.to_thread(self.pruner.stop)
         if self._thread is None:
             return
         await asyncio.to_thread(self.substrate.shutdown, self.settings.run_workers)
@@ -403,8 +413,9 @@ class LocalBackend:
             row = self.store.mark_deleting(namespace, name, time.time())
             if row is None:
                 raise NotFound(f"trainingjob {namespace}/{name} not found")
-            if not self.settings.run_workers:
-                self.store.remove_job(row.uid)  # no substrate to stop workers: nothing runs
+            if not self.settings.run_workers:  # no substrate to stop workers: nothing runs
+                self.substrate.record_history(row, datetime.now(UTC))
+                self.store.remove_job(row.uid)
         self.substrate.wake()
         return row.object_json()
 
@@ -528,21 +539,6 @@ class LocalBackend:
         if row is None:
             raise NotFound(f"trainingjob {namespace}/{name} not found")
         return row
-
-
-def tail(path: Path, lines: int, block: int = 64 * 1024) -> str:
-    """The last `lines` lines of a file, reading backwards from its end."""
-    with path.open("rb") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        data = b""
-        while size > 0 and data.count(b"\n") <= lines:
-            step = min(block, size)
-            size -= step
-            f.seek(size)
-            data = f.read(step) + data
-    text = data.decode(errors="replace")
-    return "\n".join(text.splitlines()[-lines:]) + ("\n" if text.endswith("\n") else "")
 
 
 # The line the launcher writes into a worker's log before each start (launcher.Launcher.start).

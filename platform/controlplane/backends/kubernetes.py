@@ -9,6 +9,9 @@ tokenreviews and subjectaccessreviews and the TrainingJob, event and pod-log rig
 chart's ClusterRole gives it, and read on the queue kinds (the queue routes). ClusterQueues
 are cluster-scoped: their SubjectAccessReview names no namespace. Answers are cached for a
 few seconds per token, the way the API server's own webhook authenticator caches them.
+With a job history (`CARINA_HISTORY_URL`), `history_recorder.ClusterRecorder` also follows
+every namespace's jobs and records each before it is deleted (docs/architecture.md, "Job
+history").
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from carina.platform.controlplane.backend_errors import (
     Unavailable,
 )
 from carina.platform.controlplane.backends.base import Principal
+from carina.platform.controlplane.history_keeping import Pruner, open_history
+from carina.platform.controlplane.history_recorder import ClusterRecorder
 from carina.platform.controlplane.job_watch import (
     ADDED,
     DELETED,
@@ -90,6 +95,9 @@ class KubernetesBackend:
         self.prometheus = (
             PrometheusSource(settings.prometheus_url) if settings.prometheus_url else None
         )
+        self.history = open_history(settings)
+        self.pruner = Pruner(self.history, settings) if self.history is not None else None
+        self.recorder: ClusterRecorder | None = None
         self._api: Any = None
         self._authn: dict[str, tuple[float, Principal | None]] = {}
         self._authz: dict[tuple[str, str, str, str], tuple[float, bool]] = {}
@@ -98,6 +106,16 @@ class KubernetesBackend:
 
     async def start(self) -> None:
         await asyncio.to_thread(self._connect)
+        if self.history is not None and self.pruner is not None:
+            self.recorder = ClusterRecorder(
+                self.custom,
+                self.core,
+                self.history,
+                self.settings.history_log_lines,
+                self.prometheus,
+            )
+            self.recorder.start()
+            self.pruner.start()
 
     def _connect(self) -> None:
         from kubernetes import client
@@ -112,6 +130,10 @@ class KubernetesBackend:
         self.authz = client.AuthorizationV1Api(api)
 
     async def stop(self) -> None:
+        if self.recorder is not None:
+            await asyncio.to_thread(self.recorder.stop)
+        if self.pruner is not None:
+            await asyncio.to_thread(self.pruner.stop)
         if self._api is not None:
             await asyncio.to_thread(self._api.close)
 
