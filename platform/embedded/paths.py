@@ -117,6 +117,8 @@ def local_path_fields(job: TrainingJob) -> Iterator[tuple[str, str, bool]]:
                 yield f"spec.workload.evaluate.tasks[{i}].data.path", task.data.path, False
     if w.vision is not None and w.vision.data.path:
         yield "spec.workload.vision.data.path", w.vision.data.path, False
+    if w.sweep is not None:
+        yield from _data_paths("spec.workload.sweep.data", w.sweep.data)
 
 
 def _data_paths(prefix: str, data: DataSpec) -> Iterator[tuple[str, str, bool]]:

@@ -7,9 +7,12 @@ Launch (see worker.py for the whole environment):
 with spec {"kind": "finetune", "config": {"base": "file:///tmp/pretrain", "mode": "ssr"}}.
 Rank 0 builds the training set (SSR: the base answers every prompt, the judge decides, the
 target is chosen) and saves it as `ssr-dataset.jsonl` under the checkpoint URI; the other ranks
-receive it by broadcast. A restarted job reads that file back instead of asking the judge
-again. Then masked SFT in the run loop every workload shares (`runtime/loop.py`): the usual
-checkpoints, SIGTERM protocol and telemetry.
+wait in a broadcast (bounded by the process group's 30-minute timeout) and receive it from
+rank 0. `config.ssr.engine` says how rank 0 builds it: a plain loop in its own process, or
+Ray Data actor pools (`ssr_ray`; `auto` from `rayMinRows` examples on). A restarted job
+reads that file back instead of asking the judge again. Then masked SFT in the run loop
+every workload shares (`runtime/loop.py`): the usual checkpoints, SIGTERM protocol and
+telemetry.
 """
 
 from __future__ import annotations
@@ -23,11 +26,11 @@ import torch.distributed as dist
 from prometheus_client import Gauge
 
 from carina.workloads import metric_names
-from carina.workloads.config import ExitCode, FinetuneConfig, FinetuneMode, Parallelism
+from carina.workloads.config import ExitCode, FinetuneConfig, FinetuneMode, Parallelism, SSREngine
 from carina.workloads.contract import WorkerContext
 from carina.workloads.data import ByteTokenizer
 from carina.workloads.errors import WorkerError
-from carina.workloads.finetune import ssr
+from carina.workloads.finetune import ssr, ssr_ray
 from carina.workloads.finetune.masking import Pair
 from carina.workloads.finetune.trainer import PairBatches, make_optimizer, step_lr, train_step
 from carina.workloads.judges import build_judge
@@ -66,13 +69,28 @@ def build_dataset(
     examples = qa_examples(cfg)
     if FinetuneMode(cfg.mode) == FinetuneMode.SFT:
         return ssr.sft_records(examples)
-    prompts = [ssr.qa_prompt(ex) for ex in examples]
-    answers = generate_answers(model, tokenizer, prompts, cfg.max_new_tokens, GENERATION_BATCH)
-    judge = build_judge(cfg.judge)
-    verdicts = ssr.judge_answers(judge, examples, answers)
-    errors = [v.error for v in verdicts if v.error]
+    engine = ssr_ray.choose_engine(cfg.ssr, len(examples), ssr_ray.ray_installed())
+    log_event("ssr-engine", engine=str(engine), examples=len(examples))
+    if engine == SSREngine.RAY:
+        gpus = torch.cuda.device_count() if model.lm_head.weight.is_cuda else 0
+        records = ssr_ray.build_records_on_ray(
+            examples, cfg.base, cfg.judge, cfg.max_new_tokens, cfg.ssr, gpus
+        )
+    else:
+        records = build_records_plain(cfg, examples, model, tokenizer)
+    errors = [r.judge_error for r in records if r.judge_error]
     if errors:
         log_event("judge-errors", count=len(errors), first=errors[0])
+    return records
+
+
+def build_records_plain(
+    cfg: FinetuneConfig, examples: list[QAExample], model: Transformer, tokenizer: ByteTokenizer
+) -> list[ssr.SSRRecord]:
+    """SSR steps 1-3 in this process: generate in batches, then judge every answer."""
+    prompts = [ssr.qa_prompt(ex) for ex in examples]
+    answers = generate_answers(model, tokenizer, prompts, cfg.max_new_tokens, GENERATION_BATCH)
+    verdicts = ssr.judge_answers(build_judge(cfg.judge), examples, answers)
     return ssr.build_records(examples, answers, verdicts)
 
 

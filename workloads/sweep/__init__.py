@@ -1,0 +1,1 @@
+"""The `sweep` workload: learning-rate transfer sweeps on Ray Tune (`run.run_sweep`)."""
