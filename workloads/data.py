@@ -5,7 +5,9 @@ with EOS between documents and cut into windows of seq_len + 1 tokens (inputs an
 targets). The sampler walks an endless sequence of per-epoch permutations of those windows,
 so its whole state is one integer, `consumed` (global sequences drawn), which the checkpoint
 stores. Rank r of W takes its slice of each global micro-batch, so the same global batches are
-seen whatever the world size.
+seen whatever the world size. `packing: repository` makes one document of each package
+(`repository_packing.py`), `upsampleLong` repeats long training documents, and a staged run
+mixes several corpora by weight (`mixture.py`), each read through `build_corpus`.
 """
 
 from __future__ import annotations
@@ -21,8 +23,19 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from carina.workloads.config import BYTE_VOCAB, DataSource, DataSpec, ExitCode
+from carina.workloads.alignment import instructions, safety
+from carina.workloads.config import (
+    BYTE_VOCAB,
+    DataSource,
+    DataSpec,
+    ExitCode,
+    FimSpec,
+    Packing,
+)
 from carina.workloads.errors import WorkerError
+from carina.workloads.fim import FIM_TOKENS, Sentinels, apply_fim
+from carina.workloads.passkey import passkey_documents
+from carina.workloads.repository_packing import repository_documents, upsample_long
 
 # The stdlib corpus is ~100 MB of source; a default cap keeps startup to seconds.
 DEFAULT_STDLIB_MAX_BYTES = 32 * 1024 * 1024
@@ -46,10 +59,23 @@ class Tokenizer(Protocol):
 
 
 class ByteTokenizer:
-    """UTF-8 bytes 0-255 plus BOS 256, EOS 257, PAD 258, SEP 259: no download, no unknowns."""
+    """UTF-8 bytes 0-255 plus BOS 256, EOS 257, PAD 258, SEP 259: no download, no unknowns.
+
+    With `fim`, ids 260-263 are the fill-in-the-middle sentinels (prefix, middle, suffix,
+    end) and the vocabulary is 264; no text encodes to them. Without, it stays 260, so
+    checkpoints trained before the sentinels existed load and evaluate as they did.
+    """
 
     vocab_size = BYTE_VOCAB
     bos_id, eos_id, pad_id, sep_id = 256, 257, 258, 259
+    FIM_SENTINELS = Sentinels(prefix=260, middle=261, suffix=262, end=263)
+
+    def __init__(self, fim: bool = False) -> None:
+        self.vocab_size = BYTE_VOCAB + len(FIM_TOKENS) if fim else BYTE_VOCAB
+
+    def fim_sentinels(self) -> Sentinels | None:
+        """The FIM sentinel ids, or None when this vocabulary has none."""
+        return self.FIM_SENTINELS if self.vocab_size > self.FIM_SENTINELS.end else None
 
     def encode(self, text: str | bytes) -> list[int]:
         """Token ids of `text` (its UTF-8 bytes)."""
@@ -90,6 +116,13 @@ class HFTokenizer:
         self.bos_id = special["<s>"] if special["<s>"] is not None else self.eos_id
         self.pad_id = special["<pad>"] if special["<pad>"] is not None else self.eos_id
 
+    def fim_sentinels(self) -> Sentinels | None:
+        """The FIM sentinel ids (<fim_prefix>, <fim_middle>, <fim_suffix>, <fim_end> or EOS)."""
+        prefix, middle, suffix, end = (self._tok.token_to_id(t) for t in FIM_TOKENS)
+        if prefix is None or middle is None or suffix is None:
+            return None
+        return Sentinels(prefix, middle, suffix, end if end is not None else self.eos_id)
+
     def encode(self, text: str | bytes) -> list[int]:
         """Token ids of `text`."""
         if isinstance(text, bytes):
@@ -106,9 +139,16 @@ class HFTokenizer:
         return str(self._tok.decode(ids))
 
 
-def load_tokenizer(name: str) -> ByteTokenizer | HFTokenizer:
-    """'bytes' or the path of a tokenizers JSON file."""
-    return ByteTokenizer() if name == "bytes" else HFTokenizer(name)
+def load_tokenizer(name: str, fim: bool = False) -> ByteTokenizer | HFTokenizer:
+    """'bytes' or the path of a tokenizers JSON file; `fim`: one that has FIM sentinels."""
+    tokenizer = ByteTokenizer(fim=fim) if name == "bytes" else HFTokenizer(name)
+    if fim and tokenizer.fim_sentinels() is None:
+        raise WorkerError(
+            ExitCode.BAD_CONFIG,
+            f"data.fim needs the tokenizer to have the tokens {', '.join(FIM_TOKENS[:3])}"
+            f" ({name} has not)",
+        )
+    return tokenizer
 
 
 # ---------------------------------------------------------------- corpora
@@ -171,7 +211,20 @@ def load_documents(spec: DataSpec, seed: int) -> list[bytes]:
         docs = synthetic_documents(seed)
         return read_capped(docs, spec.max_bytes)
     if source == DataSource.PYTHON_STDLIB:
+        if spec.packing == Packing.REPOSITORY:  # one document per package
+            return repository_documents(stdlib_files(), spec.max_bytes or DEFAULT_STDLIB_MAX_BYTES)
         return read_documents(stdlib_files(), spec.max_bytes or DEFAULT_STDLIB_MAX_BYTES)
+    if source == DataSource.INSTRUCTIONS:
+        pairs = instructions.generate(SYNTHETIC_DOCUMENTS, seed)
+        return read_capped([p.render().encode() for p in pairs], spec.max_bytes)
+    if source == DataSource.SAFETY:
+        # The training split only: the held-out prompts are the safety evaluation's.
+        train, _ = safety.split(safety.load_safety_set())
+        return read_capped([ex.render().encode() for ex in train], spec.max_bytes)
+    if source == DataSource.PASSKEY:
+        return read_capped(passkey_documents(seed, SYNTHETIC_DOCUMENTS), spec.max_bytes)
+    if spec.packing == Packing.REPOSITORY:
+        return repository_documents(resolve_paths(spec.paths or []), spec.max_bytes)
     return read_documents(resolve_paths(spec.paths or []), spec.max_bytes)
 
 
@@ -199,14 +252,24 @@ def split_documents(docs: list[bytes], val_fraction: float) -> tuple[list[bytes]
     return train, val
 
 
-def pack(docs: list[bytes], tokenizer: ByteTokenizer | HFTokenizer) -> np.ndarray:
-    """One int32 token stream: each document followed by EOS."""
+def pack(
+    docs: list[bytes],
+    tokenizer: ByteTokenizer | HFTokenizer,
+    fim: FimSpec | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """One int32 token stream: each document (FIM-rearranged at `fim.rate`) followed by EOS."""
     parts: list[np.ndarray] = []
     eos = np.array([tokenizer.eos_id], dtype=np.int32)
     if isinstance(tokenizer, ByteTokenizer):
         encoded = [tokenizer.encode_array(doc) for doc in docs]
     else:
         encoded = [np.asarray(ids, dtype=np.int32) for ids in tokenizer.encode_many(docs)]
+    if fim is not None:
+        sentinels = tokenizer.fim_sentinels()
+        if sentinels is None:
+            raise WorkerError(ExitCode.BAD_CONFIG, "data.fim: the tokenizer has no FIM tokens")
+        encoded = apply_fim(encoded, fim.rate, fim.spm_rate, seed, sentinels)
     for ids in encoded:
         parts.extend((ids, eos))
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
@@ -277,15 +340,25 @@ class Corpus:
     val: Windows
     tokenizer: ByteTokenizer | HFTokenizer
 
+    def with_seq_len(self, seq_len: int) -> Corpus:
+        """The same token streams cut into windows of another length (a new stage)."""
+        return Corpus(
+            Windows(self.train.stream, seq_len), Windows(self.val.stream, seq_len), self.tokenizer
+        )
+
 
 def build_corpus(spec: DataSpec, seq_len: int, seed: int) -> Corpus:
     """Read, split, tokenize and pack `spec`; refuse data too small for one batch."""
-    tokenizer = load_tokenizer(spec.tokenizer)
+    tokenizer = load_tokenizer(spec.tokenizer, fim=spec.fim is not None)
     docs = load_documents(spec, seed)
     if not docs:
         raise WorkerError(ExitCode.BAD_DATA, "data: the corpus is empty")
     train_docs, val_docs = split_documents(docs, spec.val_fraction)
-    train = Windows(torch.from_numpy(pack(train_docs, tokenizer)).long(), seq_len)
+    if spec.upsample_long is not None:  # the held-out split keeps each document once
+        train_docs = upsample_long(train_docs, spec.upsample_long, seed)
+    # FIM on the training split only: the held-out loss stays a left-to-right one.
+    train_stream = pack(train_docs, tokenizer, spec.fim, seed)
+    train = Windows(torch.from_numpy(train_stream).long(), seq_len)
     val = Windows(torch.from_numpy(pack(val_docs, tokenizer)).long(), seq_len)
     if len(train) == 0:
         raise WorkerError(

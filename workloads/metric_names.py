@@ -25,6 +25,11 @@ WORKER_STEP_SECONDS = "carina_worker_step_seconds"
 # gauge, on global rank 0, one series per rank: that rank's median compute seconds per step
 # (step start to its gradients ready, before waiting on the others), gathered every 10 steps
 WORKER_RANK_STEP_SECONDS = "carina_worker_rank_step_seconds"
+# gauge, one series: the stage being trained, 1-based; label `stage` its name (a staged run
+# has at most 16 stages; the series of a finished stage is removed)
+WORKER_STAGE = "carina_worker_stage"
+STAGE_LABELS = (*LABELS, "stage")
+WORKER_STAGES = "carina_worker_stages"  # gauge: stages of the whole run
 CHECKPOINT_SAVE_SECONDS = "carina_checkpoint_save_seconds"  # histogram: collective save time
 CHECKPOINT_LAST_STEP = "carina_checkpoint_last_step"  # gauge: step of the newest checkpoint
 CHECKPOINT_CORRUPT_TOTAL = "carina_checkpoint_corrupt_total"  # counter: damaged ones skipped
@@ -55,6 +60,8 @@ ALL = (
     WORKER_MFU,
     WORKER_STEP_SECONDS,
     WORKER_RANK_STEP_SECONDS,
+    WORKER_STAGE,
+    WORKER_STAGES,
     CHECKPOINT_SAVE_SECONDS,
     CHECKPOINT_LAST_STEP,
     CHECKPOINT_CORRUPT_TOTAL,

@@ -55,6 +55,8 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Workers", "type": "integer", "jsonPath": ".spec.replicas"},
     {"name": "Step", "type": "integer", "jsonPath": ".status.progress.step"},
     {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss"},
+    # A staged pretraining run's current stage, by name (index and count in status).
+    {"name": "Stage", "type": "string", "jsonPath": ".status.progress.stage"},
     {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts"},
     {"name": "Queue", "type": "string", "jsonPath": ".spec.queue"},
     {"name": "Reason", "type": "string", "jsonPath": ".status.queueing.reason"},

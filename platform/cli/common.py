@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -124,3 +124,12 @@ def delete_and_wait(client: CarinaClient, namespace: str, name: str, timeout: fl
             raise
         time.sleep(0.3)
     raise ApiError(504, "Timeout", f"{namespace}/{name} was not deleted in {timeout:.0f}s", [])
+
+
+def stage_text(progress: dict[str, Any]) -> str | None:
+    """A staged run's stage as `name i/n` (None for a run without stages)."""
+    stage = progress.get("stage")
+    if not stage:
+        return None
+    index, count = progress.get("stageIndex"), progress.get("stageCount")
+    return f"{stage} {index}/{count}" if index and count else str(stage)

@@ -27,6 +27,7 @@ from carina.platform.cli.common import (
     client_for,
     delete_and_wait,
     name_check,
+    stage_text,
 )
 from carina.platform.cli.pipelines import admitted_false, pipeline_lines
 
@@ -201,7 +202,7 @@ def _print_jobs(jobs: list[dict[str, Any]], output: str) -> None:
     longest = max((len(j["metadata"]["name"]) for j in jobs), default=4)
     table.add_column("NAME", no_wrap=True, min_width=longest)
     table.add_column("PHASE", no_wrap=True, min_width=len("Restarting"))
-    for col in ("WORKLOAD", "WORKERS", "STEP", "LOSS", "RESTARTS", "QUEUE", "REASON"):
+    for col in ("WORKLOAD", "WORKERS", "STEP", "LOSS", "STAGE", "RESTARTS", "QUEUE", "REASON"):
         table.add_column(col, no_wrap=True, overflow="ellipsis")
     table.add_column("AGE", no_wrap=True)
     for job in jobs:
@@ -220,6 +221,7 @@ def _print_jobs(jobs: list[dict[str, Any]], output: str) -> None:
             f"{workers.get('ready', 0)}/{job['spec'].get('replicas', 1)}",
             f"{progress.get('step', 0)}/{progress.get('totalSteps', '-')}" if progress else "-",
             f"{loss:.3f}" if isinstance(loss, int | float) else "-",
+            stage_text(progress) or "-",
             str(status.get("restarts", 0)),
             job["spec"].get("queue") or "-",
             reason or "-",

@@ -11,7 +11,9 @@ announces once (`record_damaged`, `engine.events`). Rank 0's median step time
 (`carina_worker_step_seconds`) becomes `progress.stepSeconds`, the yardstick of the stall
 rule (`stall.py`), and every rank's compute time per step
 (`carina_worker_rank_step_seconds{rank}`) comes out as `Scrape.rank_seconds`, from which the
-engine names stragglers (`stragglers.py`). Once the worker has exited its endpoint is gone;
+engine names stragglers (`stragglers.py`). A staged pretraining run's stage
+(`carina_worker_stage{stage}`, its 1-based index, and `carina_worker_stages`) becomes
+`progress.stage`, `stageIndex` and `stageCount`. Once the worker has exited its endpoint is gone;
 its final step then comes from its termination message (`observed.final_progress`).
 """
 
@@ -40,6 +42,7 @@ _WANTED = {
     # seconds this attempt's rank 0 spent in collective saves (the histogram's running sum)
     names.CHECKPOINT_SAVE_SECONDS + "_sum": "checkpoint_seconds",
     names.WORKER_STEP_SECONDS: "step_seconds",
+    names.WORKER_STAGES: "stage_count",
 }
 
 # How many damaged checkpoints status remembers (the newest): enough to never announce one
@@ -122,11 +125,26 @@ def parse_metrics(text: str) -> dict[str, float]:
     return found
 
 
-def _progress(values: dict[str, float], now: datetime) -> Progress | None:
+def parse_stage(text: str) -> tuple[str, int] | None:
+    """The stage a staged run is training: (name, 1-based index), or None for a plain run."""
+    for _, labels, value in samples(text, (names.WORKER_STAGE,)):
+        name = labels.get("stage", "")
+        if name and value >= 1:
+            return name, int(value)
+    return None
+
+
+def _progress(
+    values: dict[str, float], now: datetime, stage: tuple[str, int] | None = None
+) -> Progress | None:
     step = int(values.get("step", 0))
     if step <= 0:
         return None
+    count = int(values.get("stage_count", 0))
     return Progress(
+        stage=stage[0] if stage else None,
+        stage_index=stage[1] if stage else None,
+        stage_count=count if stage and count > 0 else None,
         step=step,
         total_steps=int(values.get("total_steps", 0)),
         loss=values.get("loss"),
@@ -145,7 +163,7 @@ def parse_progress(text: str, now: datetime) -> Progress | None:
     The step gauge reads 0 until then, also in a restarted worker that is still loading its
     checkpoint: "no report yet", so status keeps the last progress it knows.
     """
-    return _progress(parse_metrics(text), now)
+    return _progress(parse_metrics(text), now, parse_stage(text))
 
 
 def parse_checkpoint_step(text: str) -> int | None:
@@ -192,7 +210,7 @@ def read_scrape(text: str, now: datetime) -> Scrape:
     values = parse_metrics(text)
     saved = int(values.get("checkpoint_step", 0))
     return Scrape(
-        _progress(values, now),
+        _progress(values, now, parse_stage(text)),
         saved if saved > 0 else None,
         parse_damaged(text),
         parse_rank_seconds(text),

@@ -67,11 +67,12 @@ def test_crd_names_status_and_printer_columns() -> None:
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
     assert columns == [
-        "Phase", "Workload", "Ready", "Workers", "Step", "Loss", "Restarts", "Queue", "Reason",
-        "Admitted", "Age", "Message",
+        "Phase", "Workload", "Ready", "Workers", "Step", "Loss", "Stage", "Restarts", "Queue",
+        "Reason", "Admitted", "Age", "Message",
     ]  # fmt: skip
     paths = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
     assert paths["Queue"] == ".spec.queue"
+    assert paths["Stage"] == ".status.progress.stage"
     assert paths["Reason"] == ".status.queueing.reason"
     # Why a job has no workers (WaitingForQuota, WaitingForUpstream ...), and with -o wide how.
     assert paths["Admitted"] == '.status.conditions[?(@.type=="Admitted")].reason'

@@ -5,7 +5,9 @@
   `accuracyRaw` with the plain sum); MMLU, HellaSwag and code-choice items alike;
 - refusal: the model answers each question greedily; "abstained" is the positive class, so
   precision, recall and F1 measure unanswerable-question detection (the SSR paper's task);
-  `answerAccuracy` is the rule judge's acceptance on the answerable ones.
+  `answerAccuracy` is the rule judge's acceptance on the answerable ones;
+- infill: exact match of generated middles given prefix and suffix, PSM and SPM (infill.py);
+- safety: refusal of held-out harmful prompts against over-refusal of benign ones (safety.py).
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from carina.workloads.alignment.safety import SafetyExample
 from carina.workloads.config import EvalTask, ExitCode
 from carina.workloads.data import ByteTokenizer
 from carina.workloads.errors import WorkerError
 from carina.workloads.evaluate import metrics
+from carina.workloads.evaluate.infill import run_infill
+from carina.workloads.evaluate.safety import run_safety
 from carina.workloads.evaluate.scoring import continuation_logprobs, text_nll
 from carina.workloads.judges import JudgeItem
 from carina.workloads.judges.normalize import is_abstention, token_f1
@@ -26,7 +31,13 @@ from carina.workloads.models.transformer import Transformer
 from carina.workloads.tasks.loaders import TaskData
 from carina.workloads.tasks.types import ChoiceExample, QAExample, qa_prompt
 
-PRIMARY = {"perplexity": "perplexity", "multiple-choice": "accuracy", "refusal": "f1"}
+PRIMARY = {
+    "perplexity": "perplexity",
+    "multiple-choice": "accuracy",
+    "refusal": "f1",
+    "infill": "exactMatch",
+    "safety": "safetyScore",
+}
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,18 @@ def run_refusal(
     return refusal_metrics(examples, answers)
 
 
+def fim_tokenizer(model: Transformer, task: EvalTask) -> ByteTokenizer:
+    """The byte tokenizer with FIM sentinels, if `model`'s vocabulary has them."""
+    tok = ByteTokenizer(fim=True)
+    if model.arch.vocab_size < tok.vocab_size:
+        raise WorkerError(
+            ExitCode.BAD_CONFIG,
+            f"tasks[{task.name}]: an infill task needs a model pretrained with data.fim "
+            f"(vocabulary {tok.vocab_size}); this one has {model.arch.vocab_size} tokens",
+        )
+    return tok
+
+
 def run_task(
     model: Transformer, task: EvalTask, data: TaskData, batch_size: int, max_new_tokens: int
 ) -> TaskResult:
@@ -126,6 +149,16 @@ def run_task(
         values = run_perplexity(model, tok, _expect(data, str, task))
     elif task.kind == "multiple-choice":
         values = run_choice(model, tok, _expect(data, ChoiceExample, task), batch_size)
+    elif task.kind == "infill":
+        fim_tok = fim_tokenizer(model, task)
+        sentinels = fim_tok.fim_sentinels()
+        assert sentinels is not None
+        docs = _expect(data, str, task)
+        n = task.data.examples  # spans, cut from the documents in turn
+        values = run_infill(model, fim_tok, sentinels, docs, task.data.seed, n, batch_size)
+    elif task.kind == "safety":
+        examples = _expect(data, SafetyExample, task)
+        values = run_safety(model, tok, examples, max_new_tokens, batch_size)
     else:
         items = _expect(data, QAExample, task)
         values = run_refusal(model, tok, items, max_new_tokens, batch_size)

@@ -61,6 +61,36 @@ def _greedy(
     return [_until_stop(row, stops) for row in tokens]
 
 
+def greedy_ids(
+    model: Transformer,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    stops: set[int],
+    batch_size: int = 32,
+) -> list[list[int]]:
+    """Each prompt's greedy continuation, token ids up to (without) its first stop token.
+
+    A prompt longer than the model's window keeps its last tokens.
+    """
+    was_training = model.training
+    model.eval()
+    device = model.lm_head.weight.device
+    max_prompt = model.arch.max_seq_len - 1
+    encoded = [ids[-max_prompt:] for ids in prompts]
+    buckets: dict[int, list[int]] = defaultdict(list)
+    for i, ids in enumerate(encoded):
+        buckets[len(ids)].append(i)
+    out: list[list[int]] = [[] for _ in prompts]
+    for _, idxs in sorted(buckets.items()):
+        for start in range(0, len(idxs), batch_size):
+            chunk = idxs[start : start + batch_size]
+            rows = torch.tensor([encoded[i] for i in chunk], device=device)
+            for i, ids in zip(chunk, _greedy(model, rows, max_new_tokens, stops), strict=True):
+                out[i] = ids
+    model.train(was_training)
+    return out
+
+
 def generate_answers(
     model: Transformer,
     tokenizer: Tokenizer,
@@ -69,21 +99,6 @@ def generate_answers(
     batch_size: int = 32,
 ) -> list[str]:
     """The greedy one-line continuation of each prompt (without the stop token)."""
-    was_training = model.training
-    model.eval()
-    device = model.lm_head.weight.device
-    max_prompt = model.arch.max_seq_len - 1
-    encoded = [tokenizer.encode(p)[-max_prompt:] for p in prompts]
-    buckets: dict[int, list[int]] = defaultdict(list)
-    for i, ids in enumerate(encoded):
-        buckets[len(ids)].append(i)
-    answers: list[str] = [""] * len(prompts)
-    stops = stop_ids(tokenizer)
-    for _, idxs in sorted(buckets.items()):
-        for start in range(0, len(idxs), batch_size):
-            chunk = idxs[start : start + batch_size]
-            rows = torch.tensor([encoded[i] for i in chunk], device=device)
-            for i, ids in zip(chunk, _greedy(model, rows, max_new_tokens, stops), strict=True):
-                answers[i] = tokenizer.decode(ids).strip()
-    model.train(was_training)
-    return answers
+    encoded = [tokenizer.encode(p) for p in prompts]
+    continued = greedy_ids(model, encoded, max_new_tokens, stop_ids(tokenizer), batch_size)
+    return [tokenizer.decode(ids).strip() for ids in continued]

@@ -23,6 +23,7 @@ E experts, F hidden width, V vocabulary.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, cast
@@ -314,6 +315,20 @@ class Transformer(nn.Module):
         if arch.activation_bits < 16:  # after the init: clip values are not weights
             attach_quantizers(self, arch.activation_bits)
         self.register_load_state_dict_post_hook(_clip_values_optional)
+
+    def set_rope(self, theta: float, max_len: int | None = None) -> None:
+        """Rebuild the rotary tables for base θ and positions up to `max_len` (default: as now).
+
+        Long-context continual pretraining raises θ with the sequence length on the same
+        weights (Stallone et al. 2024: θ = 100K at 8K up to 10M at 128K); an evaluation past
+        the trained length extends the tables. The tables are no weights: `arch` records θ so
+        a checkpoint reloads with the θ it was trained with last.
+        """
+        length = max_len or self.rope_cos.shape[0]
+        cos, sin = rope_tables(self.arch.d_head, length, theta)
+        device = self.rope_cos.device
+        self.rope_cos, self.rope_sin = cos.to(device), sin.to(device)  # (T_max, D/2)
+        self.arch = dataclasses.replace(self.arch, rope_theta=theta)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:

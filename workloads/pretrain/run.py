@@ -24,6 +24,11 @@ fake-quantized with learned clip values, calibrated on `qat.calibrationBatches` 
 batches before the first step, and the loss is CE + λ·(mean output kurtosis of those layers).
 The checkpoints record the activation bits in their architecture and carry the clip values.
 
+`stages` (pretrain/stages.py) run one model through stages of their own length, seqLen, RoPE
+θ, data mixture and schedule; the trainer state records the stage and the step within it, so a
+resumed worker re-enters that stage (its windows, sampler and θ) and goes on at the same
+sequence. A run without stages is one stage on `data`, trained exactly as before.
+
 A run started from `init` continues the Power scheduler's token clock: its offset is the init
 checkpoint's `tokensSeen` (or `schedule.tokenOffset` when set), and each checkpoint's
 `tokensSeen` includes it, so chained continuations keep counting.
@@ -32,6 +37,7 @@ checkpoint's `tokensSeen` (or `schedule.tokenOffset` when set), and each checkpo
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from contextlib import nullcontext
 from typing import Any
@@ -42,6 +48,8 @@ from carina.workloads.config import ExitCode, Parallelism, PretrainConfig
 from carina.workloads.contract import WorkerContext
 from carina.workloads.data import Corpus, ShardedSampler, build_corpus
 from carina.workloads.errors import WorkerError
+from carina.workloads.longcontext import evaluate_long_context
+from carina.workloads.mixture import Mixture, MixtureSampler
 from carina.workloads.models.kurtosis import OutputKurtosis
 from carina.workloads.models.quant_layers import (
     calibrate_clip_values,
@@ -50,14 +58,24 @@ from carina.workloads.models.quant_layers import (
     with_clip_group,
 )
 from carina.workloads.models.transformer import Transformer, param_groups
+from carina.workloads.pretrain.stages import (
+    Stage,
+    sources,
+    stage_at,
+    stage_learning_rate,
+    stage_plan,
+    tokens_before,
+)
 from carina.workloads.runtime import checkpoint, distributed
 from carina.workloads.runtime.distributed import Dist, PreemptionFlag
 from carina.workloads.runtime.flops import flops_per_token
 from carina.workloads.runtime.loop import RunLoop, StepCallback, StepReport, Workload, run_workload
 from carina.workloads.runtime.loop import StepRecord as StepRecord  # what `on_step` receives
 from carina.workloads.runtime.precision import autocast_dtype
-from carina.workloads.runtime.schedules import learning_rate
 from carina.workloads.runtime.storage import open_store
+
+# The long-context evaluation's report, beside the checkpoints under CARINA_CHECKPOINT_URI.
+LONG_CONTEXT_REPORT = "long-context-eval.json"
 
 
 def tokens_seen(ref: checkpoint.CheckpointRef) -> int:
@@ -92,28 +110,35 @@ class Trainer(Workload):
             raise WorkerError(
                 ExitCode.BAD_CONFIG, "config.qat needs parallelism ddp (clip values are scalars)"
             )
-        self.corpus: Corpus = build_corpus(cfg.data, cfg.seq_len, cfg.seed)
+        self.plan: list[Stage] = stage_plan(cfg)
+        self.staged = bool(cfg.stages)
+        self.corpora = self._build_corpora()
+        self.corpus: Corpus = self.corpora[self.plan[0].mixture[0][0]]
         self.arch = cfg.model.resolve(vocab_size=self.corpus.tokenizer.vocab_size)
         if cfg.qat is not None:  # the model builds its quantizers from the architecture
             self.arch = dataclasses.replace(self.arch, activation_bits=cfg.qat.activation_bits)
-        if cfg.seq_len > self.arch.max_seq_len:
+        longest = max(self.plan, key=lambda s: s.seq_len)
+        if longest.seq_len > self.arch.max_seq_len:
+            where = f"stages[{longest.index}].seqLen" if self.staged else "seqLen"
             raise WorkerError(
                 ExitCode.BAD_CONFIG,
-                f"config.seqLen ({cfg.seq_len}) exceeds the model's maxSeqLen "
+                f"config.{where} ({longest.seq_len}) exceeds the model's maxSeqLen "
                 f"({self.arch.max_seq_len})",
             )
         if self.corpus.tokenizer.vocab_size > self.arch.vocab_size:
             raise WorkerError(
                 ExitCode.BAD_CONFIG, "config.model.vocabSize is below the tokenizer's"
             )
-        self.loop = RunLoop(self, ctx, d, preempt, cfg.steps, cfg.log_every)
+        self.loop = RunLoop(self, ctx, d, preempt, self.plan[-1].end, cfg.log_every)
+        self.loop.checkpointer.pinned = frozenset(
+            s.end for s in self.plan if s.checkpoint and s.end < self.plan[-1].end
+        )
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         model = Transformer(self.arch).to(d.device)
-        self.flops_token = flops_per_token(
-            model.num_params(exclude_embedding=True) - len(clip_parameters(model)),
-            self.arch,
-            cfg.seq_len,
+        self.non_embedding_params = model.num_params(exclude_embedding=True) - len(
+            clip_parameters(model)
         )
+        self.flops_token = flops_per_token(self.non_embedding_params, self.arch, cfg.seq_len)
         self.hooks = OutputKurtosis(quant_layers(model)) if cfg.qat is not None else None
         self.raw: Transformer = model
         self.model = distributed.wrap(model, cfg.parallelism, d)
@@ -132,6 +157,11 @@ class Trainer(Workload):
         )
         self.amp = autocast_dtype(cfg.precision, d.device)
         self.sampler = ShardedSampler(len(self.corpus.train), cfg.seed, d.rank, d.world_size)
+        self.stage: Stage = self.plan[0]
+        self.mixture: Mixture | None = None
+        self.mix_sampler: MixtureSampler | None = None
+        if self.staged:
+            self.enter_stage(self.plan[0])
         self.step = 0
         self.token_offset = cfg.schedule.token_offset or 0
         if self.loop.resume() is None:
@@ -151,19 +181,121 @@ class Trainer(Workload):
 
     def state_dict(self) -> dict[str, Any]:
         """What the checkpoint needs beyond weights and optimizer to continue exactly."""
-        return {
+        state: dict[str, Any] = {
             "step": self.step,
-            "totalSteps": self.cfg.steps,
+            "totalSteps": self.plan[-1].end,
             "data": self.sampler.state_dict(),
-            "tokensSeen": self.token_offset + self.step * self.cfg.batch_size * self.cfg.seq_len,
+            "tokensSeen": self.token_offset
+            + tokens_before(self.plan, self.step, self.cfg.batch_size),
             "tokenOffset": self.token_offset,
             "seed": self.cfg.seed,
         }
+        if self.mix_sampler is not None:
+            state["data"] = self.mix_sampler.state_dict()
+            state["stage"] = {
+                "index": self.stage.index,
+                "name": self.stage.name,
+                "step": self.step - self.stage.start,  # steps done within the stage
+                "seqLen": self.stage.seq_len,
+                "ropeTheta": self.stage.rope_theta,
+            }
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
-        self.sampler.load_state_dict(state["data"])
         self.token_offset = int(state.get("tokenOffset", 0))
+        if not self.staged:
+            self.sampler.load_state_dict(state["data"])
+            return
+        saved = state.get("stage") or {}
+        index = int(saved.get("index", -1))
+        if not 0 <= index < len(self.plan) or self.plan[index].name != saved.get("name"):
+            raise WorkerError(
+                ExitCode.BAD_CONFIG,
+                f"the checkpoint at step {self.step} was saved in stage {saved.get('name')!r}"
+                f" (index {index}), which config.stages no longer has at that index",
+            )
+        stage = self.plan[index]
+        if stage.start + int(saved["step"]) != self.step:
+            raise WorkerError(
+                ExitCode.BAD_CONFIG,
+                f"the checkpoint's stage {stage.name!r} starts at step"
+                f" {self.step - int(saved['step'])}, config.stages puts it at {stage.start}",
+            )
+        self.enter_stage(stage)
+        assert self.mix_sampler is not None
+        self.mix_sampler.load_state_dict(state["data"])
+
+    # ------------------------------------------------------------ stages
+
+    def _build_corpora(self) -> dict[str, Corpus]:
+        """The corpus of every source a stage names, windowed for the first stage using it."""
+        specs = sources(self.cfg)
+        corpora: dict[str, Corpus] = {}
+        for stage in self.plan:
+            for name, _ in stage.mixture:
+                if name not in corpora:
+                    corpora[name] = build_corpus(specs[name], stage.seq_len, self.cfg.seed)
+        vocabularies = {n: c.tokenizer.vocab_size for n, c in corpora.items()}
+        if len(set(vocabularies.values())) > 1:
+            raise WorkerError(
+                ExitCode.BAD_CONFIG,
+                f"config.sources must share one tokenizer (vocabulary sizes {vocabularies})",
+            )
+        return corpora
+
+    def enter_stage(self, stage: Stage) -> None:
+        """Window the stage's sources at its seqLen, start its sampler, set RoPE's θ."""
+        self.stage = stage
+        names = [name for name, _ in stage.mixture]
+        for name in names:
+            self.corpora[name] = self.corpora[name].with_seq_len(stage.seq_len)
+            if len(self.corpora[name].train) == 0:
+                raise WorkerError(
+                    ExitCode.BAD_DATA,
+                    f"stage {stage.name!r}: source {name!r} has fewer than seqLen+1 ="
+                    f" {stage.seq_len + 1} tokens",
+                )
+        weights = [w for _, w in stage.mixture]
+        self.mixture = Mixture(names, [self.corpora[n] for n in names], weights)
+        self.mix_sampler = MixtureSampler(
+            [len(self.corpora[n].train) for n in names],
+            weights,
+            self.cfg.seed + 1_000 * stage.index,
+            self.d.rank,
+            self.d.world_size,
+        )
+        # Held-out loss on the heaviest source, at this stage's length.
+        self.corpus = self.corpora[max(stage.mixture, key=lambda m: m[1])[0]]
+        self.arch = dataclasses.replace(self.arch, rope_theta=stage.rope_theta)
+        self.raw.set_rope(stage.rope_theta)
+        self.flops_token = flops_per_token(self.non_embedding_params, self.arch, stage.seq_len)
+        self.telemetry.on_stage(stage.index, stage.name, len(self.plan))
+
+    def stage_fields(self) -> dict[str, Any]:
+        """The current stage as event fields (none for a run without stages)."""
+        if not self.staged:
+            return {}
+        stage = self.stage
+        return {
+            "stage": stage.name,
+            "stageIndex": stage.index,
+            "stages": len(self.plan),
+            "stageStep": self.step - stage.start,
+            "seqLen": stage.seq_len,
+            "ropeTheta": stage.rope_theta,
+            "mixture": dict(stage.mixture),
+        }
+
+    def checkpoint_due(self) -> bool:
+        """A stage that asks for it is saved at its end (and that checkpoint is kept)."""
+        return self.staged and self.stage.checkpoint and self.step == self.stage.end
+
+    def next_batch(self, micro_batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's share of the next global micro-batch."""
+        if self.mixture is not None and self.mix_sampler is not None:
+            return self.mixture.batch(self.mix_sampler.next_picks(micro_batch))
+        return self.corpus.train.batch(self.sampler.next_indices(micro_batch))
 
     def calibrate(self) -> None:
         """Initial clip values: the MSE-best range of each layer's inputs on fixed batches.
@@ -193,32 +325,28 @@ class Trainer(Workload):
         self.loop.log(
             "start",
             step=self.step,
-            totalSteps=self.cfg.steps,
+            totalSteps=self.plan[-1].end,
             worldSize=self.d.world_size,
             params=self.raw.num_params(),
             device=str(self.d.device),
+            **self.stage_fields(),
         )
 
     def train_step(self) -> StepReport:
         """One optimizer step on `batchSize` sequences in `batchSize / microBatchSize` parts."""
         cfg = self.cfg
         accum = cfg.batch_size // cfg.micro_batch_size
-        lr = learning_rate(
-            self.step,
-            cfg.schedule,
-            cfg.optimizer.lr,
-            cfg.steps,
-            cfg.batch_size,
-            cfg.seq_len,
-            self.token_offset,
-        )
+        if self.staged and stage_at(self.plan, self.step) is not self.stage:
+            self.enter_stage(stage_at(self.plan, self.step))
+            self.loop.log("stage", step=self.step, **self.stage_fields())
+        lr = stage_learning_rate(cfg, self.plan, self.step, self.token_offset)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
         total = torch.zeros((), device=self.d.device)
         kurt = torch.zeros((), device=self.d.device)
         hooks, lam = self.hooks, cfg.qat.kurtosis_lambda if cfg.qat is not None else 0.0
         for micro in range(accum):
-            x, y = self.corpus.train.batch(self.sampler.next_indices(cfg.micro_batch_size))
+            x, y = self.next_batch(cfg.micro_batch_size)
             x = x.to(self.d.device, non_blocking=True)
             y = y.to(self.d.device, non_blocking=True)
             with distributed.grad_sync(self.model, sync=micro == accum - 1), self._autocast():
@@ -242,18 +370,50 @@ class Trainer(Workload):
             for layer in quant_layers(self.raw).values():
                 layer.act_quant.clamp_order()
         self.step += 1
-        tokens = cfg.batch_size * cfg.seq_len
-        fields = {"kurtosis": round(float(kurt) / accum, 3)} if hooks is not None else {}
+        tokens = cfg.batch_size * self.stage.seq_len
+        fields: dict[str, Any] = {}
+        if hooks is not None:
+            fields["kurtosis"] = round(float(kurt) / accum, 3)
+        if self.staged:
+            fields["stage"] = self.stage.name
         return StepReport(total / accum, lr, tokens, tokens * self.flops_token, fields)
 
     def after_step(self) -> None:
         """The held-out loss every `evalEvery` steps and at the last."""
         every = self.cfg.eval_every
-        if every and (self.step % every == 0 or self.step == self.cfg.steps):
+        if every and (self.step % every == 0 or self.step == self.plan[-1].end):
             eval_loss = self.evaluate()
             if eval_loss is not None:
                 self.telemetry.on_eval(eval_loss)
                 self.loop.log("eval", step=self.step, loss=round(eval_loss, 5))
+
+    def finish(self) -> None:
+        """The long-context evaluation, when asked for: an event and a report in the store."""
+        spec = self.cfg.long_context_eval
+        if spec is None or not self.d.is_main:
+            return None
+        base = spec.base_seq_len or self.plan[0].seq_len
+        val = self.corpus.val
+        if len(val) == 0:
+            val = self.corpus.train  # no held-out split: the position profile of training data
+        report = evaluate_long_context(
+            self.raw,
+            self.corpus.tokenizer,
+            val,
+            base,
+            spec.factors,
+            spec.buckets,
+            spec.keys_per_depth,
+            seed=self.cfg.seed,
+            device=self.d.device,
+        )
+        self.raw.set_rope(self.arch.rope_theta, max_len=self.arch.max_seq_len)
+        self.loop.log("long-context-eval", step=self.step, **report.to_dict())
+        if self.loop.store is not None:
+            self.loop.store.put_bytes(
+                json.dumps(report.to_dict(), indent=1).encode(), LONG_CONTEXT_REPORT
+            )
+        return None
 
     @torch.no_grad()
     def evaluate(self) -> float | None:

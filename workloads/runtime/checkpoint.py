@@ -46,7 +46,7 @@ import re
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -467,13 +467,14 @@ def save(
     trainer_state: dict[str, Any],
     architecture: Architecture | VisionArchitecture,
     keep: int = 0,
+    pinned: Collection[int] = (),
 ) -> CheckpointRef:
     """Save collectively; returns the checkpoint once its manifest is stored.
 
     Every rank must call this. A model sharded by FSDP is saved in the `dcp` layout, any other
     in the `safetensors` layout. A complete checkpoint already there for `step` (a damaged one
     a resume passed over) is removed first. `keep` > 0 prunes all but the
-    newest `keep` complete ones up to this one.
+    newest `keep` complete ones up to this one, and those at `pinned` steps (a stage's end).
     """
     rank, world = _rank_and_world()
     name = step_dir(step)
@@ -513,14 +514,14 @@ def save(
             }
             store.put_bytes(json.dumps(manifest, indent=1).encode(), f"{name}/{MANIFEST}")
             if keep > 0:
-                prune(store, keep, upto=step)
+                prune(store, keep, upto=step, pinned=pinned)
         _barrier()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ref
 
 
-def prune(store: Store, keep: int, upto: int | None = None) -> None:
+def prune(store: Store, keep: int, upto: int | None = None, pinned: Collection[int] = ()) -> None:
     """Keep the newest `keep` complete checkpoints up to step `upto` (default: all of them).
 
     Older ones and abandoned partial saves below the newest kept one are deleted. Checkpoints
@@ -531,7 +532,7 @@ def prune(store: Store, keep: int, upto: int | None = None) -> None:
     steps = [s for s in complete_steps(store) if upto is None or s <= upto]
     if not steps:
         return
-    kept = set(steps[-keep:])
+    kept = set(steps[-keep:]) | set(pinned)
     newest = steps[-1]
     for name in store.list_dirs():
         m = _STEP_DIR.match(name)

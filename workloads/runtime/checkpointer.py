@@ -63,6 +63,8 @@ class Checkpointer:
         self.store, self.interval, self.keep, self.restart = store, interval, keep, restart
         self.telemetry, self.log = telemetry, log
         self.saved_step: int | None = None
+        # Steps whose checkpoints pruning keeps (a staged run's stage ends).
+        self.pinned: frozenset[int] = frozenset()
 
     def restore(self, w: Checkpointed) -> Restored | None:
         """Load the newest intact checkpoint into `w`; None without a store or a checkpoint."""
@@ -91,7 +93,14 @@ class Checkpointer:
             return checkpoint.ref_at(self.store, w.step)
         t0 = time.perf_counter()
         ref = checkpoint.save(
-            self.store, w.step, w.raw, w.optimizer, w.state_dict(), w.arch, keep=self.keep
+            self.store,
+            w.step,
+            w.raw,
+            w.optimizer,
+            w.state_dict(),
+            w.arch,
+            keep=self.keep,
+            pinned=self.pinned,
         )
         seconds = time.perf_counter() - t0
         self.saved_step = w.step

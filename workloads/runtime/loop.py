@@ -107,6 +107,10 @@ class Workload(ABC):
         """Work after a step, before its interval save (held-out evaluation)."""
         return None
 
+    def checkpoint_due(self) -> bool:
+        """Whether this step must be saved whatever the interval (a stage's end)."""
+        return False
+
     def finish(self) -> CheckpointRef | None:
         """Work after the last step and the final save (quantization, reports).
 
@@ -228,7 +232,7 @@ class RunLoop:
             w.after_step()
             if w.step < self.total_steps:
                 t0 = time.perf_counter()
-                if self.checkpointer.save(w) is not None:
+                if self.checkpointer.save(w, force=w.checkpoint_due()) is not None:
                     window.exclude(time.perf_counter() - t0)
                     self.step_times.pause()
             self._share_step_times()

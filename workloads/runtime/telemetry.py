@@ -10,7 +10,8 @@
   the job's status keeps the last known progress meanwhile. Global rank 0 also exports its
   median step time (the platform's yardstick for a stalled step) and every rank's median
   compute time per step, one series per rank (`step_times.py`; the platform names the
-  outliers stragglers).
+  outliers stragglers), and the stage being trained of a staged run (its name as a label, its
+  1-based index as the value, and the stage count), which becomes `status.progress.stage`.
 - Rank 0 prints one JSON object per line to stdout for each logged event.
 - Rank 0's final word goes to the termination-message path on success and on preemption: its
   last step, total steps and loss, and its newest checkpoint. The endpoint is gone once the
@@ -109,6 +110,13 @@ class Telemetry:
             buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
             registry=self.registry,
         ).labels(**labels)
+        self.stage_g = Gauge(
+            names.WORKER_STAGE,
+            "The stage being trained, 1-based (stage: its name)",
+            names.STAGE_LABELS,
+            registry=self.registry,
+        )
+        self.stages_g = gauge(names.WORKER_STAGES, "Stages of the whole run")
         self.total_g.set(total_steps)
         self.server: Any = None
         if port > 0:
@@ -136,6 +144,12 @@ class Telemetry:
         self.tps_g.set(tokens_per_second)
         self.mfu_g.set(mfu)
         self.last_loss = loss
+
+    def on_stage(self, index: int, name: str, count: int) -> None:
+        """Record the stage being trained (`index` 0-based) of `count`; one series at a time."""
+        self.stage_g.clear()
+        self.stage_g.labels(**self.labels, stage=name).set(index + 1)
+        self.stages_g.set(count)
 
     def on_step_seconds(self, seconds: float) -> None:
         """Record the median time between recent step starts."""

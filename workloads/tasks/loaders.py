@@ -18,12 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from carina.workloads.alignment import safety
+from carina.workloads.alignment.safety import SafetyExample
 from carina.workloads.config import ExitCode, TaskDataSpec
 from carina.workloads.errors import WorkerError
 from carina.workloads.tasks import code_choice, grounded_qa
 from carina.workloads.tasks.types import ChoiceExample, QAExample
 
-TaskData = list[QAExample] | list[ChoiceExample] | list[str]
+TaskData = list[QAExample] | list[ChoiceExample] | list[SafetyExample] | list[str]
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -122,6 +124,8 @@ def load_task_data(spec: TaskDataSpec) -> TaskData:
         return code_choice.generate(docs, spec.examples, spec.seed)
     if spec.generator == "python-stdlib":
         return code_choice.held_out_documents()[: spec.examples]
+    if spec.generator == "safety":  # the held-out split: never in the `safety` data source
+        return safety.split(safety.load_safety_set())[1][: spec.examples]
     if not spec.path or not spec.format:
         raise WorkerError(ExitCode.BAD_CONFIG, "data: set a generator, or a path and a format")
     return load_file(spec.path, spec.format, spec.examples)
