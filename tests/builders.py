@@ -190,6 +190,15 @@ BAD_MANIFESTS: dict[str, tuple[JobBuilder, str]] = {
         make_job().with_vision(teacher={"epochs": 0}),
         "spec.workload.vision",
     ),
+    # The sweep workload (learning-rate sweeps on Ray Tune).
+    "sweep-proxy-trials-too-short-to-decay": (
+        make_job().with_spec(workload={"sweep": {"batchSizes": [64], "tokens": [1000]}}),
+        "spec.workload.sweep",
+    ),
+    "sweep-fewer-than-three-learning-rates": (
+        make_job().with_spec(workload={"sweep": {"lrs": [0.001, 0.002]}}),
+        "spec.workload.sweep.lrs",
+    ),
     # Pipelines: job://<name> names a job of the same namespace; no job waits for itself.
     "job-reference-to-another-namespace": (
         make_job().with_spec(workload={"finetune": {"base": "job://team-b/pretrain"}}),

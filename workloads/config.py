@@ -372,6 +372,53 @@ class DataSource(StrEnum):
     PYTHON_STDLIB = "python-stdlib"  # the standard library's own source: on every machine
     FILES = "files"  # local files or globs
     SYNTHETIC = "synthetic"  # generated on the fly (tests, benchmarks)
+    INSTRUCTIONS = "instructions"  # generated instruction-response pairs, chat template
+    SAFETY = "safety"  # the shipped safety set's training split, chat template
+    PASSKEY = "passkey"  # generated passkey-retrieval documents (long-context tests)
+
+
+class FimSpec(ApiModel):
+    """Fill-in-the-middle: documents cut at two random points and their middle moved last.
+
+    Bavarian et al. 2022; the Granite code models train with rate 0.5 and both layouts.
+    """
+
+    rate: StrictFloat = Field(
+        0.5, ge=0.0, le=1.0, description="share of training documents rearranged"
+    )
+    spm_rate: StrictFloat = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="share of the rearranged documents in suffix-prefix-middle order (the"
+        " rest prefix-suffix-middle)",
+    )
+
+
+# Sources made of files in folders, which repository packing can group.
+REPOSITORY_SOURCES = (DataSource.PYTHON_STDLIB, DataSource.FILES)
+
+
+class Packing(StrEnum):
+    """How documents are laid out in the token stream before it is cut into windows."""
+
+    DOCUMENTS = "documents"  # each file a document, in path order
+    # the files of one package or repository concatenated as one document: its __init__ first,
+    # then its modules in import (dependency) order, ties and cycles in path order
+    REPOSITORY = "repository"
+
+
+class UpsampleSpec(ApiModel):
+    """Repeat long documents in the training split (long-context data mixes)."""
+
+    min_bytes: StrictInt = Field(
+        ge=1, le=1_073_741_824, description="documents at least this long are repeated"
+    )
+    factor: StrictFloat = Field(
+        ge=1.0,
+        le=100.0,
+        description="copies of each long document on average (2.5: two or three, seeded)",
+    )
 
 
 class DataSpec(ApiModel):
@@ -381,6 +428,12 @@ class DataSpec(ApiModel):
         CelRule(
             "self.source != 'files' || (has(self.paths) && size(self.paths) > 0)",
             "paths must list at least one file or glob when source is files",
+        ),
+        CelRule(
+            "!has(self.packing) || self.packing != 'repository'"
+            " || self.source in ['python-stdlib', 'files']",
+            "packing repository needs source python-stdlib or files",
+            "packing",
         ),
     )
 
@@ -397,11 +450,28 @@ class DataSpec(ApiModel):
     max_bytes: StrictInt | None = Field(
         None, ge=1024, description="cap on the corpus size read (bytes)"
     )
+    packing: Packing = Field(
+        Packing.DOCUMENTS,
+        description="documents: one file per document; repository: one package per document",
+    )
+    upsample_long: UpsampleSpec | None = Field(
+        None, description="repeat long training documents (the held-out split is left as is)"
+    )
+    fim: FimSpec | None = Field(
+        None,
+        description="fill-in-the-middle on training documents; set, the byte tokenizer gains"
+        " four sentinel tokens (vocabulary 264)",
+    )
 
     @model_validator(mode="after")
     def _paths_for_files(self) -> DataSpec:
         if self.source == DataSource.FILES and not self.paths:
             raise ValueError("paths must list at least one file or glob when source is files")
+        if self.packing == Packing.REPOSITORY and self.source not in REPOSITORY_SOURCES:
+            raise ValueError(
+                "packing repository needs source python-stdlib or files"
+                f" (source is {DataSource(self.source).value})"
+            )
         return self
 
 
@@ -498,6 +568,101 @@ class PretrainQatSpec(ApiModel):
     )
 
 
+# A stage's or a data source's name: it appears in status, in `kubectl get` and in metrics.
+STAGE_NAME_PATTERN = r"^[a-z0-9]([a-z0-9_.\-]{0,61}[a-z0-9])?$"
+SourceName = Annotated[str, Field(pattern=STAGE_NAME_PATTERN, max_length=63)]
+# As a map key: a CRD cannot constrain keys, so the models check them (`_source_names`).
+SourceKey = Annotated[str, Field(max_length=63)]
+MixtureWeight = Annotated[StrictFloat, Field(gt=0.0, le=1_000_000.0)]
+MAX_STAGES = 16
+MAX_SOURCES = 16
+
+
+class StageSpec(ApiModel):
+    """One stage of a staged run: its length, sequence length, RoPE base and data mixture.
+
+    Stages run in order; a long-context recipe (Stallone et al. 2024, arXiv 2407.13739)
+    raises seqLen and ropeTheta together from one stage to the next on the same model.
+    """
+
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
+        CelRule("has(self.steps) != has(self.tokens)", "set exactly one of steps and tokens"),
+        CelRule(
+            "!has(self.schedule) || !has(self.steps) || !has(self.schedule.warmupSteps)"
+            " || self.schedule.warmupSteps < self.steps",
+            "schedule.warmupSteps must be smaller than the stage's steps",
+            "schedule.warmupSteps",
+        ),
+    )
+
+    name: SourceName = Field(description="shown in status, `kubectl get tj` and `carina get`")
+    steps: StrictInt | None = Field(None, ge=1, le=100_000_000, description="optimizer steps")
+    tokens: StrictInt | None = Field(
+        None,
+        ge=1,
+        le=10**15,
+        description="training tokens instead of steps: steps = ceil(tokens / (batchSize·seqLen))",
+    )
+    seq_len: StrictInt | None = Field(
+        None, ge=8, le=1_048_576, description="tokens per sequence (unset: the job's seqLen)"
+    )
+    rope_theta: StrictFloat | None = Field(
+        None, gt=0, le=1e12, description="RoPE base frequency (unset: the model's ropeTheta)"
+    )
+    mixture: dict[SourceKey, MixtureWeight] | None = Field(
+        None,
+        max_length=MAX_SOURCES,
+        description="weight of each named source (normalized); unset: the job's data",
+    )
+    schedule: ScheduleSpec | None = Field(
+        None,
+        description="this stage's own learning-rate schedule over its steps (warmup, decay);"
+        " unset: the job's schedule continues across stages",
+    )
+    checkpoint: StrictBool = Field(
+        True, description="save at the stage's end and keep that checkpoint (never pruned)"
+    )
+
+    @model_validator(mode="after")
+    def _length(self) -> StageSpec:
+        if (self.steps is None) == (self.tokens is None):
+            raise ValueError(f"stage {self.name!r}: set exactly one of steps and tokens")
+        if (
+            self.schedule is not None
+            and self.steps is not None
+            and self.schedule.warmup_steps >= self.steps
+        ):
+            raise ValueError(
+                f"stage {self.name!r}: schedule.warmupSteps must be smaller than the stage's steps"
+            )
+        return self
+
+    def resolved_steps(self, batch_size: int, seq_len: int) -> int:
+        """Optimizer steps of this stage (from `tokens` at `batch_size` sequences of `seq_len`)."""
+        if self.steps is not None:
+            return self.steps
+        assert self.tokens is not None
+        return -(-self.tokens // (batch_size * seq_len))
+
+
+class LongContextEvalSpec(ApiModel):
+    """After the last step: held-out loss by position bucket, and passkey retrieval by length."""
+
+    base_seq_len: StrictInt | None = Field(
+        None, ge=8, le=1_048_576, description="the base context (unset: the first stage's seqLen)"
+    )
+    factors: list[Annotated[StrictFloat, Field(gt=0.0, le=64.0)]] = Field(
+        default_factory=lambda: [1.0, 2.0, 4.0, 8.0],
+        min_length=1,
+        max_length=8,
+        description="passkey prompt lengths as multiples of baseSeqLen",
+    )
+    buckets: StrictInt = Field(8, ge=1, le=64, description="position buckets of the window")
+    keys_per_depth: StrictInt = Field(
+        2, ge=1, le=100, description="passkeys tried at each of five depths per length"
+    )
+
+
 class PretrainConfig(ApiModel):
     """Pretrain a decoder LM from scratch (or continue from `init`)."""
 
@@ -507,9 +672,31 @@ class PretrainConfig(ApiModel):
             "batchSize must be a multiple of microBatchSize",
         ),
         CelRule(
-            "!has(self.schedule) || !has(self.schedule.warmupSteps) "
+            "!has(self.schedule) || !has(self.schedule.warmupSteps) || has(self.stages) "
             "|| self.schedule.warmupSteps < self.steps",
             "schedule.warmupSteps must be smaller than steps",
+        ),
+        CelRule(
+            "!has(self.stages) || self.stages.all(s, !has(s.mixture)"
+            " || s.mixture.all(k, has(self.sources) && k in self.sources))",
+            "stages[].mixture may only name sources defined in sources",
+            "stages",
+        ),
+        CelRule(
+            "!has(self.stages) || self.stages.all(a, self.stages.exists_one(b, b.name == a.name))",
+            "stages[].name must be unique",
+            "stages",
+        ),
+        CelRule(
+            "!has(self.stages) || !has(self.model) || !has(self.model.maxSeqLen)"
+            " || self.stages.all(s, !has(s.seqLen) || s.seqLen <= self.model.maxSeqLen)",
+            "stages[].seqLen must not exceed model.maxSeqLen",
+            "stages",
+        ),
+        CelRule(
+            "!has(self.sources) || has(self.stages)",
+            "sources are named by stages[].mixture: set stages too",
+            "sources",
         ),
     )
 
@@ -534,14 +721,71 @@ class PretrainConfig(ApiModel):
     qat: PretrainQatSpec | None = Field(
         None, description="W4A4 fake quantization and kurtosis regularization from step 0"
     )
+    sources: dict[SourceKey, DataSpec] | None = Field(
+        None, max_length=MAX_SOURCES, description="named data sources that stages[].mixture weighs"
+    )
+    stages: list[StageSpec] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_STAGES,
+        description="stages run in order (steps is then their sum); unset: one stage of steps"
+        " on data",
+    )
+    long_context_eval: LongContextEvalSpec | None = Field(
+        None, description="evaluate long-context use after the last step (rank 0)"
+    )
 
     @model_validator(mode="after")
     def _batch(self) -> PretrainConfig:
         if self.batch_size % self.micro_batch_size:
             raise ValueError("batchSize must be a multiple of microBatchSize")
-        if self.schedule.warmup_steps >= self.steps:
+        if self.schedule.warmup_steps >= self.total_steps():
             raise ValueError("schedule.warmupSteps must be smaller than steps")
         return self
+
+    @model_validator(mode="after")
+    def _stages(self) -> PretrainConfig:
+        if self.stages is None:
+            if self.sources is not None:
+                raise ValueError("sources are named by stages[].mixture: set stages too")
+            return self
+        names = [s.name for s in self.stages]
+        known = sorted(self.sources or {})
+        for source in known:
+            if not re.fullmatch(STAGE_NAME_PATTERN, source):
+                raise ValueError(
+                    f"sources: {source!r} must be lowercase letters, digits, '-', '_' or '.',"
+                    " starting and ending with a letter or digit (at most 63 characters)"
+                )
+        max_len = self.model.resolve().max_seq_len
+        for i, stage in enumerate(self.stages):
+            if names.count(stage.name) > 1:
+                raise ValueError(f"stages[{i}].name: {stage.name!r} must be unique")
+            for source in stage.mixture or {}:
+                if source not in known:
+                    raise ValueError(
+                        f"stages[{i}].mixture names {source!r}, which sources does not define"
+                        f" (defined: {', '.join(known) or 'none'})"
+                    )
+            seq_len = stage.seq_len or self.seq_len
+            if seq_len > max_len:
+                raise ValueError(
+                    f"stages[{i}].seqLen ({seq_len}) must not exceed model.maxSeqLen ({max_len})"
+                )
+        if "steps" in self.model_fields_set and self.steps != self.total_steps():
+            raise ValueError(
+                f"steps ({self.steps}) must equal the stages' total ({self.total_steps()})"
+                " or be left unset"
+            )
+        return self
+
+    def total_steps(self) -> int:
+        """Optimizer steps of the whole run: the stages' sum, else `steps`."""
+        if not self.stages:
+            return self.steps
+        return sum(
+            s.resolved_steps(self.batch_size, s.seq_len or self.seq_len) for s in self.stages
+        )
 
 
 class FinetuneMode(StrEnum):
@@ -594,13 +838,46 @@ class JudgeSpec(ApiModel):
 class TaskDataSpec(ApiModel):
     """A task's data: generated (no download) or a JSONL file in its usual layout."""
 
-    generator: Literal["grounded-qa", "code-choice", "python-stdlib"] | None = Field(
-        None, description="python-stdlib: the held-out documents of the pretraining corpus"
+    generator: Literal["grounded-qa", "code-choice", "python-stdlib", "safety"] | None = Field(
+        None,
+        description="python-stdlib: the held-out documents of the pretraining corpus; safety:"
+        " the shipped safety set's held-out prompts",
     )
     path: PathText | None = Field(None, description="JSONL file")
     format: Literal["squad2", "mmlu", "hellaswag", "text", "carina-qa"] | None = None
     examples: StrictInt = Field(512, ge=1, le=10_000_000)
     seed: StrictInt = Field(0, ge=0)
+
+
+class SSREngine(StrEnum):
+    AUTO = "auto"  # Ray Data from `rayMinRows` examples on, when ray is installed
+    PLAIN = "plain"  # one loop in the rank-0 process
+    RAY = "ray"  # Ray Data actor pools (needs `pip install carina[ray]`)
+
+
+class SSRSpec(ApiModel):
+    """How SSR's generation and judging run: a plain loop, or Ray Data actor pools."""
+
+    engine: SSREngine = SSREngine.AUTO
+    ray_min_rows: StrictInt = Field(
+        20_000, ge=1, description="auto: examples from which Ray Data is used"
+    )
+    generator_actors: StrictInt = Field(1, ge=1, le=256, description="Ray: generating actors")
+    judge_actors: StrictInt = Field(1, ge=1, le=256, description="Ray: judging actors")
+    actor_cpus: StrictFloat = Field(
+        0.5,
+        gt=0,
+        le=64,
+        description="Ray: CPUs each actor reserves; fractions leave Ray Data's own tasks a CPU",
+    )
+    gpus_per_generator: StrictFloat | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Ray: GPU share of each generating actor (unset: the visible GPUs split "
+        "evenly among them; 0 on a CPU worker)",
+    )
+    batch_size: StrictInt = Field(64, ge=1, le=4096, description="Ray: rows per batch")
 
 
 class FinetuneConfig(ApiModel):
@@ -609,6 +886,7 @@ class FinetuneConfig(ApiModel):
     base: CheckpointInput = Field(description="checkpoint to start from")
     mode: FinetuneMode = FinetuneMode.SSR
     judge: JudgeSpec = Field(default_factory=JudgeSpec)
+    ssr: SSRSpec = Field(default_factory=SSRSpec)
     data: TaskDataSpec = Field(default_factory=lambda: TaskDataSpec(generator="grounded-qa"))
     optimizer: OptimizerSpec = Field(default_factory=lambda: OptimizerSpec(lr=1e-3))
     schedule: ScheduleSpec = Field(
@@ -663,7 +941,10 @@ class EvalTask(ApiModel):
     """One task of an evaluation suite."""
 
     name: str = Field(max_length=128, pattern=r"^[a-z0-9][a-z0-9_.\-]*$")
-    kind: Literal["perplexity", "multiple-choice", "refusal"]
+    kind: Literal["perplexity", "multiple-choice", "refusal", "infill", "safety"] = Field(
+        description="infill: exact match of generated middles (PSM and SPM) on documents;"
+        " safety: refusal of harmful prompts and over-refusal of benign ones"
+    )
     data: TaskDataSpec
     target: StrictBool = Field(
         False, description="the fine-tuning task itself: reported, left out of the average drop"
@@ -922,6 +1203,131 @@ VISION_RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-WORKLOAD_KINDS = ("pretrain", "finetune", "quantize", "evaluate", "vision")
+# ---------------------------------------------------------------- sweep (learning-rate transfer)
 
-WorkloadConfig = PretrainConfig | FinetuneConfig | QuantizeConfig | EvaluateConfig | VisionConfig
+
+class SweepObjective(StrEnum):
+    PROXY = "proxy"  # train the proxy model: the final held-out loss after the decay
+    SYNTHETIC = "synthetic"  # an analytic loss whose optimum follows a known power law
+
+
+class SyntheticObjective(ApiModel):
+    """An analytic trial: loss = 1 + curvature·(ln η − ln η*)², η* = β·a·T^b.
+
+    Its optimum is known, so a sweep over it checks the fit end to end in seconds.
+    """
+
+    a: StrictFloat = Field(4.6, gt=0, description="amplitude of the true η*/β = a·T^b")
+    b: StrictFloat = Field(-0.51, ge=-5.0, le=5.0, description="exponent of the true law")
+    curvature: StrictFloat = Field(0.05, gt=0, description="loss per (ln η − ln η*)²")
+    seconds: StrictFloat = Field(
+        0.0, ge=0.0, le=3600.0, description="time each trial takes (demos, preemption tests)"
+    )
+
+
+class SweepTarget(ApiModel):
+    """The run the sweep recommends a Power-scheduler setting for."""
+
+    tokens: StrictInt = Field(10_000_000_000, ge=1, description="the target run's tokens T")
+    batch_size: StrictInt = Field(1024, ge=1, description="the target run's sequences per step")
+    seq_len: StrictInt | None = Field(
+        None, ge=8, le=1_048_576, description="its sequence length (default: the sweep's)"
+    )
+
+
+# Ray's ports on a pod: fixed, so the head's address and the container ports are known when
+# the pods are rendered. On one machine (the embedded platform) every node of a gang shares
+# the host, so the head listens on the gang's MASTER_PORT instead and the rest are chosen free.
+RAY_PORTS: dict[str, int] = {
+    "ray-gcs": 6379,
+    "ray-node-mgr": 6380,
+    "ray-obj-mgr": 6381,
+    "ray-agent": 6382,
+    "ray-metrics": 6383,
+    "ray-env-agent": 6384,
+}
+RAY_WORKER_PORTS = (10002, 10101)  # the range Ray's worker processes listen in, inclusive
+
+
+class SweepConfig(ApiModel):
+    """A learning-rate transfer sweep (Shen et al. 2024, arXiv 2408.13359, §3-4) on Ray Tune.
+
+    One trial per (batchSize, tokens, lr) of the grid trains the µP proxy model under the
+    schedule (WSD by default) for `tokens` tokens; its score is the held-out loss after the
+    final decay. Per (batchSize, tokens) the best lr (a parabola in ln lr through the grid's
+    minimum) feeds the fit ln(η/β) = ln a + b·ln T, and the report recommends the Power
+    scheduler's a, b and lrMax for `target`.
+    """
+
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            "self.objective == 'synthetic' || self.tokens.all(t, self.batchSizes.all(b,"
+            " t >= 4 * b * self.seqLen))",
+            "every tokens value must give at least 4 steps of batchSize·seqLen tokens",
+            "tokens",
+        ),
+    )
+
+    model: ModelSpec = Field(default_factory=ModelSpec, description="the µP proxy model")
+    data: DataSpec = Field(default_factory=DataSpec)
+    optimizer: OptimizerSpec = Field(
+        default_factory=OptimizerSpec, description="AdamW (its lr is the grid's)"
+    )
+    schedule: ScheduleSpec = Field(
+        default_factory=ScheduleSpec, description="each trial's schedule (wsd by default)"
+    )
+    warmup_fraction: StrictFloat = Field(
+        0.05, ge=0.0, lt=0.5, description="warmup steps as a share of each trial's steps"
+    )
+    batch_sizes: list[StrictInt] = Field(
+        [8, 16], min_length=1, max_length=16, description="β: sequences per step"
+    )
+    tokens: list[StrictInt] = Field(
+        [65_536, 131_072, 262_144],
+        min_length=1,
+        max_length=16,
+        description="T: tokens each trial trains on",
+    )
+    lrs: list[StrictFloat] = Field(
+        [1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2],
+        min_length=3,
+        max_length=32,
+        description="peak learning rates (at least 3, for the parabola)",
+    )
+    seq_len: StrictInt = Field(64, ge=8, le=1_048_576, description="tokens per sequence")
+    eval_batches: StrictInt = Field(8, ge=1, le=1024, description="held-out batches per score")
+    seed: StrictInt = Field(1234, ge=0)
+    objective: SweepObjective = SweepObjective.PROXY
+    synthetic: SyntheticObjective = Field(default_factory=SyntheticObjective)
+    trial_cpus: StrictFloat = Field(1.0, gt=0, le=256, description="CPUs each trial holds")
+    trial_gpus: StrictFloat = Field(
+        0.0, ge=0, le=8, description="GPUs each trial holds (a fraction packs trials on a GPU)"
+    )
+    max_concurrent_trials: StrictInt | None = Field(
+        None, ge=1, le=4096, description="trials at once (default: as many as fit)"
+    )
+    max_failures: StrictInt = Field(2, ge=0, le=100, description="retries of a failed trial")
+    object_store_mb: StrictInt = Field(
+        512, ge=80, le=1_048_576, description="Ray's object store per node (MiB; in /dev/shm)"
+    )
+    target: SweepTarget = Field(default_factory=SweepTarget)
+
+    @model_validator(mode="after")
+    def _steps_per_trial(self) -> SweepConfig:
+        if self.objective == SweepObjective.PROXY:
+            for t in self.tokens:
+                for b in self.batch_sizes:
+                    if t < 4 * b * self.seq_len:
+                        raise ValueError(self.CEL_RULES[0].message)
+        return self
+
+    def grid(self) -> list[tuple[int, int, float]]:
+        """Every (batchSize, tokens, lr) of the sweep, in a fixed order."""
+        return [(b, t, lr) for b in self.batch_sizes for t in self.tokens for lr in self.lrs]
+
+
+WORKLOAD_KINDS = ("pretrain", "finetune", "quantize", "evaluate", "vision", "sweep")
+
+WorkloadConfig = (
+    PretrainConfig | FinetuneConfig | QuantizeConfig | EvaluateConfig | VisionConfig | SweepConfig
+)

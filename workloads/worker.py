@@ -25,6 +25,7 @@ from carina.workloads.config import (
     FinetuneConfig,
     PretrainConfig,
     QuantizeConfig,
+    SweepConfig,
     VisionConfig,
     describe_errors,
 )
@@ -41,6 +42,7 @@ CONFIGS: dict[str, type[BaseModel]] = {
     "quantize": QuantizeConfig,
     "evaluate": EvaluateConfig,
     "vision": VisionConfig,
+    "sweep": SweepConfig,
 }
 RUNNERS: dict[str, str] = {
     "pretrain": "carina.workloads.pretrain.run:run_pretrain",
@@ -48,6 +50,7 @@ RUNNERS: dict[str, str] = {
     "evaluate": "carina.workloads.evaluate.run:run_evaluate",
     "quantize": "carina.workloads.quantize.workload:run_quantize",
     "vision": "carina.workloads.vision.run:run_vision",
+    "sweep": "carina.workloads.sweep.run:run_sweep",
 }
 
 

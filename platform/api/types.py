@@ -52,6 +52,7 @@ from carina.workloads.config import (
     FinetuneConfig,
     PretrainConfig,
     QuantizeConfig,
+    SweepConfig,
     VisionConfig,
     WorkloadConfig,
     job_reference_fields,
@@ -140,8 +141,8 @@ class Workload(ApiModel):
     CEL_RULES: ClassVar[tuple[CelRule, ...]] = (
         CelRule(
             "[has(self.pretrain), has(self.finetune), has(self.quantize), has(self.evaluate),"
-            " has(self.vision)].filter(x, x).size() == 1",
-            "exactly one of pretrain, finetune, quantize, evaluate, vision must be set",
+            " has(self.vision), has(self.sweep)].filter(x, x).size() == 1",
+            "exactly one of pretrain, finetune, quantize, evaluate, vision, sweep must be set",
         ),
     )
 
@@ -150,6 +151,7 @@ class Workload(ApiModel):
     quantize: QuantizeConfig | None = None
     evaluate: EvaluateConfig | None = None
     vision: VisionConfig | None = None
+    sweep: SweepConfig | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Workload:
@@ -313,7 +315,7 @@ class FailurePolicy(ApiModel):
 # the same names.
 RESERVED_ENV = tuple(sorted(CONTRACT_ENV | {PVC_MOUNT_ROOT_ENV}))
 RESERVED_LABEL_PREFIX = f"{GROUP}/"
-SPEC_VOLUME = "spec"  # the workload spec (ConfigMap) at SPEC_DIR
+SPEC_VOLUME = "spec"  # the workload spec (a downward-API file) at SPEC_DIR
 SHM_VOLUME = "dshm"  # shared memory for dataloader workers and NCCL, at SHM_DIR
 SHM_DIR = "/dev/shm"
 RESERVED_VOLUMES = (SPEC_VOLUME, SHM_VOLUME)
@@ -771,6 +773,11 @@ class Progress(ApiModel):
     step_seconds: float | None = Field(
         None, description="rank 0's median time per step over its recent steps"
     )
+    stage: str | None = Field(
+        None, description="the stage being trained, by name (a pretraining run with stages)"
+    )
+    stage_index: int | None = Field(None, description="the stage's position, 1-based")
+    stage_count: int | None = Field(None, description="stages of the whole run")
     updated_at: datetime | None = None
     stepped_at: datetime | None = Field(None, description="when the step was last seen to advance")
 

@@ -133,6 +133,10 @@ class CarinaClient:
     def get(self, namespace: str, name: str) -> dict[str, Any]:
         return self._object("GET", jobs_path(namespace, name))
 
+    def sweep_report(self, namespace: str, name: str) -> dict[str, Any]:
+        """A sweep job's report (404 until its driver has written one)."""
+        return self._object("GET", jobs_path(namespace, name, "sweep"))
+
     def watch(
         self, namespace: str, name: str | None = None
     ) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -197,6 +201,17 @@ class CarinaClient:
         path = f"/api/v1/namespaces/{_segment(namespace)}/localqueues"
         items: list[dict[str, Any]] = self._object("GET", path)["items"]
         return items
+
+    def history(self, namespace: str, **params: str | int) -> dict[str, Any]:
+        """A page of the namespace's job history: {"items": [...], "continue": token|None}."""
+        path = f"/api/v1/namespaces/{_segment(namespace)}/history"
+        return self._object("GET", path, params={k: v for k, v in params.items() if v})
+
+    def history_record(self, namespace: str, uid: str) -> dict[str, Any]:
+        """One job's history record, by its uid."""
+        return self._object(
+            "GET", f"/api/v1/namespaces/{_segment(namespace)}/history/{_segment(uid)}"
+        )
 
     def logs(
         self,

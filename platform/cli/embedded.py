@@ -26,6 +26,7 @@ from carina.platform.cli.common import (
     client_for,
     delete_and_wait,
     missing_extra,
+    stage_text,
 )
 
 if TYPE_CHECKING:
@@ -75,6 +76,11 @@ def up(
             out.print(
                 f"Carina control plane on {url} (state: {state}; token: {state / 'token'})",
                 highlight=False,
+            )
+            out.print(
+                f"Web console: {url}/console/ (log in with the token in {state / 'token'})",
+                highlight=False,
+                soft_wrap=True,
             )
             serve(settings, sock)
         except TokenFileError as exc:
@@ -212,7 +218,8 @@ def follow(client: CarinaClient, namespace: str, name: str, interval: float = 0.
             tps = progress.get("tokensPerSecond")
             fields = {
                 "phase": status.get("phase", "Pending"),
-                "steps": f"{progress.get('step', 0)}/{progress.get('totalSteps', '?')}",
+                "steps": f"{progress.get('step', 0)}/{progress.get('totalSteps', '?')}"
+                + (f" ({stage})" if (stage := stage_text(progress)) else ""),
                 "loss": f"{loss:.3f}" if isinstance(loss, int | float) else "-",
                 "tps": f"{tps:,.0f}" if isinstance(tps, int | float) else "-",
             }

@@ -21,7 +21,15 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carina.platform.controlplane.backends.base import Backend
-from carina.platform.controlplane.routers import health, queues, trainingjobs, watch
+from carina.platform.controlplane.console.routes import make_router as console_router
+from carina.platform.controlplane.routers import (
+    health,
+    history,
+    queues,
+    sweeps,
+    trainingjobs,
+    watch,
+)
 from carina.platform.controlplane.routers.errors import field_errors
 from carina.platform.controlplane.settings import Settings
 from carina.platform.controlplane.telemetry import BodySizeLimit, RequestMetrics
@@ -62,8 +70,11 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.state.backend = backend
     app.include_router(health.router)
     app.include_router(trainingjobs.router)
+    app.include_router(sweeps.router)
     app.include_router(queues.router)
     app.include_router(watch.router)
+    app.include_router(history.router)
+    app.include_router(console_router())
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(405, _method_not_allowed)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from carina.platform.api.health import AVOIDED, FULL_PASS_LABEL, HEALTH_LABEL
+from carina.platform.api.quantity import parse_quantity
 from carina.platform.api.types import API_VERSION, KIND, TopologyMode, TrainingJob
 from carina.platform.planning.dependencies import resolved_config
 from carina.platform.planning.observed import INDEX_LABEL, JOB_LABEL, RESTART_LABEL
@@ -34,6 +35,7 @@ from carina.platform.planning.profiles import (
 )
 from carina.platform.planning.template import apply_template
 from carina.workloads import contract
+from carina.workloads.config import RAY_PORTS
 from carina.workloads.contract import SPEC_DIR, SPEC_FILE, WorkerContext
 
 TERMINATION_MESSAGE_PATH = contract.DEFAULT_TERMINATION_LOG
@@ -42,6 +44,8 @@ WORKER_COMMAND = ("python", "-m", "carina.workloads.supervisor")
 MANAGED_BY = "carina-operator"
 # The pod annotation holding the workload spec; the "spec" volume projects it to SPEC_FILE.
 SPEC_ANNOTATION = "carina.dev/spec"
+# A sweep's worker 0 runs the Ray head, the others Ray worker nodes (workloads/sweep/).
+RAY_ROLE_LABEL = "carina.dev/ray-role"
 
 
 @dataclass(frozen=True)
@@ -215,7 +219,22 @@ def worker_env(
     )
     env = ctx.pod_env()
     env.update(profile_for(job.spec.cluster).env)
+    if job.spec.workload.sweep is not None:
+        env["OMP_NUM_THREADS"] = str(sweep_threads(job))
     return env
+
+
+def sweep_threads(job: TrainingJob) -> int:
+    """A sweep worker's CPUs per rank (its Ray node pins `num_cpus` to them, not the node's)."""
+    cpus = int(parse_quantity(job.spec.resources.cpu))
+    return max(1, cpus // ranks_per_worker(job))
+
+
+def ray_role(job: TrainingJob, index: int) -> str | None:
+    """`head` for a sweep's worker 0, `worker` for the others; None for other workloads."""
+    if job.spec.workload.sweep is None:
+        return None
+    return "head" if index == 0 else "worker"
 
 
 def _resources(job: TrainingJob) -> dict[str, Any]:
@@ -297,6 +316,9 @@ def build_worker_pod(
     name = job.metadata.name
     profile = profile_for(job.spec.cluster)
     labels = job_labels(job) | {INDEX_LABEL: str(index), RESTART_LABEL: str(restart)}
+    role = ray_role(job, index)
+    if role is not None:
+        labels[RAY_ROLE_LABEL] = role
     meta = _metadata(job, pod_name(name, index, restart), labels)
     if profile.annotations:
         meta["annotations"] = dict(profile.annotations)
@@ -321,6 +343,8 @@ def build_worker_pod(
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",  # a crash leaves its log tail
     }
+    if role is not None:  # Ray's fixed ports (the worker port range is not listed)
+        container["ports"] += [{"name": n, "containerPort": p} for n, p in RAY_PORTS.items()]
     if profile.capabilities:
         container["securityContext"] = {"capabilities": {"add": list(profile.capabilities)}}
 
@@ -368,7 +392,7 @@ def build_worker_pod(
         spec["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"] = (
             preferred
         )
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+    pod: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
     pod = apply_template(pod, job, checkpoint_uri(job, settings))
     # Set last: a template annotation of the same key never replaces the spec.
     pod["metadata"].setdefault("annotations", {})[SPEC_ANNOTATION] = spec_text(job)
