@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from rich.console import Console
 from rich.table import Table
 
 from carina.platform.cli.app import app, out
@@ -96,32 +97,35 @@ def _print_table(items: list[dict[str, Any]], namespace: str) -> None:
         out.print(f"No job history in namespace {namespace}.", highlight=False)
         return
     table = Table(box=None, pad_edge=False)
-    for col in (
-        "NAME",
-        "PHASE",
-        "REASON",
-        "FINISHED",
-        "DELETED",
-        "RESTARTS",
-        "STEP",
-        "LOSS",
-        "UID",
-    ):
-        table.add_column(col)
+    # On a narrow terminal (or none: 80 columns) the name, phase and times stay whole; the
+    # reason and the uid give way.
+    longest = max((len(r["name"]) for r in items), default=4)
+    table.add_column("NAME", no_wrap=True, min_width=longest)
+    table.add_column("PHASE", no_wrap=True, min_width=len("Restarting"))
+    table.add_column("REASON", no_wrap=True, overflow="ellipsis")
+    for col in ("FINISHED", "DELETED"):
+        table.add_column(col, no_wrap=True, min_width=len("2026-01-01 00:00"))
+    for col in ("RESTARTS", "STEP", "LOSS"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("UID", no_wrap=True, overflow="ellipsis")
     for r in items:
         loss = r.get("finalLoss")
         table.add_row(
             r["name"],
             r.get("phase") or "-",
             r.get("reason") or "-",
-            _when(r.get("finishedAt")),
-            _when(r.get("deletedAt")),
+            _when(r.get("finishedAt"))[:16],
+            _when(r.get("deletedAt"))[:16],
             str(r.get("restarts", 0)),
             "-" if r.get("finalStep") is None else str(r["finalStep"]),
             "-" if loss is None else f"{loss:.4f}",
             r["uid"],
         )
-    out.print(table)
+    # Into a pipe or a file nothing is cut (a terminal's width would make no sense there).
+    if out.is_terminal:
+        out.print(table)
+    else:
+        Console(file=out.file, width=max(out.width, 160), color_system=None).print(table)
 
 
 def _print_record(r: dict[str, Any]) -> None:

@@ -155,14 +155,16 @@ def gate(job: TrainingJob, lookup: Lookup) -> Gate:
     if all((r.field, r.job) in recorded for r in refs):
         return Gate("clear", inputs=tuple(recorded[(r.field, r.job)] for r in refs))
 
+    # A loop first: the other jobs of a loop fail too, in any order, and each must name the
+    # loop rather than the first of them to fail.
+    loop = find_cycle(job.metadata.name, _unfinished_upstreams(job, lookup))
+    if loop is not None:
+        return Gate("fail", Reason.DEPENDENCY_CYCLE, loop_message(loop))
     seen = {name: lookup(name) for name in dict.fromkeys(r.job for r in refs)}
     for name, up in seen.items():
         if up is not None and up.phase == Phase.FAILED:
             why = f": {up.failure}" if up.failure else ""
             return Gate("fail", Reason.UPSTREAM_FAILED, f"upstream job {name} failed{why}"[:4096])
-    loop = find_cycle(job.metadata.name, _unfinished_upstreams(job, lookup))
-    if loop is not None:
-        return Gate("fail", Reason.DEPENDENCY_CYCLE, loop_message(loop))
     missing = [name for name, up in seen.items() if up is None]
     if missing:
         return Gate(

@@ -100,13 +100,13 @@ def test_the_operator_may_run_jobs_in_any_namespace_and_nothing_else(
         ("create", "pods", "-n", "team-a"),
         ("delete", "pods", "-n", "team-b"),
         ("create", "services", "-n", "team-a"),
-        ("create", "configmaps", "-n", "team-a"),
         ("create", "events", "-n", "team-a"),
         ("patch", f"clusterkopfpeerings.kopf.dev/{release.name}"),
     ):
         assert _can(k8s_cluster, operator, *allowed), allowed
     for denied in (
         ("get", "secrets", "-n", release.namespace),
+        ("create", "configmaps", "-n", "team-a"),  # the spec travels in the pods
         ("create", "deployments.apps", "-n", "team-a"),
         ("create", "customresourcedefinitions.apiextensions.k8s.io"),
         ("create", "tokenreviews.authentication.k8s.io"),

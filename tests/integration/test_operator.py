@@ -355,6 +355,7 @@ def test_kubectl_get_shows_the_printer_columns(k8s_cluster, namespace, operator)
         "WORKERS",
         "STEP",
         "LOSS",
+        "STAGE",
         "RESTARTS",
         "QUEUE",
         "REASON",

@@ -221,6 +221,18 @@ def test_a_loop_through_unfinished_jobs_fails_every_job_in_it() -> None:
     assert decided.message.endswith("finetune -> pretrain -> finetune")
 
 
+def test_a_job_of_a_loop_names_the_loop_even_after_another_of_it_failed() -> None:
+    # The operator reconciles the loop's jobs in any order: pretrain may fail first.
+    pretrain = Upstream(
+        phase="Failed",
+        upstreams=("finetune",),
+        failure="DependencyCycle: the jobs' dependencies loop",
+    )
+    decided = gate(finetune(), {"pretrain": pretrain}.get)
+    assert (decided.verdict, decided.reason) == ("fail", "DependencyCycle")
+    assert decided.message.endswith("finetune -> pretrain -> finetune")
+
+
 def test_a_loop_through_a_succeeded_job_holds_nobody_up() -> None:
     pretrain = Upstream(phase="Succeeded", last_checkpoint=PRETRAIN_CKPT, upstreams=("finetune",))
     assert gate(finetune(), {"pretrain": pretrain}.get).clear
