@@ -145,8 +145,25 @@ export async function render(main, { namespace, name }, { signal, fail }) {
       draw();
     } catch (error) {
       if (error instanceof ApiError && error.status === 401) return fail(error);
+      if (deleted) return; // the job went meanwhile: its notice stays
       replace(notice, errorBox(error, { id: "action-error" }));
     }
+  }
+
+  // The job is gone (its watch ended with 404, or a refresh met a 404): no actions, a link
+  // to where it is kept.
+  function showGone() {
+    deleted = true;
+    drawActions();
+    replace(
+      notice,
+      h(
+        "p",
+        { id: "deleted", class: "warning" },
+        "This job is gone. ",
+        h("a", { href: link.history(namespace, { name }) }, "Find it in the history"),
+      ),
+    );
   }
 
   function drawWorkers() {
@@ -198,7 +215,11 @@ export async function render(main, { namespace, name }, { signal, fail }) {
       try {
         await Promise.all([loadSeries(), loadEvents(), followLog.checked ? loadLog() : null]);
       } catch (error) {
-        if (!signal.aborted) replace(notice, errorBox(error, { id: "refresh-error" }));
+        // A refresh that meets the job gone (the watch's DELETED may come first or after)
+        // says so; it never covers the deleted notice with its 404.
+        if (signal.aborted || deleted) return;
+        if (error instanceof ApiError && error.status === 404) showGone();
+        else replace(notice, errorBox(error, { id: "refresh-error" }));
       } finally {
         running = false;
       }
@@ -238,12 +259,7 @@ export async function render(main, { namespace, name }, { signal, fail }) {
     },
     onState: (state, error) => {
       live.dataset.state = state;
-      if (state === "ended" && error?.status === 404 && !deleted) {
-        deleted = true;
-        drawActions();
-        replace(notice, h("p", { id: "deleted", class: "warning" }, "This job is gone. ",
-          h("a", { href: link.history(namespace, { name }) }, "Find it in the history")));
-      }
+      if (state === "ended" && error?.status === 404 && !deleted) showGone();
       live.textContent = state === "live" ? "live" : state;
     },
   });
