@@ -33,6 +33,7 @@ from carina.workloads.config import (
     Packing,
 )
 from carina.workloads.errors import WorkerError
+from carina.workloads.file_reading import read_file, take_bytes
 from carina.workloads.fim import FIM_TOKENS, Sentinels, apply_fim
 from carina.workloads.passkey import passkey_documents
 from carina.workloads.repository_packing import repository_documents, upsample_long
@@ -174,21 +175,7 @@ def resolve_paths(patterns: list[str]) -> list[Path]:
 
 def read_documents(paths: list[Path], max_bytes: int | None) -> list[bytes]:
     """Raw bytes of each file in order, stopping once `max_bytes` have been read."""
-    docs: list[bytes] = []
-    total = 0
-    for path in paths:
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise WorkerError(ExitCode.BAD_DATA, f"cannot read {path}: {e}") from e
-        if max_bytes is not None and total + len(data) > max_bytes:
-            data = data[: max_bytes - total]
-        if data:
-            docs.append(data)
-            total += len(data)
-        if max_bytes is not None and total >= max_bytes:
-            break
-    return docs
+    return take_bytes((read_file(path) for path in paths), max_bytes)
 
 
 def synthetic_documents(seed: int, n: int = SYNTHETIC_DOCUMENTS) -> list[bytes]:

@@ -24,8 +24,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from carina.workloads.config import ExitCode, UpsampleSpec
-from carina.workloads.errors import WorkerError
+from carina.workloads.config import UpsampleSpec
+from carina.workloads.file_reading import read_file, take_bytes
 
 _IMPORT = re.compile(
     rb"^[ \t]*(?:from[ \t]+(\.*)([\w.]*)[ \t]+import[ \t]+([\w., \t()]+)"
@@ -104,13 +104,6 @@ def repository_order(files: Sequence[tuple[Path, bytes]]) -> list[int]:
     return docs + inits + ordered
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise WorkerError(ExitCode.BAD_DATA, f"cannot read {path}: {e}") from e
-
-
 def repository_documents(paths: Sequence[Path], max_bytes: int | None) -> list[bytes]:
     """One document per repository, repositories in name order, up to `max_bytes` in all."""
     if not paths:
@@ -121,23 +114,15 @@ def repository_documents(paths: Sequence[Path], max_bytes: int | None) -> list[b
     groups: dict[str, list[Path]] = {}
     for path in paths:
         groups.setdefault(repository_of(path, root), []).append(path)
-    docs: list[bytes] = []
-    total = 0
-    for name in sorted(groups):
-        files = [(p.relative_to(root), _read(p)) for p in groups[name]]
-        parts = [
+
+    def packed(name: str) -> bytes:
+        files = [(p.relative_to(root), read_file(p)) for p in groups[name]]
+        return b"\n".join(
             b"# " + files[i][0].as_posix().encode() + b"\n" + files[i][1]
             for i in repository_order(files)
-        ]
-        doc = b"\n".join(parts)
-        if max_bytes is not None and total + len(doc) > max_bytes:
-            doc = doc[: max_bytes - total]
-        if doc:
-            docs.append(doc)
-            total += len(doc)
-        if max_bytes is not None and total >= max_bytes:
-            break
-    return docs
+        )
+
+    return take_bytes((packed(name) for name in sorted(groups)), max_bytes)
 
 
 def upsample_long(docs: list[bytes], spec: UpsampleSpec, seed: int) -> list[bytes]:
