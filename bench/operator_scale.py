@@ -1,6 +1,9 @@
 """The operator at scale on kwok: apply-to-all-running latency against a plain-client floor.
 
     .venv/bin/python bench/operator_scale.py [--nodes 200] [--jobs 500] [--workers 4]
+        [--no-floor]
+
+The 10,000-job run: `--nodes 2000 --jobs 10000 --no-floor --timeout 3600`.
 
 Starts the test control plane (etcd, kube-apiserver, scheduler, controller-manager, kwok) with
 `--nodes` fake 8-GPU nodes, then runs two rounds on it, one after the other:
@@ -14,7 +17,9 @@ Starts the test control plane (etcd, kube-apiserver, scheduler, controller-manag
    pods run and write status: the ratio operator/floor is its overhead.
 
 Also printed: API requests per job the operator made (its own counter, kopf's watches
-aside), and the operator's peak resident memory (VmHWM). Workers ask for no GPU (2,000 workers
+aside), the operator's peak resident memory (VmHWM) and, for the operator round, the CPU
+seconds each process spent (operator, kube-apiserver, etcd, scheduler, kwok, ...): what
+bounds the run. Workers ask for no GPU (2,000 workers
 would not fit on 1,600 GPUs) and the nodes carry no taint, so the scheduler's work is the same
 in both rounds. Results go into docs/benchmarks.md by hand, with the machine they ran on.
 """
@@ -117,6 +122,19 @@ def progress(watcher: Watcher, total: int) -> bool:
     return len(watcher.running) >= total
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a live process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def memory_kib(pid: int, key: str) -> int:
+    """A /proc/PID/status figure in KiB (VmRSS, VmHWM)."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key))
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -162,7 +180,7 @@ def floor_round(
     settings = RenderSettings()
     manifests = []
     for j in range(jobs):
-        tj = job_manifest(f"job-{j:04d}", ns, workers)
+        tj = job_manifest(f"job-{j:05d}", ns, workers)
         parsed = TrainingJob.parse(tj)
         manifests.append([build_worker_pod(parsed, i, 0, settings) for i in range(workers)])
     started: dict[int, float] = {}
@@ -192,6 +210,7 @@ def operator_round(
     jobs: int,
     workers: int,
     timeout: float,
+    clean_up: bool = True,
 ) -> tuple[list[float], float, int, str]:
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     ns = "bench-operator"
@@ -215,13 +234,15 @@ def operator_round(
 
     try:
         wait_until(healthy, 60, "operator healthy")
+        pids = {"operator": proc.pid} | {c.name: c.popen.pid for c in cluster.components}
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         watcher = Watcher(cluster, ns, "trainingjobs")
         watcher.start()
         time.sleep(0.5)
         started: dict[str, float] = {}
 
         def create(j: int) -> None:
-            name = f"job-{j:04d}"
+            name = f"job-{j:05d}"
             started[name] = time.perf_counter()
             custom.create_namespaced_custom_object(
                 GROUP,
@@ -232,9 +253,34 @@ def operator_round(
                 _preload_content=False,
             )
 
+        t0 = time.perf_counter()
         with ThreadPoolExecutor(CONCURRENCY) as pool:
             list(pool.map(create, range(jobs)))
-        wait_until(lambda: progress(watcher, jobs), timeout, "TrainingJobs Running", interval=0.5)
+        print(f"  created {jobs} TrainingJobs in {time.perf_counter() - t0:.1f} s", flush=True)
+
+        said = [0.0]
+
+        def running_and_sampled() -> bool:
+            if time.monotonic() - said[0] > 30:
+                said[0] = time.monotonic()
+                rss = memory_kib(proc.pid, "VmRSS")
+                print(f"  operator RSS {rss / 1024:.0f} MiB", flush=True)
+            return progress(watcher, jobs)
+
+        wait_until(running_and_sampled, timeout, "TrainingJobs Running", interval=0.5)
+        elapsed = time.perf_counter() - t0
+        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+        print(
+            f"  all {jobs} Running {elapsed:.1f} s after the first create "
+            f"({jobs / elapsed:.1f} jobs/s); CPU seconds meanwhile: "
+            + ", ".join(f"{n} {v:.0f}" for n, v in sorted(cpu.items(), key=lambda kv: -kv[1])),
+            flush=True,
+        )
+        rss_now = {n: memory_kib(pid, "VmRSS") / 1024 for n, pid in pids.items()}
+        print(
+            "  resident memory now: " + ", ".join(f"{n} {v:.0f} MiB" for n, v in rss_now.items()),
+            flush=True,
+        )
         print(f"  watch reconnects: {watcher.reconnects}", flush=True)
         watcher.close()
         latencies = [watcher.running[n] - started[n] for n in started]
@@ -245,8 +291,7 @@ def operator_round(
             for line in metrics.splitlines()
             if line.startswith("carina_operator_kube_requests_total{")
         )
-        with open(f"/proc/{proc.pid}/status") as f:
-            hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+        hwm = memory_kib(proc.pid, "VmHWM")
         by_verb = "; ".join(
             line
             for line in metrics.splitlines()
@@ -255,7 +300,8 @@ def operator_round(
     finally:
         proc.terminate()
         proc.wait(30)
-    wait_namespace_empty(core, ns, timeout)
+    if clean_up:
+        wait_namespace_empty(core, ns, timeout)
     return latencies, requests / jobs, hwm, by_verb
 
 
@@ -277,6 +323,7 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=500)
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--timeout", type=float, default=900)
+    p.add_argument("--no-floor", action="store_true", help="the operator round only")
     args = p.parse_args()
 
     pool = NodePool(
@@ -286,7 +333,9 @@ def main() -> None:
         f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     )
     print(f"starting the test cluster with {args.nodes} fake 8-GPU nodes ...", flush=True)
-    with TestCluster(pools=[CPU, pool], crds_dir=None) as cluster:
+    with TestCluster(pools=[CPU], crds_dir=None) as cluster:
+        # 2,000 nodes take kwok longer than the default minute to report Ready.
+        cluster.create_pools([pool], timeout=max(60.0, args.nodes / 5))
         install_crds(cluster)
         config.load_kube_config(config_file=str(cluster.kubeconfig))
         configuration = client.Configuration.get_default_copy()
@@ -296,23 +345,28 @@ def main() -> None:
             f"{args.jobs} jobs x {args.workers} workers, {CONCURRENCY} creates in flight",
             flush=True,
         )
-        floor = floor_round(cluster, api, args.jobs, args.workers, args.timeout)
-        fs = summary(floor)
-        print(
-            "floor    (plain client, pods): " + ", ".join(f"{k} {v:.2f}s" for k, v in fs.items()),
-            flush=True,
-        )
+        fs: dict[str, float] | None = None
+        if not args.no_floor:
+            floor = floor_round(cluster, api, args.jobs, args.workers, args.timeout)
+            fs = summary(floor)
+            print(
+                "floor    (plain client, pods): "
+                + ", ".join(f"{k} {v:.2f}s" for k, v in fs.items()),
+                flush=True,
+            )
+        # The last round leaves its namespace: the cluster is torn down right after.
         op, per_job, hwm, by_verb = operator_round(
-            cluster, api, str(cluster.kubeconfig), args.jobs, args.workers, args.timeout
+            cluster, api, str(cluster.kubeconfig), args.jobs, args.workers, args.timeout, False
         )
         os_ = summary(op)
         print(
             "operator (TrainingJobs):       " + ", ".join(f"{k} {v:.2f}s" for k, v in os_.items())
         )
-        print(
-            f"ratio operator/floor: p50 {os_['p50'] / fs['p50']:.2f}, "
-            f"p99 {os_['p99'] / fs['p99']:.2f}"
-        )
+        if fs is not None:
+            print(
+                f"ratio operator/floor: p50 {os_['p50'] / fs['p50']:.2f}, "
+                f"p99 {os_['p99'] / fs['p99']:.2f}"
+            )
         print(f"operator API requests per job: {per_job:.1f} ({by_verb})")
         print(f"operator peak memory (VmHWM): {hwm / 1024:.0f} MiB")
 

@@ -58,10 +58,11 @@ class Settings(BaseSettings):
     api_threads: int = Field(32, ge=1)
     # Seconds a pod event waits before its job's reconcile, so a gang's events coalesce.
     pod_event_delay: float = Field(0.1, ge=0)
-    # Least seconds between two status writes that only update worker counts or progress;
-    # also how long a new gang's first status write (Starting) waits for its Running one.
+    # Least seconds between two status writes that only update worker counts or progress
+    # (0: every write at once, the first included).
     status_min_interval: float = Field(5.0, ge=0)
-    # ... and while every worker of a starting gang is not yet running (phase Starting).
+    # ... while a gang starts (phase Starting); also how long a new gang's first status
+    # write (Starting) waits for its Running one, so a gang that runs in time costs one write.
     starting_status_interval: float = Field(30.0, ge=0)
     # Informational (Normal) events are not posted while this many jobs wait for a
     # reconcile (0: never for that reason), nor beyond normal_event_rate per second (with

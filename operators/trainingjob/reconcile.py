@@ -515,15 +515,17 @@ class Reconciler:
         """Whether a new gang's first status write waits (its events go out now).
 
         A job whose status was never written and that just got its workers would write
-        Starting, then Running moments later: the Starting write waits up to
-        status_min_interval so that a gang that starts in time costs one status write.
-        Anything that warns, and every later job state, is written at once.
+        Starting, then Running once its pods run: the Starting write waits up to
+        starting_status_interval so that a gang that starts in time costs one status write.
+        Anything that warns (workers that cannot be scheduled, a failure), and every later
+        job state, is written at once; status_min_interval 0 turns the wait off.
         """
         if (
             body.get("status")
             or decided.status.phase != Phase.STARTING
             or decided.status.placement is not None  # the domain lives in the status
             or not self.settings.status_min_interval
+            or not self.settings.starting_status_interval
             or any(e.type == "Warning" for e in decided.events)
         ):
             self._first_write.pop(key, None)
@@ -531,7 +533,7 @@ class Reconciler:
         now = asyncio.get_running_loop().time()
         deadline = self._first_write.get(key)
         if deadline is None:
-            deadline = now + self.settings.status_min_interval
+            deadline = now + self.settings.starting_status_interval
             self._first_write[key] = deadline
             self._post_events(key, body, decided)
         elif now >= deadline:

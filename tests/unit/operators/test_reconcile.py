@@ -127,7 +127,7 @@ def test_a_new_gang_that_starts_in_time_costs_one_status_write():
         "Pod/llm-worker-1-r0",
         "Service/llm",
     ]
-    # Starting waits for Running (status_min_interval); what happened is told at once.
+    # Starting waits for Running (starting_status_interval); what happened is told at once.
     assert [c for c in kube.calls if c[0] == "patch"] == []
     assert ("event", "Created") in kube.calls
     kwok(kube, rec)
@@ -138,13 +138,32 @@ def test_a_new_gang_that_starts_in_time_costs_one_status_write():
 
 def test_a_gang_that_does_not_start_in_time_is_written_starting():
     kube, rec = setup()
-    rec.settings = Settings(status_min_interval=1e-6)
+    rec.settings = Settings(status_min_interval=1e-6, starting_status_interval=1e-6)
     reconcile(rec)
     assert "status" not in kube.objects[("TrainingJob", "llm")]
     reconcile(rec)  # the queue's delayed key: the interval has passed
     assert status(kube)["phase"] == "Starting"
     assert [c for c in kube.calls if c[0] == "patch"] == [("patch", "TrainingJob/status")]
     assert [c for c in kube.calls if c == ("event", "Created")] == [("event", "Created")]
+
+
+def test_a_new_gang_that_cannot_be_scheduled_is_written_at_once():
+    kube, rec = setup()  # the default settings: a healthy Starting gang waits 30 s
+    reconcile(rec)
+    assert "status" not in kube.objects[("TrainingJob", "llm")]
+    pod = kube.objects[("Pod", "llm-worker-1-r0")]
+    pod["status"] = {
+        "phase": "Pending",
+        "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"},
+        ],
+    }
+    rec.cache.put_pod(kube._bump(pod))
+    reconcile(rec)
+    assert status(kube)["phase"] == "Starting"
+    ready = next(c for c in status(kube)["conditions"] if c["type"] == "WorkersReady")
+    assert ready["reason"] == "Unschedulable"
+    assert ("event", "Unschedulable") in kube.calls
 
 
 def test_a_new_gang_is_written_starting_at_once_when_a_write_costs_nothing_to_wait_for():
