@@ -3,7 +3,14 @@
     .venv/bin/python bench/operator_scale.py [--nodes 200] [--jobs 500] [--workers 4]
         [--no-floor]
 
-The 10,000-job run: `--nodes 2000 --jobs 10000 --no-floor --timeout 3600`.
+The 10,000-job run:
+
+    .venv/bin/python bench/operator_scale.py --nodes 2000 --jobs 10000 --no-floor \
+        --timeout 3600 --kwok-parallelism 16 --lease-seconds 400 --grace-seconds 900
+
+(kwok renews each fake node's Lease every lease/4 seconds: at the kubelet's 40 s, 2,000 nodes
+are 200 writes a second, more than two cores give the API server beside the run, and nodes
+went NotReady under load; 400 s makes 2,000 nodes cost what 200 do by default.)
 
 Starts the test control plane (etcd, kube-apiserver, scheduler, controller-manager, kwok) with
 `--nodes` fake 8-GPU nodes, then runs two rounds on it, one after the other:
@@ -42,7 +49,7 @@ from kubernetes import client, config
 
 from carina.platform.api.types import GROUP, PLURAL, VERSION, TrainingJob
 from carina.platform.planning.render import RenderSettings, build_worker_pod
-from carina.testcluster import CPU, NodePool, TestCluster
+from carina.testcluster import CPU, FakeNodeTuning, NodePool, TestCluster
 from carina.testcluster.cluster import DEFAULT_CRDS_DIR
 from carina.testcluster.processes import free_port, wait_until
 
@@ -324,6 +331,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--timeout", type=float, default=900)
     p.add_argument("--no-floor", action="store_true", help="the operator round only")
+    p.add_argument("--kwok-parallelism", type=int, help="kwok's updates in flight (default 4)")
+    p.add_argument("--lease-seconds", type=int, default=40, help="fake nodes' Lease duration")
+    p.add_argument("--grace-seconds", type=int, help="node monitor grace period (default 50)")
     args = p.parse_args()
 
     pool = NodePool(
@@ -333,7 +343,13 @@ def main() -> None:
         f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     )
     print(f"starting the test cluster with {args.nodes} fake 8-GPU nodes ...", flush=True)
-    with TestCluster(pools=[CPU], crds_dir=None) as cluster:
+    tuning = FakeNodeTuning(
+        lease_seconds=args.lease_seconds,
+        grace_seconds=args.grace_seconds,
+        parallelism=args.kwok_parallelism,
+    )
+    print(f"fake nodes: {tuning}")
+    with TestCluster(pools=[CPU], crds_dir=None, fake_nodes=tuning) as cluster:
         # 2,000 nodes take kwok longer than the default minute to report Ready.
         cluster.create_pools([pool], timeout=max(60.0, args.nodes / 5))
         install_crds(cluster)

@@ -7,7 +7,7 @@ library and the openssl CLI.
 """
 
 from carina.testcluster.binaries import ToolsMissing, find_binaries, tools_dir
-from carina.testcluster.cluster import KubectlError, TestCluster
+from carina.testcluster.cluster import FakeNodeTuning, KubectlError, TestCluster
 from carina.testcluster.pools import (
     BLUE_VELA,
     CPU,
@@ -50,6 +50,7 @@ __all__ = [
     "SIMULATE_SIGTERM_MESSAGE_ANNOTATION",
     "VELA",
     "ZONE_LABEL",
+    "FakeNodeTuning",
     "KubectlError",
     "NodePool",
     "ProcessDied",

@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import urllib.request
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -61,6 +62,22 @@ class KubectlError(subprocess.CalledProcessError):
         return f"{super().__str__()}\n{self.stderr or self.stdout or ''}".rstrip()
 
 
+@dataclass(frozen=True)
+class FakeNodeTuning:
+    """How kwok plays the fake nodes; the defaults are a real kubelet's (and kwok's) own.
+
+    Thousands of fake nodes on a small machine need other figures: kwok renews each node's
+    Lease every `lease_seconds / 4` (a 10 s period for 2,000 nodes is 200 writes a second),
+    and `parallelism` bounds how many pod and lease updates it has in flight; a renewal that
+    comes later than `grace_seconds` makes the node lifecycle controller call the node
+    NotReady, and its pods lost.
+    """
+
+    lease_seconds: int = 40
+    grace_seconds: int | None = None  # kube-controller-manager's default (50 s)
+    parallelism: int | None = None  # kwok's default (4)
+
+
 class TestCluster:
     """Start the control plane and fake GPU pools; stop everything, newest first.
 
@@ -77,8 +94,10 @@ class TestCluster:
         crds_dir: Path | None = DEFAULT_CRDS_DIR,
         workdir: Path | None = None,
         keep_workdir: bool | None = None,
+        fake_nodes: FakeNodeTuning | None = None,
     ) -> None:
         self.pools = tuple(pools)
+        self.fake_nodes = fake_nodes or FakeNodeTuning()
         self.crds_dir = crds_dir
         self._own_workdir = workdir is None
         if workdir is None:
@@ -269,6 +288,11 @@ class TestCluster:
                 f"--root-ca-file={self.pki.ca_crt}",
                 f"--cluster-cidr={POD_CIDR}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
+                *(
+                    [f"--node-monitor-grace-period={self.fake_nodes.grace_seconds}s"]
+                    if self.fake_nodes.grace_seconds is not None
+                    else []
+                ),
             ],
         )
         return "kube-controller-manager", f"https://127.0.0.1:{port}/healthz", child
@@ -280,7 +304,14 @@ class TestCluster:
         if not stages:
             raise FileNotFoundError(f"no kwok stages in {kwok_stages_dir()}")
         config = self.workdir / "kwok-stages.yaml"
-        config.write_text("\n---\n".join(p.read_text() for p in stages))
+        documents = [p.read_text() for p in stages]
+        if (n := self.fake_nodes.parallelism) is not None:
+            documents.append(
+                "apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\n"
+                f"options:\n  podPlayStageParallelism: {n}\n  nodePlayStageParallelism: {n}\n"
+                f"  nodeLeaseParallelism: {n}\n"
+            )
+        config.write_text("\n---\n".join(documents))
         port = free_port()
         child = self._supervisor.start(
             "kwok",
@@ -292,7 +323,7 @@ class TestCluster:
                 f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}={KWOK_NODE_VALUE}",
                 f"--cidr={POD_CIDR}",
                 f"--node-ip={NODE_IP}",
-                "--node-lease-duration-seconds=40",
+                f"--node-lease-duration-seconds={self.fake_nodes.lease_seconds}",
                 f"--server-address=127.0.0.1:{port}",
             ],
         )
