@@ -1,4 +1,6 @@
-"""The operator's view of the cluster: TrainingJobs and their worker pods, from watch events.
+"""The operator's view of the cluster, from watch events: TrainingJobs and their worker pods,
+the Nodes, and what admission reads (ClusterQueues, LocalQueues, TrainingPriorityClasses and
+the namespaces' labels).
 
 kopf's watch streams feed it; the operator's own write responses feed it too, so a reconcile
 right after a write sees the write even before the watch event arrives. A resourceVersion
@@ -8,9 +10,13 @@ where one is not a number the newer arrival wins).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from pydantic import ValidationError
+
+from carina.platform.api.queues import ClusterQueue, LocalQueue, TrainingPriorityClass
 from carina.platform.api.types import CheckpointStatus
 from carina.platform.planning.nodes import NodeInfo, node_info
 from carina.platform.planning.observed import (
@@ -20,7 +26,12 @@ from carina.platform.planning.observed import (
     parse_checkpoint,
 )
 
+log = logging.getLogger(__name__)
+
 Key = tuple[str, str]  # (namespace, name) of a TrainingJob
+
+# The kinds admission reads (plurals, as their watches name them).
+QUEUEING_KINDS = ("clusterqueues", "localqueues", "trainingpriorityclasses", "namespaces")
 
 
 def _rv(obj: dict[str, Any]) -> int | None:
@@ -77,6 +88,14 @@ class Cache:
     acks: dict[Key, CheckpointStatus] = field(default_factory=dict)
     # Every Node, as planning reads it (health, topology labels, what it offers).
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
+    # What admission reads, parsed once per change; an invalid object is left out (with a
+    # warning) until a valid version of it arrives.
+    cluster_queues: dict[str, ClusterQueue] = field(default_factory=dict)
+    local_queues: dict[Key, LocalQueue] = field(default_factory=dict)
+    priority_classes: dict[str, TrainingPriorityClass] = field(default_factory=dict)
+    namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    # (uid, resourceVersion) of the version each of those was taken from, invalid ones too.
+    _queueing_seen: dict[tuple[str, Key], tuple[str, int | None]] = field(default_factory=dict)
     gone_limit: int = 100_000
 
     def _remember(self, uids: dict[str, None], uid: str) -> None:
@@ -129,6 +148,56 @@ class Cache:
             for key, pods in self.pods.items()
             if any(r.worker.node == node and r.worker.active for r in pods.values())
         ]
+
+    # -- what admission reads --------------------------------------------------------------
+
+    def put_queueing(self, kind: str, body: dict[str, Any]) -> bool:
+        """Keep a ClusterQueue, LocalQueue, TrainingPriorityClass or Namespace (`kind` is its
+        plural); False when an older version than the one kept, so nothing changed."""
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace") or "", meta.get("name") or "")
+        uid, rv = meta.get("uid") or "", _rv(body)
+        seen = self._queueing_seen.get((kind, key))
+        kept = seen[1] if seen is not None and seen[0] == uid else None
+        if kept is not None and rv is not None and rv < kept:
+            return False
+        self._queueing_seen[(kind, key)] = (uid, rv)
+        if kind == "namespaces":
+            self.namespace_labels[key[1]] = dict(meta.get("labels") or {})
+            return True
+        try:
+            if kind == "clusterqueues":
+                self.cluster_queues[key[1]] = ClusterQueue.model_validate(body)
+            elif kind == "localqueues":
+                self.local_queues[(key[0] or "default", key[1])] = LocalQueue.model_validate(body)
+            elif kind == "trainingpriorityclasses":
+                self.priority_classes[key[1]] = TrainingPriorityClass.model_validate(body)
+            else:
+                raise KeyError(kind)
+        except ValidationError as exc:
+            log.warning("%s %s is invalid and ignored: %s", body.get("kind") or kind, key[1], exc)
+            self._forget_queueing(kind, key)
+        return True
+
+    def drop_queueing(self, kind: str, body: dict[str, Any]) -> None:
+        """A ClusterQueue, LocalQueue, TrainingPriorityClass or Namespace was deleted."""
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace") or "", meta.get("name") or "")
+        seen = self._queueing_seen.get((kind, key))
+        if seen is not None and seen[0] != (meta.get("uid") or ""):
+            return  # a newer object of that name is kept
+        self._queueing_seen.pop((kind, key), None)
+        self._forget_queueing(kind, key)
+
+    def _forget_queueing(self, kind: str, key: Key) -> None:
+        if kind == "clusterqueues":
+            self.cluster_queues.pop(key[1], None)
+        elif kind == "localqueues":
+            self.local_queues.pop((key[0] or "default", key[1]), None)
+        elif kind == "trainingpriorityclasses":
+            self.priority_classes.pop(key[1], None)
+        elif kind == "namespaces":
+            self.namespace_labels.pop(key[1], None)
 
     # -- pods ------------------------------------------------------------------------------
 

@@ -157,13 +157,16 @@ class Kube:
         assert out is not None, "a list answers an object"
         return list(out.get("items") or [])
 
-    async def namespace_labels(self) -> dict[str, dict[str, str]]:
+    async def list_namespaces(self) -> list[dict[str, Any]]:
         out = await self._call("list", "namespaces", self.core.list_namespace)
         assert out is not None, "a list answers an object"
-        return {
-            ns["metadata"]["name"]: dict(ns["metadata"].get("labels") or {})
-            for ns in out.get("items") or []
-        }
+        return list(out.get("items") or [])
+
+    async def list_queueing(self, kind: str) -> list[dict[str, Any]]:
+        """Every object of one kind admission reads: a carina.dev queueing kind, or namespaces."""
+        if kind == "namespaces":
+            return await self.list_namespaces()
+        return await self.list_custom(kind)
 
     async def patch_cluster_status(
         self, plural: str, name: str, patch: dict[str, Any]
@@ -201,8 +204,9 @@ class Kube:
     async def write_lease(self, namespace: str, lease: dict[str, Any]) -> dict[str, Any]:
         """Create the lease, or replace it at the resourceVersion it carries (409: Conflict)."""
         name = lease["metadata"]["name"]
+        replacing = bool(lease["metadata"].get("resourceVersion"))
         try:
-            if lease["metadata"].get("resourceVersion"):
+            if replacing:
                 out = await self._call(
                     "update",
                     "leases",
@@ -216,7 +220,8 @@ class Kube:
                     "create", "leases", self.coordination.create_namespaced_lease, namespace, lease
                 )
         except ApiException as exc:
-            if exc.status == 409:
+            # A replace answers 404 when the lease was deleted since it was read.
+            if exc.status == 409 or (replacing and exc.status == 404):
                 raise Conflict(f"lease {namespace}/{name} changed") from None
             raise
         assert out is not None

@@ -1,14 +1,18 @@
 """The admission writer: one operator replica decides who holds quota, and writes it down.
 
-Every `admission_interval` seconds the replica that holds the Lease `carina-admission` reads
-the ClusterQueues, LocalQueues, priority classes and namespaces, builds every queued job's
-view from the operator's cache (its spec, its `status.queueing`, whether its workers are
-gone), asks `planning.queueing.schedule` for this moment's decisions, and writes each job's
-`status.queueing` (only that sub-tree, at the resourceVersion it read: a job that changed
-meanwhile is decided again next round) and each ClusterQueue's usage. Usage is rebuilt from
-the jobs' statuses every round, so a restarted operator neither forgets nor double-counts an
-admission. The reconcilers act on what it wrote: create a gang once admitted, stop it (SIGTERM,
-checkpoint) once evicted.
+Every `admission_interval` seconds the replica that holds the Lease `carina-admission` takes
+the ClusterQueues, LocalQueues, priority classes and namespaces' labels from the operator's
+cache (kopf watches them; the operator lists them once at start-up, so the first round never
+decides without them), builds every queued job's view from the cache too (its spec, its
+`status.queueing`, whether its workers are gone), asks `planning.queueing.schedule` for this
+moment's decisions, and writes each job's `status.queueing` (only that sub-tree, at the
+resourceVersion it read: a job that changed meanwhile is decided again next round) and each
+ClusterQueue's usage (only when it changed). Usage is rebuilt from the jobs' statuses every
+round, so a restarted operator neither forgets nor double-counts an admission. The reconcilers
+act on what it wrote: create a gang once admitted, stop it (SIGTERM, checkpoint) once evicted.
+An idle round reads nothing from the API server and writes nothing; the holder renews its
+Lease once a third of the lease duration has passed, a replica that does not hold it reads it
+each round.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from carina.operators.runtime.kube import Conflict, Kube, merge_patch
 from carina.operators.runtime.settings import Settings
 from carina.operators.runtime.workqueue import WorkQueue
 from carina.operators.trainingjob.pipelines import Pipelines
-from carina.platform.api.queues import ClusterQueue, LocalQueue, TrainingPriorityClass
+from carina.platform.api.queues import ClusterQueue
 from carina.platform.api.types import FINISHED_PHASES, TrainingJob
 from carina.platform.planning.nodes import healthy_capacity
 from carina.platform.planning.queue_view import (
@@ -54,26 +58,30 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _parse_all(items: list[dict[str, Any]], model: type[Any]) -> list[Any]:
-    out = []
-    for item in items:
-        try:
-            out.append(model.model_validate(item))
-        except ValidationError as exc:
-            name = (item.get("metadata") or {}).get("name")
-            log.warning("%s %s is invalid and ignored: %s", model.__name__, name, exc)
-    return out
-
-
 class Lease:
-    """A coordination.k8s.io Lease: the replica that holds it writes admissions."""
+    """A coordination.k8s.io Lease: the replica that holds it writes admissions.
+
+    The holder knows when it last renewed, and renews (without reading first) only once a
+    third of the duration has passed; a replica that does not hold it reads it every time, and
+    takes it once its holder has not renewed for the whole duration. A write that finds the
+    lease changed since (Conflict) means another replica holds it.
+    """
 
     def __init__(self, kube: Kube, namespace: str, identity: str, seconds: int) -> None:
         self.kube, self.namespace, self.identity, self.seconds = kube, namespace, identity, seconds
+        self._renewed: datetime | None = None  # when this replica last wrote itself holder
+        self._held: dict[str, Any] | None = None  # the lease as that write left it
+
+    def _release(self) -> None:
+        self._renewed, self._held = None, None
 
     async def hold(self, now: datetime) -> bool:
         """Acquire or renew; False while another live replica holds it."""
-        lease = await self.kube.read_lease(self.namespace, LEASE_NAME)
+        if self._renewed is not None and now < self._renewed + timedelta(seconds=self.seconds / 3):
+            return True
+        lease = self._held
+        if lease is None:
+            lease = await self.kube.read_lease(self.namespace, LEASE_NAME)
         spec = (lease or {}).get("spec") or {}
         holder = spec.get("holderIdentity")
         renewed = spec.get("renewTime")
@@ -102,10 +110,12 @@ class Lease:
                 "acquireTime": spec.get("acquireTime") if holder == self.identity else stamp,
             },
         }
+        self._release()  # until the write says otherwise
         try:
-            await self.kube.write_lease(self.namespace, body)
+            written = await self.kube.write_lease(self.namespace, body)
         except Conflict:
             return False
+        self._renewed, self._held = now, written
         return True
 
 
@@ -131,37 +141,39 @@ class AdmissionWriter:
         self.lease = Lease(
             kube, settings.lease_namespace, identity, settings.admission_lease_seconds
         )
-        self._queue_status: dict[str, dict[str, Any]] = {}
+        # The usage last written to each ClusterQueue (by name and uid) while holding the lease.
+        self._queue_status: dict[tuple[str, str], dict[str, Any]] = {}
+        self._holding = False
         self.pipelines = Pipelines(cache)
         self._quotas: dict[str, dict[str, float]] = {}
 
     async def run_forever(self) -> None:
         while True:
             try:
-                if await self.lease.hold(self.clock()):
+                holding = await self.lease.hold(self.clock())
+                if holding and not self._holding:
+                    # Another replica may have written the queues' usage meanwhile.
+                    self._queue_status.clear()
+                self._holding = holding
+                if holding:
                     await self.once()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the next round decides again from what is stored
                 log.exception("admission round failed")
+                self._holding = False  # so the next round held writes every queue's usage
             await asyncio.sleep(self.settings.admission_interval)
 
     async def once(self) -> Decisions:
-        """One round: read, decide, write."""
+        """One round: read the cache, decide, write what changed."""
         now = self.clock()
-        cq_items, lq_items, pc_items, ns_labels = await asyncio.gather(
-            self.kube.list_custom("clusterqueues"),
-            self.kube.list_custom("localqueues"),
-            self.kube.list_custom("trainingpriorityclasses"),
-            self.kube.namespace_labels(),
-        )
-        cqs = {c.metadata.name: c for c in _parse_all(cq_items, ClusterQueue)}
+        cqs = dict(self.cache.cluster_queues)
         infos = {name: queue_info(c) for name, c in cqs.items()}
-        lqs = {
-            (q.metadata.namespace or "default", q.metadata.name): q
-            for q in _parse_all(lq_items, LocalQueue)
-        }
-        classes = {p.metadata.name: p.value for p in _parse_all(pc_items, TrainingPriorityClass)}
+        lqs = self.cache.local_queues
+        classes = {name: p.value for name, p in self.cache.priority_classes.items()}
+        ns_labels = self.cache.namespace_labels
+        for deleted in [k for k in self._queue_status if k[0] not in cqs]:
+            del self._queue_status[deleted]
 
         views: dict[str, tuple[Key, dict[str, Any], TrainingJob, JobInfo, str | None]] = {}
         for key, body in list(self.cache.jobs.items()):
@@ -215,7 +227,7 @@ class AdmissionWriter:
         starts = estimate_starts(list(infos.values()), jobs, decisions, finishes, now)
         await asyncio.gather(
             *(self._write_job(v, decisions, now, cqs, starts) for v in views.values()),
-            *(self._write_queue(name, decisions) for name in cqs),
+            *(self._write_queue(cq, decisions) for cq in cqs.values()),
         )
         self._observe(decisions, views)
         return decisions
@@ -265,7 +277,8 @@ class AdmissionWriter:
             waited = (now - job.metadata.creation_timestamp).total_seconds()
             metrics.queue_admission_wait.labels(decisions.admit[info.key].queue).observe(waited)
 
-    async def _write_queue(self, name: str, decisions: Decisions) -> None:
+    async def _write_queue(self, cq: ClusterQueue, decisions: Decisions) -> None:
+        name = cq.metadata.name
         usage = decisions.usage.get(name)
         if usage is None:
             return
@@ -277,10 +290,11 @@ class AdmissionWriter:
             "admittedJobs": usage.admitted,
             "pendingJobs": usage.pending,
         }
-        if self._queue_status.get(name) == status:
+        written = (name, cq.metadata.uid or "")
+        if self._queue_status.get(written) == status:
             return
         if await self.kube.patch_cluster_status("clusterqueues", name, status) is not None:
-            self._queue_status[name] = status
+            self._queue_status[written] = status
 
     def _observe(
         self,

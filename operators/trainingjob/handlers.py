@@ -1,7 +1,9 @@
 """Every kopf handler of the TrainingJob operator, in one place; each is a line or two.
 
 kopf watches TrainingJobs, their worker pods and the Nodes, and hands each event to the Operator
-(operator.py), which queues the job for a reconcile (reconcile.py). No change handlers: they
+(operator.py), which queues the job for a reconcile (reconcile.py). It also watches what the
+admission writer reads (ClusterQueues, LocalQueues, TrainingPriorityClasses, Namespaces), which
+only updates the cache. No change handlers: they
 would make kopf store its own state in annotations, one more write per event.
 """
 
@@ -72,3 +74,25 @@ async def pod_event(type: str, event: kopf.RawEvent, memo: Any, **_: Any) -> Non
 @kopf.on.event("", "v1", "nodes")
 async def node_event(type: str, event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     memo.operator.on_node_event(type, cast(dict[str, Any], event["object"]))
+
+
+@kopf.on.event(GROUP, VERSION, "clusterqueues")
+async def cluster_queue_event(type: str, event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    memo.operator.on_queueing_event("clusterqueues", type, cast(dict[str, Any], event["object"]))
+
+
+@kopf.on.event(GROUP, VERSION, "localqueues")
+async def local_queue_event(type: str, event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    memo.operator.on_queueing_event("localqueues", type, cast(dict[str, Any], event["object"]))
+
+
+@kopf.on.event(GROUP, VERSION, "trainingpriorityclasses")
+async def priority_class_event(type: str, event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    memo.operator.on_queueing_event(
+        "trainingpriorityclasses", type, cast(dict[str, Any], event["object"])
+    )
+
+
+@kopf.on.event("", "v1", "namespaces")
+async def namespace_event(type: str, event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    memo.operator.on_queueing_event("namespaces", type, cast(dict[str, Any], event["object"]))

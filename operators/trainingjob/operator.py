@@ -16,7 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from carina.operators.runtime import metrics
-from carina.operators.runtime.cache import Cache, Key
+from carina.operators.runtime.cache import QUEUEING_KINDS, Cache, Key
 from carina.operators.runtime.kube import Conflict, Kube, load_api_client
 from carina.operators.runtime.settings import Settings
 from carina.operators.runtime.workqueue import WorkQueue
@@ -47,9 +47,18 @@ class Operator:
         loop.set_default_executor(
             concurrent.futures.ThreadPoolExecutor(self.settings.api_threads, "carina-api")
         )
-        pods, jobs, nodes = await asyncio.gather(
-            self.kube.list_pods(JOB_LABEL), self.kube.list_jobs(), self.kube.list_nodes()
+        pods, jobs, nodes, *queueing = await asyncio.gather(
+            self.kube.list_pods(JOB_LABEL),
+            self.kube.list_jobs(),
+            self.kube.list_nodes(),
+            *(self.kube.list_queueing(kind) for kind in QUEUEING_KINDS),
         )
+        # Admission's first round must not decide before the queues are known (it would find
+        # every job's queue missing); from here on their watches keep them current.
+        for kind, objects in zip(QUEUEING_KINDS, queueing, strict=True):
+            for obj in objects:
+                if kind != "localqueues" or self._watched(obj):
+                    self.cache.put_queueing(kind, obj)
         for node in nodes:
             self.on_node_event(None, node)
         for pod in pods:
@@ -63,7 +72,11 @@ class Operator:
             self.reconciler.pipelines.noted(key, job)
             self.queue.add(key)
         log.info(
-            "cache filled: %d jobs, %d worker pods, %d nodes", len(jobs), len(pods), len(nodes)
+            "cache filled: %d jobs, %d worker pods, %d nodes, %d cluster queues",
+            len(jobs),
+            len(pods),
+            len(nodes),
+            len(self.cache.cluster_queues),
         )
         self._tasks = [
             asyncio.create_task(self.reconciler.run_worker(), name=f"reconcile-{i}")
@@ -109,6 +122,14 @@ class Operator:
             # A gang's pods change together (scheduled, started, stopped): a short delay lets
             # one reconcile and one status write cover them all.
             self.queue.add_after(key, self.settings.pod_event_delay)
+
+    def on_queueing_event(self, kind: str, type_: str | None, body: dict[str, Any]) -> None:
+        """A ClusterQueue, LocalQueue, TrainingPriorityClass or Namespace changed: admission's
+        next round reads it from the cache."""
+        if type_ == "DELETED":
+            self.cache.drop_queueing(kind, body)
+        else:
+            self.cache.put_queueing(kind, body)
 
     def on_node_event(self, type_: str | None, body: dict[str, Any]) -> None:
         """Keep the node; taint or untaint it by its health; move gangs off a node gone EVICT."""

@@ -9,6 +9,7 @@ worker that saves on SIGTERM does: it exits 75 with that checkpoint acknowledgem
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -267,3 +268,95 @@ def test_of_two_operator_replicas_one_writes_admissions(k8s_cluster, teams, tmp_
     finally:
         one.stop()
         two.stop()
+
+
+def kube_requests(op: OperatorProcess) -> dict[str, float]:
+    """The operator's API requests so far, by verb and resource."""
+    counts: dict[str, float] = {}
+    for line in op.metrics().splitlines():
+        if line.startswith("carina_operator_kube_requests_total{"):
+            labels, value = line.rsplit(" ", 1)
+            counts[labels] = counts.get(labels, 0.0) + float(value)
+    return counts
+
+
+def test_a_cluster_queue_created_or_changed_after_start_is_acted_on(k8s_cluster, teams, tmp_path):
+    team_a, _, tag = teams
+    op = OperatorProcess(
+        k8s_cluster,
+        team_a,
+        tmp_path / "operator.log",
+        CARINA_OPERATOR_ADMISSION_INTERVAL="0.3",
+        CARINA_OPERATOR_LEASE_NAMESPACE=team_a,
+    ).start()
+    try:
+        # The queues appear only once the operator runs: it learns of them from its watches.
+        small = {
+            "apiVersion": "carina.dev/v1alpha1",
+            "kind": "ClusterQueue",
+            "metadata": {"name": f"small-{tag}", "labels": {"carina.dev/test": tag}},
+            "spec": {"resources": [{"name": "nvidia.com/gpu", "nominalQuota": 4}]},
+        }
+        local = {
+            "apiVersion": "carina.dev/v1alpha1",
+            "kind": "LocalQueue",
+            "metadata": {"name": "default", "namespace": team_a},
+            "spec": {"clusterQueue": f"small-{tag}"},
+        }
+        apply(k8s_cluster, small, local)
+        apply(k8s_cluster, gpu_job("wide", team_a, replicas=1, queue="default"))
+        q = wait_queueing(k8s_cluster, team_a, "wide", "ExceedsMaxQuota", op)
+        assert q["clusterQueue"] == f"small-{tag}"
+        assert q.get("admission") is None
+        # More quota: the pending job is admitted and runs.
+        k8s_cluster.kubectl(
+            "patch",
+            "clusterqueue",
+            f"small-{tag}",
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"resources": [{"name": "nvidia.com/gpu", "nominalQuota": 8}]}}),
+        )
+        q = wait_queueing(k8s_cluster, team_a, "wide", "QuotaReserved", op)
+        assert q["admission"]["clusterQueue"] == f"small-{tag}"
+        wait_phase(k8s_cluster, team_a, "wide", "Running", op)
+        wait_until(lambda: reserved(k8s_cluster, f"small-{tag}") == 8, TIMEOUT, "usage")
+    finally:
+        op.stop()
+        print(f"--- operator log (tail)\n{op.log_tail()}")
+
+
+def test_an_idle_admission_writer_only_renews_its_lease(k8s_cluster, namespace, tmp_path):
+    op = OperatorProcess(
+        k8s_cluster,
+        namespace,
+        tmp_path / "operator.log",
+        CARINA_OPERATOR_ADMISSION_INTERVAL="0.5",
+        CARINA_OPERATOR_ADMISSION_LEASE_SECONDS="15",
+        CARINA_OPERATOR_LEASE_NAMESPACE=namespace,
+    ).start()
+    try:
+        # The first round takes the lease (and writes any ClusterQueue's usage once).
+        wait_until(
+            lambda: (
+                k8s_cluster.kubectl(
+                    "get", "lease", "carina-admission", "-n", namespace, check=False
+                ).returncode
+                == 0
+            ),
+            TIMEOUT,
+            "lease taken",
+        )
+        time.sleep(2)
+        before, start = kube_requests(op), time.monotonic()
+        time.sleep(10)
+        after, seconds = kube_requests(op), time.monotonic() - start
+        grown = {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k, 0.0)}
+        total = sum(grown.values())
+        print(f"idle operator: {total / seconds:.2f} requests/s over {seconds:.1f} s: {grown}")
+        # Twenty rounds, and the holder renews once a third of its 15 s lease has passed.
+        renewals = seconds / 5 + 1
+        assert total <= renewals, grown
+        assert set(grown) <= {k for k in grown if 'resource="leases"' in k}, grown
+    finally:
+        op.stop()

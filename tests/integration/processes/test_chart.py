@@ -233,6 +233,9 @@ def test_the_operator_may_run_jobs_and_nothing_more(default: list[dict[str, Any]
         ("carina.dev", "clusterqueues/status", "patch"),
         ("carina.dev", "localqueues/status", "patch"),
         ("", "namespaces", "get"),
+        # The admission writer's inputs come from watches (listed once at start-up).
+        ("", "namespaces", "list"),
+        ("", "namespaces", "watch"),
         ("coordination.k8s.io", "leases", "create"),
         ("coordination.k8s.io", "leases", "update"),
         # Node health: the verdicts, the unhealthy taint, asking the agent for a check.
