@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import json
 import sqlite3
 import threading
@@ -160,6 +161,9 @@ _OBJECT_SQL = (
 )
 
 
+_PAGES_KEPT = 64  # pages each thread keeps for asking again (all dropped beyond)
+
+
 class Store:
     """Thread-safe access to the SQLite file: one connection per thread."""
 
@@ -167,6 +171,11 @@ class Store:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        # Moves on with every commit through this Store, from any thread (next() on a count
+        # is atomic): with each connection's `PRAGMA data_version` (commits of any other
+        # connection) it tells a cached page whether anything was written since.
+        self._writes = itertools.count()
+        self._written = 0
         self._db().executescript(SCHEMA)
         self.full: str | None = None  # why the last write failed while the disk is full
 
@@ -188,6 +197,7 @@ class Store:
                 yield db
                 db.execute("COMMIT")
             finally:
+                self._written = next(self._writes)
                 # A failed COMMIT (SQLITE_FULL) may leave the transaction open, or SQLite may
                 # have rolled it back already: end it either way, or the connection stays
                 # stuck in it after the disk has room again.
@@ -284,9 +294,29 @@ class Store:
         last name when more follow (else None).
 
         SQLite assembles the page itself, in one step: row by row, each fetched row would
-        hand Python's GIL over to the event loop's thread and back.
+        hand Python's GIL over to the event loop's thread and back. The same page asked again
+        with nothing written meanwhile (a console or many clients polling) is the text
+        assembled last time: each thread keeps its last pages, stamped with what was written.
         """
         db = self._db()
+        # Read before the query: a write landing in between leaves a stamp that is already
+        # stale, so the page is assembled again next time (never served older than it is).
+        stamp = (db.execute("PRAGMA data_version").fetchone()[0], self._written)
+        pages: dict[tuple[str, int, str], tuple[object, tuple[str, str | None]]] | None
+        pages = getattr(self._local, "pages", None)
+        if pages is None or len(pages) > _PAGES_KEPT:
+            pages = self._local.pages = {}
+        cached = pages.get((namespace, limit, after))
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        page = self._assemble_page(db, namespace, limit, after)
+        pages[(namespace, limit, after)] = (stamp, page)
+        return page
+
+    @staticmethod
+    def _assemble_page(
+        db: sqlite3.Connection, namespace: str, limit: int, after: str
+    ) -> tuple[str, str | None]:
         count, last, items = db.execute(
             "SELECT count(*), max(name), group_concat(object, ',') FROM ("
             f"  SELECT name, {_OBJECT_SQL} AS object FROM jobs"

@@ -233,6 +233,13 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def may(principal: Principal, namespace: str, verb: str, resource: str = "trainingjobs") -> bool:
+    """Whether the caller may `verb` `resource` in `namespace` ("": cluster-scoped)."""
+    if namespace == "":
+        return resource in _CLUSTER_READABLE and verb in ("get", "list")
+    return principal.namespaces is None or namespace in principal.namespaces
+
+
 def machine_capacity(settings: Settings) -> Capacity:
     """What the substrate may hand to workers: the settings, else this machine."""
     if settings.capacity_memory is not None:
@@ -366,9 +373,24 @@ class LocalBackend:
     async def authorize(
         self, principal: Principal, namespace: str, verb: str, resource: str = "trainingjobs"
     ) -> bool:
-        if namespace == "":
-            return resource in _CLUSTER_READABLE and verb in ("get", "list")
-        return principal.namespaces is None or namespace in principal.namespaces
+        return may(principal, namespace, verb, resource)
+
+    async def authorized_read(
+        self, token: str, namespace: str, name: str | None, limit: int, after: str
+    ) -> str | None:
+        """A job (`name`) or a page of jobs as `get`/`list` return it, in one thread hop,
+        when `token` is known and may read the namespace; else None (fast_reads.py)."""
+        return await asyncio.to_thread(self._authorized_read, token, namespace, name, limit, after)
+
+    def _authorized_read(
+        self, token: str, namespace: str, name: str | None, limit: int, after: str
+    ) -> str | None:
+        principal = self.tokens.lookup(token)
+        if principal is None or not may(principal, namespace, "get" if name else "list"):
+            return None
+        if name is None:
+            return self._page(namespace, limit, after)
+        return self._row(namespace, name).object_json()
 
     # ------------------------------------------------------------ jobs
 

@@ -91,3 +91,31 @@ def test_a_page_is_the_jobs_objects_by_name_with_the_last_name_when_more_follow(
     assert [j["metadata"]["name"] for j in json.loads(f"[{items}]")] == ["c", "d", "e"]
     assert last is None
     assert store.page_json("ns", 3, after="e") == ("", None)
+
+
+def test_a_page_asked_again_is_never_older_than_the_store(tmp_path: Path) -> None:
+    store = Store(tmp_path / "carina.db")
+    other = Store(tmp_path / "carina.db")  # another connection, as another process would be
+    for name in ("a", "b", "c"):
+        store.create_job("ns", make_job(name), now=1.0)
+
+    def phases() -> list[str | None]:
+        items, _ = store.page_json("ns", 10)
+        return [(j.get("status") or {}).get("phase") for j in json.loads(f"[{items}]")]
+
+    first = store.page_json("ns", 10)
+    assert store.page_json("ns", 10) is first  # nothing written: the same text again
+    uid_b = store.get_job("ns", "b").uid  # type: ignore[union-attr]
+    store.write_status(uid_b, {"phase": "Running"})  # through this connection
+    assert phases() == [None, "Running", None]
+    uid_c = other.get_job("ns", "c").uid  # type: ignore[union-attr]
+    other.write_status(uid_c, {"phase": "Failed"})  # through another one
+    assert phases() == [None, "Running", "Failed"]
+    other.create_job("ns", make_job("d"), now=2.0)
+    assert store.page_json("ns", 3) == (store.page_json("ns", 3)[0], "c")
+    assert [j["metadata"]["name"] for j in json.loads(f"[{store.page_json('ns', 10)[0]}]")] == [
+        "a",
+        "b",
+        "c",
+        "d",
+    ]
