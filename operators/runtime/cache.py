@@ -114,6 +114,11 @@ class Cache:
     # -- jobs ------------------------------------------------------------------------------
 
     def put_job(self, body: dict[str, Any]) -> Key:
+        if "managedFields" in body["metadata"]:
+            # Server-side apply's bookkeeping: nothing here reads it, and as Python objects
+            # it is more than half of a job's memory (a dict per field, most of them empty).
+            meta = {k: v for k, v in body["metadata"].items() if k != "managedFields"}
+            body = {**body, "metadata": meta}
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         old = self.jobs.get(key)
         if old is not None and old["metadata"].get("uid") != body["metadata"].get("uid"):

@@ -95,3 +95,13 @@ def test_a_recreated_job_replaces_the_old_one_whatever_its_version():
     c.drop_job(job(uid="j0"))  # an older incarnation: ignored
     c.put_job(job(uid="j2", rv="90"))
     assert c.jobs[("ns", "llm")]["metadata"]["uid"] == "j2"
+
+
+def test_a_job_is_kept_without_its_managed_fields_and_the_event_is_left_alone():
+    body = job(rv="7")
+    body["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]
+    cache = Cache()
+    key = cache.put_job(body)
+    assert "managedFields" not in cache.jobs[key]["metadata"]
+    assert cache.jobs[key]["metadata"]["resourceVersion"] == "7"  # what writes are guarded by
+    assert "managedFields" in body["metadata"]  # the watch's own object is not changed
