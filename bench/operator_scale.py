@@ -51,7 +51,7 @@ from carina.platform.api.types import GROUP, PLURAL, VERSION, TrainingJob
 from carina.platform.planning.render import RenderSettings, build_worker_pod
 from carina.testcluster import CPU, FakeNodeTuning, NodePool, TestCluster
 from carina.testcluster.cluster import DEFAULT_CRDS_DIR
-from carina.testcluster.processes import free_port, wait_until
+from carina.testcluster.processes import cpu_seconds, free_port, memory_kib, wait_until
 
 CONCURRENCY = 32
 
@@ -127,19 +127,6 @@ def progress(watcher: Watcher, total: int) -> bool:
             flush=True,
         )
     return len(watcher.running) >= total
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a live process has used so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def memory_kib(pid: int, key: str) -> int:
-    """A /proc/PID/status figure in KiB (VmRSS, VmHWM)."""
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(key))
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -40,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from builders import make_job  # noqa: E402
 
+from carina.testcluster.processes import cpu_seconds  # noqa: E402
+
 TOKEN = "bench-token"
 BASE = "/api/v1/namespaces/bench/trainingjobs"
 
@@ -147,12 +149,6 @@ async def server_histogram(http: httpx.AsyncClient, route: str) -> dict[float, f
             le = line.split('le="')[1].split('"')[0]
             out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
     return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (load-independent cost, unlike wall time)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:

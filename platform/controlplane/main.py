@@ -98,6 +98,7 @@ def settle_garbage_collector() -> None:
     cycles, so the youngest generation is collected every 50,000 allocations rather than
     700; each pass is then still short, and there are fewer of them in a request's way.
     """
+    gc.collect()  # what is garbage now would otherwise be frozen with the rest, for good
     gc.freeze()
     _young, middle, old = gc.get_threshold()
     gc.set_threshold(max(_young, YOUNG_GC_THRESHOLD), middle, old)
