@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
+from builders import make_job
 
 from carina.operators.runtime.cache import Cache, Key
 from carina.operators.runtime.kube import Conflict, Kube
@@ -222,6 +223,42 @@ def test_a_queue_s_usage_is_written_once_until_it_changes() -> None:
     asyncio.run(admission.once())
     asyncio.run(admission.once())
     assert fake.calls == ["patch clusterqueues/team-a"] * 2
+
+
+def queued_job(rv: str, queue: str | None = "default", **spec: Any) -> dict[str, Any]:
+    body = dict(make_job("llm").with_spec(**spec, **({"queue": queue} if queue else {})))
+    body["metadata"].update(
+        namespace="team-a", uid="j1", resourceVersion=rv, creationTimestamp="2026-01-01T00:00:00Z"
+    )
+    return body
+
+
+def test_a_queued_job_is_decided_again_once_its_version_changes() -> None:
+    fake, cache = FakeKube(), Cache()
+    written: list[dict[str, Any]] = []
+
+    async def patch_job_status(_ns: str, _name: str, rv: str, patch: dict[str, Any]) -> Any:
+        written.append(patch)
+        return queued_job(str(int(rv) + 1), suspend=False) | {"status": patch}
+
+    fake.patch_job_status = patch_job_status  # type: ignore[method-assign]
+    cache.put_queueing("clusterqueues", cluster_queue())
+    cache.put_queueing("localqueues", local_queue())
+    # No queue named: admission leaves it alone, however often it looks.
+    cache.put_job(queued_job("1", queue=None))
+    admission = writer(fake, cache)
+    asyncio.run(admission.once())
+    assert written == []
+    # Now queued but suspended: nothing to decide, round after round ...
+    cache.put_job(queued_job("2", suspend=True))
+    asyncio.run(admission.once())
+    asyncio.run(admission.once())
+    assert written == []
+    # ... until a new version resumes it: the next round admits it from the new spec.
+    cache.put_job(queued_job("3", suspend=False))
+    asyncio.run(admission.once())
+    assert len(written) == 1
+    assert written[0]["queueing"]["admission"]["clusterQueue"] == "team-a"
 
 
 def test_a_lease_deleted_since_it_was_read_is_a_conflict_on_renewal() -> None:
