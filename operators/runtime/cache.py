@@ -73,6 +73,8 @@ def _record(pod: dict[str, Any]) -> PodRecord:
 @dataclass
 class Cache:
     jobs: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    # The jobs that name a queue: the only ones admission looks at.
+    queued: set[Key] = field(default_factory=set)
     pods: dict[Key, dict[str, PodRecord]] = field(default_factory=dict)
     # The last state of worker pods deleted by someone else (a node failure, an eviction):
     # kwok and a fast kubelet delete a pod within one event batch, and without its final
@@ -125,6 +127,10 @@ class Cache:
             old = None  # a new job of the same name
         if _newer(old, body):
             self.jobs[key] = body
+            if (body.get("spec") or {}).get("queue") is None:
+                self.queued.discard(key)
+            else:
+                self.queued.add(key)
         return key
 
     def drop_job(self, body: dict[str, Any]) -> Key:
@@ -132,6 +138,7 @@ class Cache:
         old = self.jobs.get(key)
         if old is not None and old["metadata"].get("uid") == body["metadata"].get("uid"):
             del self.jobs[key]
+            self.queued.discard(key)
         return key
 
     # -- nodes -----------------------------------------------------------------------------

@@ -105,3 +105,21 @@ def test_a_job_is_kept_without_its_managed_fields_and_the_event_is_left_alone():
     assert "managedFields" not in cache.jobs[key]["metadata"]
     assert cache.jobs[key]["metadata"]["resourceVersion"] == "7"  # what writes are guarded by
     assert "managedFields" in body["metadata"]  # the watch's own object is not changed
+
+
+def test_the_queued_jobs_follow_the_newest_spec_and_deletion():
+    c = Cache()
+    c.put_job(job(rv="5"))
+    assert c.queued == set()
+    queued = job(rv="6") | {"spec": {"queue": "default"}}
+    c.put_job(queued)
+    assert c.queued == {("ns", "llm")}
+    c.put_job(job(rv="4"))  # an older event without the queue changes nothing
+    assert c.queued == {("ns", "llm")}
+    c.drop_job(job(uid="j0"))  # another incarnation's delete: still there
+    assert c.queued == {("ns", "llm")}
+    c.drop_job(queued)
+    assert c.queued == set()
+    c.put_job(queued)
+    c.put_job(job(rv="7"))  # the queue taken out of the spec
+    assert c.queued == set()
