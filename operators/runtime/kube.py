@@ -2,8 +2,8 @@
 
 Every call is a plain blocking kubernetes-client call run in a thread (creating a gang's pods
 happens in parallel) with `_preload_content=False`, so responses stay JSON dicts and never
-pass through the client's slow model classes. Each call is counted in
-`carina_operator_kube_requests_total`.
+pass through the client's slow model classes; bodies go out as the dicts they are. Each call
+is counted in `carina_operator_kube_requests_total`.
 
 Idempotence rules: a create that finds the object already there (409) is success (stable
 names make a duplicate worker impossible), and one the API server refuses as invalid (400,
@@ -28,7 +28,7 @@ from kubernetes.client.exceptions import ApiException
 from carina.operators.runtime import metrics
 from carina.platform.api.health import CHECK_REQUESTED_ANNOTATION
 from carina.platform.api.types import GROUP, PLURAL, VERSION
-from carina.platform.controlplane.cluster import api_client
+from carina.platform.controlplane.cluster import configuration
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,20 @@ def _status_message(exc: ApiException) -> str:
     return str(message or exc.reason or exc.status)
 
 
+class _JsonApiClient(client.ApiClient):  # type: ignore[misc]
+    """An ApiClient for bodies that are JSON already: every body the operator sends is a dict
+    of plain values, so the client's walk that turns model objects and datetimes into JSON (a
+    copy of every manifest, a tenth of the operator's CPU at scale) is skipped for dicts."""
+
+    def sanitize_for_serialization(self, obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return obj
+        return super().sanitize_for_serialization(obj)
+
+
 def load_api_client(threads: int) -> client.ApiClient:
     """An ApiClient by kubectl's precedence (`controlplane.cluster`), `threads` connections."""
-    api: client.ApiClient = api_client(pool_size=threads)
-    return api
+    return _JsonApiClient(configuration(pool_size=threads))
 
 
 def merge_patch(old: Any, new: Any) -> Any:

@@ -11,20 +11,27 @@ from pathlib import Path
 from typing import Any
 
 
-def api_client(kubeconfig: Path | None = None, pool_size: int | None = None) -> Any:
-    """A `kubernetes.client.ApiClient` for the cluster the precedence above finds."""
+def configuration(kubeconfig: Path | None = None, pool_size: int | None = None) -> Any:
+    """A `kubernetes.client.Configuration` for the cluster the precedence above finds."""
     from kubernetes import client, config
 
-    configuration = client.Configuration()
+    found = client.Configuration()
     if kubeconfig is not None:
-        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+        config.load_kube_config(config_file=str(kubeconfig), client_configuration=found)
     else:
         # Read $KUBECONFIG now: the kubernetes package reads it once, when it is imported.
         default = os.environ.get("KUBECONFIG") or str(Path("~/.kube/config").expanduser())
         try:
-            config.load_kube_config(config_file=default, client_configuration=configuration)
+            config.load_kube_config(config_file=default, client_configuration=found)
         except config.ConfigException:
-            config.load_incluster_config(client_configuration=configuration)
+            config.load_incluster_config(client_configuration=found)
     if pool_size is not None:
-        configuration.connection_pool_maxsize = pool_size
-    return client.ApiClient(configuration)
+        found.connection_pool_maxsize = pool_size
+    return found
+
+
+def api_client(kubeconfig: Path | None = None, pool_size: int | None = None) -> Any:
+    """A `kubernetes.client.ApiClient` for the cluster the precedence above finds."""
+    from kubernetes import client
+
+    return client.ApiClient(configuration(kubeconfig, pool_size))

@@ -67,3 +67,38 @@ def test_a_kind_the_cluster_does_not_know_lists_as_none() -> None:
     kube.custom.list_cluster_custom_object = broken  # type: ignore[method-assign]
     with pytest.raises(ApiException):
         asyncio.run(kube.list_custom("clusterqueues"))
+
+
+def test_a_manifest_goes_out_as_the_same_json_the_stock_client_sends() -> None:
+    """The operator's client skips the model walk for dict bodies; the wire bytes stay equal."""
+    import asyncio
+    import json
+    from types import SimpleNamespace
+
+    from kubernetes import client
+
+    from carina.operators.runtime.kube import Kube, _JsonApiClient
+
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "llm-worker-0", "namespace": "ns", "labels": {"a": "b"}},
+        "spec": {"containers": [{"name": "w", "env": [{"name": "X", "value": "1"}]}]},
+        "x": [1, 2.5, None, True],
+    }
+    sent: dict[str, tuple[str, str, str, dict[str, str]]] = {}
+    for name, api in (
+        ("stock", client.ApiClient(client.Configuration())),
+        ("operator", _JsonApiClient(client.Configuration())),
+    ):
+
+        def request(method: str, url: str, *, name: str = name, **kw: object) -> object:
+            headers = dict(kw["headers"])  # type: ignore[call-overload]
+            sent[name] = (method, url, json.dumps(kw["body"]), headers)
+            return SimpleNamespace(status=201, data=b"{}", getheaders=dict)
+
+        api.rest_client.request = request
+        asyncio.run(Kube(api).create(json.loads(json.dumps(manifest))))
+    assert sent["operator"] == sent["stock"]
+    assert sent["operator"][:2] == ("POST", "/api/v1/namespaces/ns/pods")
+    assert json.loads(sent["operator"][2]) == manifest
