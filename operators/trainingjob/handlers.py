@@ -43,14 +43,22 @@ class _NoDiffBase(kopf.AnnotationsDiffBaseStorage):
         pass
 
 
-@kopf.on.startup()
-async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    config = Settings.from_env()
+def configure(settings: kopf.OperatorSettings, config: Settings) -> None:
+    """kopf's settings for this operator."""
     settings.posting.level = logging.WARNING  # kopf's own events: only its errors
     settings.peering.priority = config.priority
     settings.peering.lifetime = config.peering_lifetime
     settings.watching.server_timeout = 300
     settings.persistence.diffbase_storage = _NoDiffBase()
+    # The API server sends only worker pods: on a shared cluster the others' events are never
+    # transferred or decoded (the handler's own label filter is applied after both).
+    settings.watching.label_selectors["", "v1", "pods"] = JOB_LABEL
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config = Settings.from_env()
+    configure(settings, config)
     memo.operator = Operator(config)
     await memo.operator.start()
 
