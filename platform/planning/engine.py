@@ -75,7 +75,7 @@ from carina.platform.planning.goodput import account
 from carina.platform.planning.observed import ObservedWorker, parse_checkpoint, said_final_word
 from carina.platform.planning.progress import damaged_message, record_damaged
 from carina.platform.planning.stall import check_stall, with_stepped_at
-from carina.platform.planning.status import apply_action, derive_status, set_condition
+from carina.platform.planning.status import derive_status, set_condition, take_action
 from carina.platform.planning.stragglers import newly_named, straggler_message, update_stragglers
 
 EventType = Literal["Normal", "Warning"]
@@ -265,7 +265,7 @@ def plan(
             status, ConditionType.ADMITTED, True, Reason.CREATED, admission.message, now, gen
         )
         status.placement = placement  # the domain the new workers are pinned to
-    status = apply_action(job, status, action, now)
+    status = take_action(job, status, action, now)  # derive_status's copy: ours to change
     update_stragglers(job, status, workers, rank_seconds)
     status.goodput = account(job, previous, status, action, now)
     return Plan(status, action, events(previous, status, action))

@@ -33,7 +33,7 @@ from carina.platform.planning.profiles import (
     profile_for,
     topology_request,
 )
-from carina.platform.planning.template import apply_template
+from carina.platform.planning.template import add_template
 from carina.workloads import contract
 from carina.workloads.config import RAY_PORTS
 from carina.workloads.contract import SPEC_DIR, SPEC_FILE, WorkerContext
@@ -393,7 +393,7 @@ def build_worker_pod(
             preferred
         )
     pod: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
-    pod = apply_template(pod, job, checkpoint_uri(job, settings))
+    pod = add_template(pod, job, checkpoint_uri(job, settings))  # every part built above
     # Set last: a template annotation of the same key never replaces the spec.
     pod["metadata"].setdefault("annotations", {})[SPEC_ANNOTATION] = spec_text(job)
     return pod

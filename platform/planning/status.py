@@ -197,7 +197,14 @@ def apply_action(
     job: TrainingJob, status: TrainingJobStatus, action: Action, now: datetime
 ) -> TrainingJobStatus:
     """The status once `action` is taken (a copy; counts a restart only once)."""
-    status = status.model_copy(deep=True)
+    return take_action(job, status.model_copy(deep=True), action, now)
+
+
+def take_action(
+    job: TrainingJob, status: TrainingJobStatus, action: Action, now: datetime
+) -> TrainingJobStatus:
+    """`apply_action` on `status` itself, for a caller that owns it (the engine's status is
+    derive_status's own copy: a second deep copy was a third of a plan's time)."""
     gen = job.metadata.generation
     if isinstance(action, CreateWorkers):
         if status.phase == Phase.PENDING:

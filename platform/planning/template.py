@@ -1,10 +1,10 @@
 """The worker pod template: what a user adds to a worker pod, and the claims its URIs name.
 
-`apply_template` is the last step of `render.build_worker_pod`. It adds to the pod the
-`spec.template` of the job, in Kubernetes' own shapes, and a PersistentVolumeClaim volume for
-every claim a `pvc://claim/path` URI of the job names (the checkpoint URI and the workload's
-checkpoint inputs), mounted where the worker's storage looks for it
-(`<DEFAULT_PVC_MOUNT_ROOT>/<claim>`).
+`add_template` is the last step of `render.build_worker_pod` (`apply_template` does the same on
+a copy). It adds to the pod the `spec.template` of the job, in Kubernetes' own shapes, and a
+PersistentVolumeClaim volume for every claim a `pvc://claim/path` URI of the job names (the
+checkpoint URI and the workload's checkpoint inputs), mounted where the worker's storage looks
+for it (`<DEFAULT_PVC_MOUNT_ROOT>/<claim>`).
 
 Merge rules: the template adds to what the renderer built. Where both name the same thing
 (a label, an annotation, a node selector key, an environment variable of the profile such as
@@ -144,7 +144,12 @@ def _apply_spec(spec: dict[str, Any], container: dict[str, Any], user: WorkerTem
 
 def apply_template(pod: dict[str, Any], job: TrainingJob, checkpoint_uri: str) -> dict[str, Any]:
     """The worker pod `pod` with the job's template and pvc:// claims added (a new dict)."""
-    pod = copy.deepcopy(pod)
+    return add_template(copy.deepcopy(pod), job, checkpoint_uri)
+
+
+def add_template(pod: dict[str, Any], job: TrainingJob, checkpoint_uri: str) -> dict[str, Any]:
+    """`apply_template` on `pod` itself, for a caller that has just built it and shares none
+    of its parts (build_worker_pod)."""
     meta, spec = pod["metadata"], pod["spec"]
     container = spec["containers"][0]
     spec.setdefault("volumes", [])
