@@ -24,11 +24,11 @@ Starts the test control plane (etcd, kube-apiserver, scheduler, controller-manag
    pods run and write status: the ratio operator/floor is its overhead.
 
 Also printed: API requests per job the operator made (its own counter, kopf's watches
-aside), the operator's peak resident memory (VmHWM) and, for the operator round, the CPU
-seconds each process spent (operator, kube-apiserver, etcd, scheduler, kwok, ...): what
-bounds the run. Workers ask for no GPU (2,000 workers
-would not fit on 1,600 GPUs) and the nodes carry no taint, so the scheduler's work is the same
-in both rounds. Results go into docs/benchmarks.md by hand, with the machine they ran on.
+aside), the operator's peak resident memory (VmHWM) and, for each round, the CPU seconds each
+process spent (operator, kube-apiserver, etcd, scheduler, kwok, ...) and their total: what
+bounds the run. Workers ask for no GPU (2,000 workers would not fit on 1,600 GPUs) and the
+nodes carry no taint, so the scheduler's work is the same in both rounds. Results go into
+docs/benchmarks.md by hand, with the machine they ran on.
 """
 
 from __future__ import annotations
@@ -162,12 +162,25 @@ def make_namespace(core: client.CoreV1Api, name: str) -> None:
     )
 
 
+def cluster_cpu(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds each process has used so far, by name."""
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
+def cpu_spent(before: dict[str, float], pids: dict[str, int]) -> str:
+    """The CPU seconds each process used since `before`, most first, and their total."""
+    spent = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    ranked = sorted(spent.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{n} {v:.0f}" for n, v in ranked) + f" (total {sum(spent.values()):.0f})"
+
+
 def floor_round(
     cluster: TestCluster, api: client.ApiClient, jobs: int, workers: int, timeout: float
 ) -> list[float]:
     core = client.CoreV1Api(api)
     ns = "bench-floor"
     make_namespace(core, ns)
+    pids = {c.name: c.popen.pid for c in cluster.components}
     watcher = Watcher(cluster, ns, "pods")
     watcher.start()
     time.sleep(0.5)
@@ -183,12 +196,19 @@ def floor_round(
         started.setdefault(j, time.perf_counter())
         core.create_namespaced_pod(ns, pod, _preload_content=False)
 
+    cpu_before = cluster_cpu(pids)
+    t0 = time.perf_counter()
     with ThreadPoolExecutor(CONCURRENCY) as pool:
         for f in [pool.submit(create, j, p) for j, pods in enumerate(manifests) for p in pods]:
             f.result()
     names = {j: [p["metadata"]["name"] for p in pods] for j, pods in enumerate(manifests)}
     wait_until(
         lambda: progress(watcher, jobs * workers), timeout, "floor pods Running", interval=0.5
+    )
+    print(
+        f"  all {jobs * workers} pods Running {time.perf_counter() - t0:.1f} s after the first "
+        f"create; CPU seconds meanwhile: {cpu_spent(cpu_before, pids)}",
+        flush=True,
     )
     print(f"  watch reconnects: {watcher.reconnects}", flush=True)
     watcher.close()
@@ -229,7 +249,7 @@ def operator_round(
     try:
         wait_until(healthy, 60, "operator healthy")
         pids = {"operator": proc.pid} | {c.name: c.popen.pid for c in cluster.components}
-        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        cpu_before = cluster_cpu(pids)
         watcher = Watcher(cluster, ns, "trainingjobs")
         watcher.start()
         time.sleep(0.5)
@@ -263,11 +283,9 @@ def operator_round(
 
         wait_until(running_and_sampled, timeout, "TrainingJobs Running", interval=0.5)
         elapsed = time.perf_counter() - t0
-        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
         print(
             f"  all {jobs} Running {elapsed:.1f} s after the first create "
-            f"({jobs / elapsed:.1f} jobs/s); CPU seconds meanwhile: "
-            + ", ".join(f"{n} {v:.0f}" for n, v in sorted(cpu.items(), key=lambda kv: -kv[1])),
+            f"({jobs / elapsed:.1f} jobs/s); CPU seconds meanwhile: {cpu_spent(cpu_before, pids)}",
             flush=True,
         )
         rss_now = {n: memory_kib(pid, "VmRSS") / 1024 for n, pid in pids.items()}
